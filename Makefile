@@ -1,0 +1,8 @@
+# The two commands of the README. Both set up what they need first (idempotent).
+.PHONY: up test setup
+setup:
+	scripts/setup.sh
+up: setup
+	.venv/bin/sparsetune up
+test:
+	scripts/test.sh

@@ -1,0 +1,20 @@
+"""sparsetune's engine: sparse fine-tuning (SMT, SNELL) and PEFT baselines behind one registry.
+
+The public entry point is :func:`run`: it takes a plain :class:`TrainSpec` and reports progress through
+:class:`Callbacks`. The CLI's ``train`` and the service's worker call the same function.
+"""
+
+from smt_core.callbacks import Callbacks, Cancelled
+from smt_core.spec import TrainSpec
+
+__version__ = "0.1.0"
+
+
+def run(spec: TrainSpec, callbacks: Callbacks | None = None):
+    """Train one adapter as ``spec`` says; returns a :class:`smt_core.trainer.RunResult`."""
+    from smt_core.trainer import train  # torch is imported only when training is asked for
+
+    return train(spec, callbacks or Callbacks())
+
+
+__all__ = ["Callbacks", "Cancelled", "TrainSpec", "run", "__version__"]

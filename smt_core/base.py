@@ -1,0 +1,145 @@
+"""What every fine-tuning method provides, and the shared work (options parsing, head handling).
+
+A method is a small package (``config.py``, ``layer.py``, ``model.py``, ``__init__.py`` ending in
+``register_method``). The trainer only talks to this interface:
+
+1. ``prepare(ctx)``       inject into the model (SMT also runs its selection warm-up here) → the model to train
+2. ``trainable_parameters(model)``   what the optimizer sees (that is where sparse memory savings become real)
+3. ``adapter_tensors(model)`` / ``adapter_info()``   what the artifact stores (safetensors + JSON manifest)
+4. ``load(model, sites, tensors, info)``   re-inject a saved adapter into a fresh base model (resume, inference)
+5. ``merge(model, sites, tensors, info)``  write the adapter into the base weights in place
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from smt_core.callbacks import Callbacks
+from smt_core.targets import Site
+
+
+@dataclass
+class MethodConfig:
+    """Base for method option dataclasses: unknown keys are refused, strings (from the CLI) are parsed."""
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any] | None) -> MethodConfig:
+        options = dict(options or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"method_options: unknown option {', '.join(unknown)}; "
+                f"expected {', '.join(fields) or 'none'} for this method"
+            )
+        parsed = {k: _parse_option(k, v, fields[k].type) for k, v in options.items()}
+        return cls(**parsed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _parse_option(key: str, value: Any, annotation: Any) -> Any:
+    """CLI values arrive as strings (KEY=VALUE); JSON values arrive typed. Parse the former."""
+    if not isinstance(value, str):
+        return value
+    text = str(annotation)
+    if "str" in text and "int" not in text and "float" not in text and "bool" not in text:
+        return value
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if value.lower() in ("none", "null"):
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+@dataclass
+class PrepareContext:
+    """What a method may use while preparing: the data (for warm-ups), the loss, and the callbacks."""
+
+    model: nn.Module
+    sites: list[Site]
+    budget: int | None  # resolved parameter count (None for full)
+    base_params: int
+    device: torch.device
+    callbacks: Callbacks = field(default_factory=Callbacks)
+    batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None  # seeded training batches
+    loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None
+    steps_per_epoch: int = 0
+    head_parameters: list[nn.Parameter] = field(default_factory=list)  # a new classification head
+
+
+class Method(ABC):
+    """One fine-tuning method. Subclasses set the class attributes and fill in the abstract methods."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]]
+    default_learning_rate: ClassVar[float]
+    uses_budget: ClassVar[bool] = True
+
+    def __init__(self, config: MethodConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any] | None) -> Method:
+        return cls(cls.config_class.from_options(options))
+
+    @abstractmethod
+    def prepare(self, ctx: PrepareContext) -> nn.Module:
+        """Inject the method into ``ctx.model``; return the module to train (may be a wrapper)."""
+
+    @abstractmethod
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """The method's own trainable parameters (a classification head is added by the trainer)."""
+
+    @abstractmethod
+    def adapter_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors for ``adapter.safetensors`` (contiguous, CPU), keyed by module name + tensor name."""
+
+    @abstractmethod
+    def adapter_info(self) -> dict[str, Any]:
+        """JSON-serialisable method section of the manifest (options and what a load needs)."""
+
+    @abstractmethod
+    def load(self, model: nn.Module, sites: list[Site], tensors: dict[str, torch.Tensor],
+             info: dict[str, Any]) -> nn.Module:
+        """Re-inject a saved adapter into a fresh base model; returns the adapted model."""
+
+    @abstractmethod
+    def merge(self, model: nn.Module, sites: list[Site], tensors: dict[str, torch.Tensor],
+              info: dict[str, Any]) -> None:
+        """Write a saved adapter into the base model's weights in place."""
+
+    def sparse_deltas(self, model: nn.Module, sites: list[Site], tensors: dict[str, torch.Tensor],
+                      info: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per physical module name: (indices int64 [2, nnz] in (out, in) orientation, values) — the
+        delta as a sparse matrix, for the SHiRA export. None when the method's delta is not sparse."""
+        return None
+
+    def report(self, model: nn.Module) -> dict[str, Any]:
+        """Figures for metrics: trainable params and, for sparse methods, ΔW nonzeros."""
+        n = sum(p.numel() for p in self.trainable_parameters(model))
+        return {"trainable_params": n, "delta_nonzeros": n}
+
+    def blocks_report(self) -> dict[str, Any] | None:
+        """SMT's chosen blocks in the /v1/jobs/{id}/blocks shape; None for other methods."""
+        return None
+
+
+def add_to_weight(site: Site, part_row0: int, delta: torch.Tensor, col0: int = 0) -> None:
+    """Add a dense (rows, cols) delta in the logical (out, in) orientation into a site's frozen weight."""
+    w = site.weight_out_in()
+    rows, cols = delta.shape
+    with torch.no_grad():
+        w[part_row0:part_row0 + rows, col0:col0 + cols] += delta.to(w.dtype)

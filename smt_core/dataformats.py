@@ -1,0 +1,192 @@
+"""The four JSONL training formats, validated line by line without torch (the API validates uploads).
+
+``prompt_completion`` {"prompt", "completion"} · ``chat`` {"messages": [{"role", "content"}, ...]} ·
+``classification`` {"text", "label"} · ``multiple_choice`` {"prompt", "choices": [...], "label": int}.
+One format a file, detected from the first valid object's keys; every line is checked against it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "prompt_completion": ("prompt", "completion"),
+    "chat": ("messages",),
+    "classification": ("text", "label"),
+    "multiple_choice": ("prompt", "choices", "label"),
+}
+CHAT_ROLES = ("system", "user", "assistant")
+MAX_ERRORS = 100
+
+
+@dataclass
+class LineError:
+    line: int  # 1-based line number in the file
+    field: str | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "field": self.field, "message": self.message}
+
+
+@dataclass
+class ValidationReport:
+    format: str | None
+    rows: int
+    errors: list[LineError] = field(default_factory=list)  # the first MAX_ERRORS
+    total_errors: int = 0
+    label_names: list[str] | None = None  # classification: sorted distinct labels (as strings)
+
+    @property
+    def ok(self) -> bool:
+        return self.total_errors == 0 and self.rows > 0 and self.format is not None
+
+
+class DataFormatError(ValueError):
+    """A data file that cannot be used; ``details`` lists per-line problems (line, field, message)."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None, total: int = 0) -> None:
+        super().__init__(message)
+        self.details = details or []
+        self.total = total or len(self.details)
+
+
+def detect_format(obj: dict[str, Any]) -> str | None:
+    keys = set(obj)
+    if "messages" in keys:
+        return "chat"
+    if "choices" in keys:
+        return "multiple_choice"
+    if "text" in keys and "label" in keys:
+        return "classification"
+    if "prompt" in keys and "completion" in keys:
+        return "prompt_completion"
+    return None
+
+
+def _check(fmt: str, obj: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """Problems with one object under ``fmt``, as (field, message)."""
+    problems: list[tuple[str | None, str]] = []
+    for key in FORMATS[fmt]:
+        if key not in obj:
+            problems.append((key, "missing"))
+    extra = sorted(set(obj) - set(FORMATS[fmt]))
+    if extra:
+        problems.append((extra[0], f"unknown field for format {fmt}"))
+    if problems:
+        return problems
+    if fmt == "prompt_completion":
+        for key in ("prompt", "completion"):
+            if not isinstance(obj[key], str):
+                problems.append((key, "must be a string"))
+        if isinstance(obj["completion"], str) and not obj["completion"]:
+            problems.append(("completion", "must not be empty"))
+    elif fmt == "classification":
+        if not isinstance(obj["text"], str) or not obj["text"]:
+            problems.append(("text", "must be a non-empty string"))
+        label = obj["label"]
+        if isinstance(label, bool) or not isinstance(label, str | int) or label == "":
+            problems.append(("label", "must be a string or an integer"))
+    elif fmt == "multiple_choice":
+        choices = obj["choices"]
+        if not isinstance(obj["prompt"], str):
+            problems.append(("prompt", "must be a string"))
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            problems.append(("choices", "must be a list of at least two strings"))
+        label = obj["label"]
+        if isinstance(label, bool) or not isinstance(label, int):
+            problems.append(("label", "must be an integer index into choices"))
+        elif isinstance(choices, list) and not 0 <= label < len(choices):
+            problems.append(("label", f"index {label} out of range for {len(choices)} choices"))
+    elif fmt == "chat":
+        msgs = obj["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            return [("messages", "must be a non-empty list")]
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or set(m) - {"role", "content"} or "role" not in m or "content" not in m:
+                problems.append((f"messages[{i}]", "must be an object with role and content only"))
+            elif m["role"] not in CHAT_ROLES:
+                problems.append((f"messages[{i}].role", f"must be one of {', '.join(CHAT_ROLES)}"))
+            elif not isinstance(m["content"], str):
+                problems.append((f"messages[{i}].content", "must be a string"))
+        if not problems and not any(m["role"] == "assistant" for m in msgs):
+            problems.append(("messages", "needs at least one assistant turn to learn from"))
+    return problems
+
+
+def validate_lines(lines: list[bytes] | list[str], max_errors: int = MAX_ERRORS) -> tuple[ValidationReport, list[dict]]:
+    """Validate JSONL lines; returns the report and the parsed rows (valid ones only)."""
+    fmt: str | None = None
+    rows: list[dict[str, Any]] = []
+    errors: list[LineError] = []
+    total = 0
+    labels: set[str] = set()
+
+    def err(line: int, fld: str | None, msg: str) -> None:
+        nonlocal total
+        total += 1
+        if len(errors) < max_errors:
+            errors.append(LineError(line, fld, msg))
+
+    for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                err(number, None, "not valid UTF-8")
+                continue
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            obj = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            err(number, None, f"not valid JSON ({exc.__class__.__name__}: {str(exc)[:80]})")
+            continue
+        if not isinstance(obj, dict):
+            err(number, None, "must be a JSON object")
+            continue
+        line_fmt = detect_format(obj)
+        if fmt is None:
+            if line_fmt is None:
+                err(number, None, "cannot tell the format: expected keys of one of " + ", ".join(
+                    f"{k} {{{', '.join(v)}}}" for k, v in FORMATS.items()))
+                continue
+            fmt = line_fmt
+        problems = _check(fmt, obj)
+        if line_fmt not in (fmt, None) and not problems:
+            problems = [(None, f"looks like {line_fmt}, but the file is {fmt} (one format a file)")]
+        for fld, msg in problems:
+            err(number, fld, msg)
+        if not problems:
+            rows.append(obj)
+            if fmt == "classification":
+                labels.add(str(obj["label"]))
+    report = ValidationReport(fmt, len(rows), errors, total)
+    if fmt == "classification":
+        report.label_names = sorted(labels, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    return report, rows
+
+
+def read_jsonl(path: str | Path) -> tuple[str, list[dict[str, Any]], list[str] | None]:
+    """Read and validate a data file; raises DataFormatError (with per-line details) if anything is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"data: no such file {path}")
+    with path.open("rb") as fh:
+        report, rows = validate_lines(fh.readlines())
+    if report.total_errors:
+        first = report.errors[0]
+        raise DataFormatError(
+            f"data: {path.name} line {first.line}"
+            + (f" field {first.field!r}" if first.field else "")
+            + f": {first.message} ({report.total_errors} problem(s) in all)",
+            [e.to_dict() for e in report.errors], report.total_errors,
+        )
+    if not rows:
+        raise DataFormatError(f"data: {path.name} has no rows")
+    assert report.format is not None
+    return report.format, rows, report.label_names
