@@ -87,6 +87,7 @@ class Method(ABC):
     config_class: ClassVar[type[MethodConfig]]
     default_learning_rate: ClassVar[float]
     uses_budget: ClassVar[bool] = True
+    prepare_phase: ClassVar[str] = "training"  # the job phase shown while prepare() runs
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
@@ -143,3 +144,10 @@ def add_to_weight(site: Site, part_row0: int, delta: torch.Tensor, col0: int = 0
     rows, cols = delta.shape
     with torch.no_grad():
         w[part_row0:part_row0 + rows, col0:col0 + cols] += delta.to(w.dtype)
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule called ``name`` was."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

@@ -41,7 +41,7 @@ def build_tiny_model(out: Path, arch: str, hidden: int = 64, layers: int = 2, he
                      kv_heads: int = 2, intermediate: int = 128, seed: int = 0) -> Path:
     """Save a random-initialised ``arch`` (llama | bert | gpt2) with the MiniLM tokenizer to ``out``."""
     import torch
-    from transformers import (AutoModel, AutoModelForCausalLM, BertConfig, GPT2Config, LlamaConfig)
+    from transformers import AutoModel, AutoModelForCausalLM, BertConfig, GPT2Config, LlamaConfig
 
     torch.manual_seed(seed)
     tok = _tokenizer()

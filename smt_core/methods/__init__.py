@@ -1,0 +1,1 @@
+"""Fine-tuning methods, one package each; every package registers itself with smt_core.registry."""

@@ -1,0 +1,248 @@
+"""The training loop: load → prepare the method → train → evaluate → save. Read it top to bottom.
+
+Every method goes through the same path; the registry supplies the method, and the loop only knows the
+:class:`~smt_core.base.Method` interface. The optimizer is built from the method's trainable parameters
+(plus a new classification head): that is where sparse memory savings become real.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smt_core import checkpoint, memory
+from smt_core.artifacts import HEAD_PREFIX, library_versions, save_adapter
+from smt_core.base import PrepareContext
+from smt_core.callbacks import Callbacks
+from smt_core.data import BatchPlan, encode, evaluate, loss_fn, split_holdout
+from smt_core.dataformats import DataFormatError, read_jsonl
+from smt_core.models import load_model, load_tokenizer, resolve_model, weights_sha256
+from smt_core.registry import get_method
+from smt_core.spec import TrainSpec
+from smt_core.targets import base_param_count, find_sites, resolve_budget
+
+DEFAULT_EPOCHS = 1.0
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]
+    out_dir: Path
+    files: dict[str, Path]
+    blocks: dict[str, Any] | None
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up to ``base_lr``, then linear decay to 0 at ``total`` (the reference schedule)."""
+    if warmup and step < warmup:
+        return base_lr * (step + 1) / warmup
+    return base_lr * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _file_sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
+    started = time.time()
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(spec.seed)
+    random.seed(spec.seed)
+    device = pick_device(spec.device)
+    method = get_method(spec.method).from_options(spec.method_options)
+
+    # ---- data and model ------------------------------------------------------------------------------
+    cb.fire("on_phase", phase="loading")
+    fmt, rows, label_names = read_jsonl(spec.train_data)
+    if spec.eval_data:
+        eval_fmt, eval_rows, eval_labels = read_jsonl(spec.eval_data)
+        if eval_fmt != fmt:
+            raise DataFormatError(f"eval_data: format {eval_fmt} differs from the training data's {fmt}")
+        if label_names is not None and not set(eval_labels or []) <= set(label_names):
+            raise DataFormatError(f"eval_data: labels {sorted(set(eval_labels) - set(label_names))} "
+                                  "never appear in the training data")
+    else:
+        rows, eval_rows = split_holdout(rows, spec.holdout_fraction, spec.seed)
+    if spec.max_eval_rows is not None:
+        eval_rows = eval_rows[:spec.max_eval_rows]
+
+    ref = resolve_model(spec.model)
+    tok = load_tokenizer(ref)
+    task = "classification" if fmt == "classification" else "causal_lm"
+    frozen_dtype = torch.bfloat16 if device.type == "cuda" and method.uses_budget else torch.float32
+    model, new_keys = load_model(ref, task, label_names, frozen_dtype, pad_token_id=tok.pad_token_id)
+    model.to(device)
+    head_prefixes = tuple(sorted({k.rsplit(".", 1)[0] + "." for k in new_keys}))
+    base_params = base_param_count(model, head_prefixes)
+    total_params = base_param_count(model)
+    budget = resolve_budget(spec.budget, base_params) if method.uses_budget else None
+
+    for p in model.parameters():  # everything frozen; the method decides what trains
+        p.requires_grad_(False)
+    head = [p for n, p in model.named_parameters() if n.startswith(head_prefixes)] if head_prefixes else []
+    for p in head:  # a new classification head trains in every method
+        p.requires_grad_(True)
+
+    train_enc = encode(rows, fmt, tok, spec.max_seq_len, label_names)
+    eval_enc = encode(eval_rows, fmt, tok, spec.max_seq_len, label_names)
+    plan = BatchPlan(len(train_enc.examples), spec.batch_size, spec.seed)
+    if spec.steps is not None:
+        total_steps = spec.steps
+    else:
+        total_steps = max(1, math.ceil((spec.epochs or DEFAULT_EPOCHS) * plan.steps_per_epoch))
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
+    sites = find_sites(model, spec.targets)
+    pad = tok.pad_token_id
+
+    # ---- the method: fresh (SMT runs its selection warm-up here) or rebuilt from a checkpoint --------
+    model.train()
+    resumed = spec.resume and checkpoint.exists(out)
+    if resumed:
+        state, saved_adapter = checkpoint.load_meta(out)
+        model = method.load(model, sites, saved_adapter, state["method_info"])
+        start_step, blocks = int(state["step"]), state.get("blocks")
+        cb.fire("on_log", message=f"resumed from the checkpoint at step {start_step}", level="info")
+    else:
+        cb.fire("on_phase", phase=method.prepare_phase)
+        ctx = PrepareContext(model=model, sites=sites, budget=budget, base_params=base_params, device=device,
+                             callbacks=cb, batches=lambda: plan.iterate(train_enc.examples, pad, device),
+                             loss_fn=loss_fn, steps_per_epoch=plan.steps_per_epoch, head_parameters=head)
+        model = method.prepare(ctx)
+        start_step, blocks = 0, method.blocks_report()
+        if blocks is not None:
+            cb.fire("on_selection", **blocks)
+
+    params = method.trainable_parameters(model)
+    for p in params:
+        p.requires_grad_(True)
+    train_params = list({id(p): p for p in params + head}.values())
+    lr = spec.learning_rate or method.default_learning_rate
+    opt = torch.optim.AdamW(train_params, lr=lr, weight_decay=spec.weight_decay)  # decay acts on ΔW itself
+    if resumed:
+        checkpoint.restore(out, train_params, opt)
+    report = method.report(model)
+    info = {**report, "total_params": total_params, "base_params": base_params, "budget_params": budget,
+            "head_params": sum(p.numel() for p in head), "total_steps": total_steps,
+            "train_rows": len(rows), "eval_rows": len(eval_rows), "truncated_rows": train_enc.truncated,
+            "format": fmt}
+    cb.fire("on_info", **info)
+
+    # ---- training ------------------------------------------------------------------------------------
+    cb.fire("on_phase", phase="training")
+    meter = memory.ActivationMeter(model)
+    batches = plan.iterate(train_enc.examples, pad, device, start=start_step)
+    losses: list[float] = []
+    tokens = 0
+    mem: dict[str, int] = {}
+    grads = 0
+    for step in range(start_step, total_steps):
+        cb.check_stop()
+        t0 = time.time()
+        batch = next(batches)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, lr, spec.lr_warmup_steps, total_steps)
+        with meter.track():
+            loss = loss_fn(model, batch)
+        loss.backward()
+        grads = max(grads, memory.grad_bytes(train_params))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        n_tok = int(batch["attention_mask"].sum())
+        tokens += n_tok
+        losses.append(loss.item())
+        dt = time.time() - t0
+        mem = memory.snapshot(model, train_params, opt, meter.max, device, gradients=grads)
+        cb.fire("on_step_end", step=step + 1, total_steps=total_steps, train_loss=losses[-1],
+                learning_rate=opt.param_groups[0]["lr"], tokens_per_second=n_tok / max(dt, 1e-9),
+                trained_tokens=tokens, seconds=dt, memory=mem)
+        done = step + 1
+        if spec.eval_every and done % spec.eval_every == 0 and done < total_steps and eval_enc.examples:
+            scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
+            cb.fire("on_eval", step=done, **scores)
+        if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total_steps:
+            path = checkpoint.save(out, done, train_params, opt, method.adapter_tensors(model),
+                                   {"method_info": method.adapter_info(), "blocks": blocks})
+            cb.fire("on_checkpoint", step=done, path=str(path))
+
+    # ---- evaluation and the artifact -----------------------------------------------------------------
+    cb.fire("on_phase", phase="evaluating")
+    scores: dict[str, Any] = {"eval_loss": None, "eval_accuracy": None}
+    if eval_enc.examples:
+        scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
+        cb.fire("on_eval", step=total_steps, **scores)
+    cb.fire("on_phase", phase="saving")
+    tail = losses[-min(len(losses), 10):]
+    metrics = {
+        "train_loss": sum(tail) / len(tail) if tail else None,
+        **scores,
+        "trainable_params": report["trainable_params"],
+        "delta_nonzeros": report.get("delta_nonzeros"),
+        "head_params": info["head_params"],
+        "total_params": total_params,
+        "trained_tokens": tokens,
+        "steps": total_steps,
+        "truncated_rows": train_enc.truncated,
+        "memory": mem,
+        "seconds": time.time() - started,
+    }
+    tensors = dict(method.adapter_tensors(model))
+    for n, p in model.named_parameters():
+        if head_prefixes and n.startswith(head_prefixes):
+            tensors[HEAD_PREFIX + n] = p.detach()
+    manifest = {
+        "format": "sparsetune-adapter/1",
+        "engine_version": library_versions()["sparsetune"],
+        "libraries": library_versions(),
+        "method": spec.method,
+        "method_options": method.config.to_dict(),
+        "method_info": method.adapter_info(),
+        "targets": list(spec.targets),
+        "budget": spec.budget,
+        "budget_params": budget,
+        "trainable_params": report["trainable_params"],
+        "delta_nonzeros": report.get("delta_nonzeros"),
+        "base_model": {"id": ref.id, "path": ref.path if ref.local else None, "sha256": weights_sha256(ref),
+                       "architecture": (model.config.architectures or [type(model).__name__])[0],
+                       "model_type": model.config.model_type, "base_params": base_params},
+        "task": task,
+        "dataset": {"format": fmt, "train_sha256": _file_sha256(spec.train_data), "train_rows": len(rows),
+                    "eval_sha256": _file_sha256(spec.eval_data) if spec.eval_data else None,
+                    "eval_rows": len(eval_rows), "held_out": spec.eval_data is None and bool(eval_rows)},
+        "seed": spec.seed,
+        "hyperparameters": {"learning_rate": lr, "schedule": "linear", "lr_warmup_steps": spec.lr_warmup_steps,
+                            "steps": total_steps, "epochs": spec.epochs, "batch_size": spec.batch_size,
+                            "max_seq_len": spec.max_seq_len, "weight_decay": spec.weight_decay,
+                            "gradient_checkpointing": spec.gradient_checkpointing},
+        "label_names": label_names,
+        "head_tensors": sorted(k for k in tensors if k.startswith(HEAD_PREFIX)),
+        "metrics": metrics,
+        "created_at": int(time.time()),
+    }
+    files = save_adapter(out, tensors, manifest)
+    shutil.rmtree(out / checkpoint.DIRNAME, ignore_errors=True)
+    return RunResult(metrics, out, files, blocks)
