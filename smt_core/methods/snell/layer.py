@@ -1,0 +1,76 @@
+"""The module that replaces an adapted projection: base output + x @ ΔWˢᵀ on the targeted part rows."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from smt_core.methods.snell.kernel import P, PartSpec, SnellDelta, n_keep, sparse_delta
+from smt_core.targets import Part
+
+
+class SnellLayer(nn.Module):
+    """Wraps one physical module (``nn.Linear`` or GPT-2 ``Conv1D``; the original stays in ``base``).
+
+    Per targeted part (a logical matrix of ``rows`` output rows): factors A (in, r) and B (rows, r), fp32
+    whatever the base dtype (tiny updates vanish in bf16), and coefficients c (P,) — a parameter when
+    learned, a buffer otherwise. The delta is computed in the logical (out, in) orientation, so the
+    Conv1D's (in, out) storage matters only to merge, which goes through ``add_to_weight``.
+    """
+
+    def __init__(self, base: nn.Module, site_name: str, in_features: int, out_features: int,
+                 parts: tuple[Part, ...], rank: int, sparsity: float, rule: str,
+                 coefficients: tuple[float, ...], learn_coefficients: bool, eps: float) -> None:
+        super().__init__()
+        assert rank >= P and rank % P == 0, f"SNELL rank must be a positive multiple of {P}, got {rank}"
+        self.base = base
+        self.site_name, self.in_features, self.out_features = site_name, in_features, out_features
+        self.parts, self.rank, self.sparsity, self.rule, self.eps = parts, rank, sparsity, rule, eps
+        self.disabled = False
+        device = base.weight.device
+        self.snell_A = nn.ParameterDict()
+        self.snell_B = nn.ParameterDict()
+        self.snell_c = nn.ParameterDict()
+        for part in parts:
+            self.snell_A[part.target] = nn.Parameter(_init_factor(in_features, rank, device))
+            self.snell_B[part.target] = nn.Parameter(_init_factor(part.rows, rank, device))
+            c = torch.tensor(coefficients, dtype=torch.float32, device=device)
+            self.snell_c[part.target] = nn.Parameter(c, requires_grad=learn_coefficients)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The frozen base weight, for model code that inspects ``proj.weight`` (dtype, device)."""
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def keep(self, part: Part) -> int:
+        return n_keep(part.rows, self.in_features, self.sparsity)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        out = self.base(x, *args, **kwargs)  # (..., out)
+        return out if self.disabled else out + self.delta(x)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ ΔWˢᵀ over the whole output width (zeros outside the targeted parts), (..., out)."""
+        specs = tuple(PartSpec(p.row0, p.rows, self.keep(p)) for p in self.parts)
+        tensors = [t for p in self.parts
+                   for t in (self.snell_A[p.target], self.snell_B[p.target], self.snell_c[p.target])]
+        return SnellDelta.apply(x, self.out_features, specs, self.rule, self.eps, *tensors)
+
+    def materialise(self, part: Part) -> torch.Tensor:
+        """ΔWˢ of one part, (rows, in), detached: exactly what the forward adds."""
+        return sparse_delta(self.snell_A[part.target], self.snell_B[part.target], self.snell_c[part.target],
+                            self.keep(part), self.rule, self.eps)
+
+
+def _init_factor(features: int, rank: int, device: torch.device) -> torch.Tensor:
+    """U(±1/sqrt(features·r/P)): the released code's kaiming_uniform_(a=√5) on its (P, features, r/P)
+    tensors (fan_in = features·r/P). Why this small scale is the right LM initialisation: see the
+    package docstring."""
+    bound = 1.0 / math.sqrt(features * rank // P)
+    return torch.empty(features, rank, device=device).uniform_(-bound, bound)

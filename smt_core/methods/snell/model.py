@@ -1,0 +1,172 @@
+"""Injection of SNELL into a model, and the artifact hooks (tensors, manifest, load, merge, SHiRA export)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from smt_core.base import Method, PrepareContext, add_to_weight
+from smt_core.methods.snell.config import SnellConfig
+from smt_core.methods.snell.kernel import EPS, P, n_keep
+from smt_core.methods.snell.layer import SnellLayer
+from smt_core.targets import Site
+
+COEFFICIENTS = (0.1, -0.1)  # the released code's fixed c; also the start when c is learned
+INIT = "uniform(±1/sqrt(features·r/2)) per factor (the released kaiming_uniform(a=√5)), c = (+0.1, −0.1)"
+
+
+def snell_rank(budget: int | None, sites: list[Site]) -> int:
+    """r = 2·floor(budget / (2·Σ(in + part rows))): P = 2 equal halves, (in + rows)·r parameters a part."""
+    per_rank = sum(site.in_features + part.rows for site in sites for part in site.parts)
+    if budget is None or per_rank == 0:
+        raise ValueError(f"budget: SNELL needs a parameter budget and targets, got budget={budget!r}")
+    rank = P * (int(budget) // (P * per_rank))
+    if rank < P:
+        raise ValueError(f"budget: {budget} parameters give SNELL rank {rank}; rank {P} over these targets "
+                         f"needs at least {P * per_rank} parameters")
+    return rank
+
+
+class SnellMethod(Method):
+    """SNELL (Shen et al., NeurIPS 2024): kernelized LoRA factors + per-forward competition sparsification.
+
+    ``default_learning_rate`` = 1e-3: the released code trains the factors with AdamW at lr 1e-3 (all of
+    its FGVC/VTAB scripts). The factors start at a small scale (see the package docstring), so like
+    LoRA's A/B they need an lr an order above full fine-tuning's to move ΔW within a few hundred steps.
+    """
+
+    name = "snell"
+    config_class = SnellConfig
+    default_learning_rate = 1e-3
+
+    def __init__(self, config: SnellConfig) -> None:
+        super().__init__(config)
+        self.config: SnellConfig = config
+        self.rank: int | None = None
+        self._modules: dict[str, dict[str, Any]] = {}
+
+    # -- injection ---------------------------------------------------------------------------------
+    def prepare(self, ctx: PrepareContext) -> nn.Module:
+        rank = snell_rank(ctx.budget, ctx.sites)
+        keep = {id(p) for p in ctx.head_parameters}
+        for p in ctx.model.parameters():
+            if id(p) not in keep:
+                p.requires_grad_(False)
+        self._inject(ctx.model, ctx.sites, rank)
+        return ctx.model
+
+    def _inject(self, model: nn.Module, sites: list[Site], rank: int) -> dict[str, SnellLayer]:
+        cfg = self.config
+        self.rank, self._modules, layers = rank, {}, {}
+        for site in sites:
+            layer = SnellLayer(site.module, site.name, site.in_features, site.out_features, site.parts, rank,
+                               cfg.sparsity, cfg.rule, COEFFICIENTS, cfg.learn_coefficients, EPS)
+            parent_name, _, child = site.name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+            layers[site.name] = layer
+            self._modules[site.name] = {"in": site.in_features, "out": site.out_features, "parts": [
+                {"target": p.target, "row0": p.row0, "rows": p.rows, "s": cfg.sparsity,
+                 "n_keep": n_keep(p.rows, site.in_features, cfg.sparsity)} for p in site.parts]}
+        return layers
+
+    @staticmethod
+    def layers(model: nn.Module) -> list[SnellLayer]:
+        return [m for m in model.modules() if isinstance(m, SnellLayer)]
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return [p for layer in self.layers(model)
+                for d in (layer.snell_A, layer.snell_B, layer.snell_c) for p in d.values() if p.requires_grad]
+
+    def report(self, model: nn.Module) -> dict[str, Any]:
+        nonzeros = sum(int(torch.count_nonzero(layer.materialise(p)))
+                       for layer in self.layers(model) for p in layer.parts)
+        return {"trainable_params": sum(p.numel() for p in self.trainable_parameters(model)),
+                "delta_nonzeros": nonzeros}
+
+    # -- artifact ------------------------------------------------------------------------------------
+    def adapter_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for layer in self.layers(model):
+            for part in layer.parts:
+                key = f"{layer.site_name}.{part.target}.snell_"
+                dense = layer.materialise(part)
+                idx = dense.nonzero().t()  # (2, nnz) row-major order, (out, in) orientation of the part
+                out[key + "indices"] = idx.to(torch.int32).contiguous().cpu()
+                out[key + "values"] = dense[idx[0], idx[1]].contiguous().cpu()
+                out[key + "A"] = layer.snell_A[part.target].detach().contiguous().cpu()
+                out[key + "B"] = layer.snell_B[part.target].detach().contiguous().cpu()
+                if self.config.learn_coefficients:
+                    out[key + "coefficients"] = layer.snell_c[part.target].detach().contiguous().cpu()
+        return out
+
+    def adapter_info(self) -> dict[str, Any]:
+        return {"rank": self.rank, "p": P, "coefficients": list(COEFFICIENTS),
+                "learn_coefficients": self.config.learn_coefficients, "sparsity": self.config.sparsity,
+                "rule": self.config.rule, "eps": EPS, "init": INIT, "modules": self._modules}
+
+    def load(self, model: nn.Module, sites: list[Site], tensors: dict[str, torch.Tensor],
+             info: dict[str, Any]) -> nn.Module:
+        """Factors back into fresh wrappers; the recomputed ΔWˢ is checked against the stored one (a
+        different device or dtype can flip entries at the threshold — METHODS.md §2)."""
+        for site in sites:  # only the wrapped projections: a head's flags are the trainer's business
+            site.module.requires_grad_(False)
+        self.config = SnellConfig(sparsity=info.get("sparsity", self.config.sparsity),
+                                  rule=info.get("rule", self.config.rule),
+                                  learn_coefficients=info.get("learn_coefficients", False))
+        rank = int(info["rank"]) if "rank" in info else _rank_from(tensors, sites)
+        layers = self._inject(model, sites, rank)
+        for name, layer in layers.items():
+            layer.eps = float(info.get("eps", EPS))
+            for part in layer.parts:
+                key = f"{name}.{part.target}.snell_"
+                with torch.no_grad():
+                    layer.snell_A[part.target].copy_(tensors[key + "A"])
+                    layer.snell_B[part.target].copy_(tensors[key + "B"])
+                    coeffs = tensors.get(key + "coefficients", torch.tensor(info.get("coefficients",
+                                                                                      COEFFICIENTS)))
+                    layer.snell_c[part.target].copy_(coeffs)
+                stored = _densify(tensors, key, part.rows, layer.in_features).to(layer.weight.device)
+                flipped = int((layer.materialise(part) != stored.to(torch.float32)).sum())
+                if flipped:
+                    warnings.warn(f"snell: {key[:-1]} recomputes {flipped} entries differently from the "
+                                  f"saved ΔW (threshold ties or another device); merge uses the saved ΔW",
+                                  stacklevel=2)
+        return model
+
+    def merge(self, model: nn.Module, sites: list[Site], tensors: dict[str, torch.Tensor],
+              info: dict[str, Any]) -> None:
+        """W0 + the stored materialised ΔWˢ: what the trained model computed, independent of recomputation."""
+        for site in sites:
+            for part in site.parts:
+                key = f"{site.name}.{part.target}.snell_"
+                delta = _densify(tensors, key, part.rows, site.in_features)
+                add_to_weight(site, part.row0, delta.to(site.weight_out_in().device))
+
+    def sparse_deltas(self, model: nn.Module, sites: list[Site], tensors: dict[str, torch.Tensor],
+                      info: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        out = {}
+        for site in sites:
+            idx, vals = [], []
+            for part in site.parts:
+                key = f"{site.name}.{part.target}.snell_"
+                i = tensors[key + "indices"].to(torch.int64)
+                idx.append(torch.stack([i[0] + part.row0, i[1]]))
+                vals.append(tensors[key + "values"])
+            out[site.name] = (torch.cat(idx, dim=1), torch.cat(vals))
+        return out
+
+
+def _densify(tensors: dict[str, torch.Tensor], key: str, rows: int, cols: int) -> torch.Tensor:
+    """The stored sparse ΔWˢ of one part as a dense (rows, cols) matrix."""
+    idx, vals = tensors[key + "indices"].to(torch.int64), tensors[key + "values"]
+    dense = torch.zeros(rows, cols, dtype=vals.dtype)
+    dense[idx[0], idx[1]] = vals
+    return dense
+
+
+def _rank_from(tensors: dict[str, torch.Tensor], sites: list[Site]) -> int:
+    site, part = sites[0], sites[0].parts[0]
+    return int(tensors[f"{site.name}.{part.target}.snell_A"].shape[1])
