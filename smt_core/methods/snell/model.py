@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smt_core.base import Method, PrepareContext, add_to_weight
+from smt_core.base import Method, PrepareContext, add_to_weight, replace_module
 from smt_core.methods.snell.config import SnellConfig
 from smt_core.methods.snell.kernel import EPS, P, n_keep
 from smt_core.methods.snell.layer import SnellLayer
@@ -64,8 +64,7 @@ class SnellMethod(Method):
         for site in sites:
             layer = SnellLayer(site.module, site.name, site.in_features, site.out_features, site.parts, rank,
                                cfg.sparsity, cfg.rule, COEFFICIENTS, cfg.learn_coefficients, EPS)
-            parent_name, _, child = site.name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+            replace_module(model, site.name, layer)
             layers[site.name] = layer
             self._modules[site.name] = {"in": site.in_features, "out": site.out_features, "parts": [
                 {"target": p.target, "row0": p.row0, "rows": p.rows, "s": cfg.sparsity,
@@ -77,8 +76,12 @@ class SnellMethod(Method):
         return [m for m in model.modules() if isinstance(m, SnellLayer)]
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        return [p for layer in self.layers(model)
-                for d in (layer.snell_A, layer.snell_B, layer.snell_c) for p in d.values() if p.requires_grad]
+        """A and B of every part, plus c when learned (decided by the option, not by requires_grad flags,
+        which the trainer sets from this list)."""
+        learn = self.config.learn_coefficients
+        return [p for layer in self.layers(model) for part in layer.parts
+                for p in (layer.snell_A[part.target], layer.snell_B[part.target])
+                + ((layer.snell_c[part.target],) if learn else ())]
 
     def report(self, model: nn.Module) -> dict[str, Any]:
         nonzeros = sum(int(torch.count_nonzero(layer.materialise(p)))
