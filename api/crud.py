@@ -1,0 +1,152 @@
+"""Reads and writes of rows for the routes: pagination, datasets, jobs, events, serialisation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.blobstore import get_store
+from api.errors import APIError, conflict
+from api.models import FINISHED, Artifact, Checkpoint, Dataset, Event, Job, JobStatus
+from api.schemas import JobCreate
+from api.security import new_id
+
+IDEMPOTENCY_SECONDS = 24 * 3600
+
+
+def page(session: Session, stmt: Select, model: Any, limit: int, after: str | None) -> tuple[list[Any], bool]:
+    """Newest first, keyset pagination on (created_at, id); ``after`` is the last id of the previous page."""
+    if after is not None:
+        anchor = session.scalar(stmt.where(model.id == after))
+        if anchor is None:
+            raise APIError(422, f"after: no item {after!r} in this list", param="after")
+        stmt = stmt.where(or_(model.created_at < anchor.created_at,
+                              (model.created_at == anchor.created_at) & (model.id < anchor.id)))
+    rows = list(session.scalars(stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def add_event(session: Session, job: Job, type_: str, data: dict[str, Any]) -> Event:
+    ev = Event(job_id=job.id, owner_id=job.owner_id, type=type_, data=data, created_at=time.time())
+    session.add(ev)
+    return ev
+
+
+def delete_dataset(session: Session, ds: Dataset) -> None:
+    busy = session.scalar(select(func.count()).select_from(Job).where(
+        or_(Job.training_dataset_id == ds.id, Job.validation_dataset_id == ds.id),
+        Job.status.in_([JobStatus.queued, JobStatus.running])))
+    if busy:
+        raise conflict(f"dataset {ds.id} is used by {busy} queued or running job(s)")
+    blob_id = ds.blob_id
+    session.delete(ds)
+    session.flush()
+    get_store().delete(session, blob_id)
+
+
+def request_hash(body: JobCreate) -> str:
+    return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def find_idempotent(session: Session, owner_id: str, key: str, digest: str) -> Job | None:
+    """The job an earlier request with this key made, or None; 409 if that request had another body."""
+    job = session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+    if job is None:
+        return None
+    if (job.idempotency_expires_at or 0) < time.time():
+        job.idempotency_key = None  # expired: the key is free again
+        session.flush()
+        return None
+    if job.request_hash != digest:
+        raise conflict("Idempotency-Key was already used with a different request body", param="Idempotency-Key")
+    return job
+
+
+def create_job(session: Session, owner_id: str, body: JobCreate, hp: dict[str, Any],
+               idempotency_key: str | None) -> Job:
+    now = time.time()
+    job = Job(id=new_id("job"), owner_id=owner_id, model=body.model, method=body.method, budget=body.budget,
+              training_dataset_id=body.training_dataset, validation_dataset_id=body.validation_dataset,
+              targets=list(body.targets), hyperparameters=hp, method_options=dict(body.method_options),
+              seed=body.seed, suffix=body.suffix, meta=dict(body.metadata), status=JobStatus.queued,
+              created_at=now, idempotency_key=idempotency_key, request_hash=request_hash(body),
+              idempotency_expires_at=now + IDEMPOTENCY_SECONDS if idempotency_key else None)
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
+        session.rollback()
+        raise conflict("a request with this Idempotency-Key is already in progress", param="Idempotency-Key") from None
+    add_event(session, job, "status", {"status": "queued", "phase": None})
+    return job
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    """Queued: cancelled at once (never starts). Running: a flag the trainer reads every step. Finished: 409."""
+    now = time.time()
+    res = session.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.queued)
+                          .values(status=JobStatus.cancelled, finished_at=now, cancel_requested=True))
+    session.refresh(job)
+    if res.rowcount == 1:
+        add_event(session, job, "status", {"status": "cancelled", "phase": None})
+        add_event(session, job, "end", {"status": "cancelled", "error": None})
+        return job
+    if job.status == JobStatus.running:
+        if not job.cancel_requested:
+            job.cancel_requested = True
+            add_event(session, job, "log", {"level": "info", "message": "cancel requested"})
+        return job
+    raise conflict(f"job {job.id} is already {job.status.value}")
+
+
+def delete_job(session: Session, job: Job) -> None:
+    if job.status not in FINISHED:
+        raise conflict(f"job {job.id} is {job.status.value}; cancel it first")
+    store = get_store()
+    blob_ids = list(session.scalars(select(Artifact.blob_id).where(Artifact.job_id == job.id)))
+    blob_ids += list(session.scalars(select(Checkpoint.blob_id).where(Checkpoint.job_id == job.id)))
+    session.execute(delete(Artifact).where(Artifact.job_id == job.id))
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job.id))
+    session.delete(job)
+    session.flush()
+    for blob_id in blob_ids:
+        store.delete(session, blob_id)
+
+
+def _ts(v: float | None) -> int | None:
+    return None if v is None else int(v)
+
+
+def job_public(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "object": "job", "status": job.status.value, "phase": job.phase,
+        "cancel_requested": job.cancel_requested, "model": job.model, "method": job.method,
+        "budget": job.budget, "targets": job.targets, "training_dataset": job.training_dataset_id,
+        "validation_dataset": job.validation_dataset_id,
+        "holdout_fraction": None if job.validation_dataset_id else 0.1,
+        "trainable_params": job.trainable_params, "total_params": job.total_params,
+        "steps_completed": job.steps_completed, "total_steps": job.total_steps,
+        "trained_tokens": job.trained_tokens, "estimated_finish": _ts(job.estimated_finish),
+        "metrics": job.metrics, "memory": job.memory, "error": job.error,
+        "created_at": int(job.created_at), "started_at": _ts(job.started_at),
+        "finished_at": _ts(job.finished_at), "hyperparameters": job.hyperparameters,
+        "method_options": job.method_options, "seed": job.seed, "suffix": job.suffix, "metadata": job.meta,
+        "attempts": job.attempts, "checkpoint_step": job.checkpoint_step,
+    }
+
+
+def dataset_public(ds: Dataset) -> dict[str, Any]:
+    return {"id": ds.id, "object": "dataset", "filename": ds.filename, "format": ds.format, "rows": ds.rows,
+            "bytes": ds.bytes, "sha256": ds.sha256, "truncated_rows": ds.truncated_rows,
+            "label_names": ds.label_names, "created_at": int(ds.created_at)}
+
+
+def event_public(ev: Event) -> dict[str, Any]:
+    return {"id": str(ev.id), "object": "event", "job_id": ev.job_id, "type": ev.type, "data": ev.data,
+            "created_at": int(ev.created_at)}

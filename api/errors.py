@@ -1,0 +1,96 @@
+"""One error shape for every response: {"error": {"code", "message", "param", "details"}}.
+
+FastAPI's default {"detail": …} is replaced here, for our own errors, HTTP errors and schema validation.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("sparsetune.api")
+
+CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+         405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+         422: "invalid_request", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}
+
+
+class APIError(Exception):
+    """Raise from anywhere under a request; it becomes the INTERFACE error shape with ``status``."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 details: list[dict[str, Any]] | None = None, total: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+        self.code = code or CODES.get(status, "error")
+        self.details, self.total, self.headers = details, total, headers
+
+
+def not_found(kind: str, ident: str) -> APIError:
+    return APIError(404, f"no {kind} {ident!r}", param="id")
+
+
+def conflict(message: str, param: str | None = None) -> APIError:
+    return APIError(409, message, param=param)
+
+
+def invalid(param: str, message: str) -> APIError:
+    return APIError(422, f"{param}: {message}", param=param)
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None,
+               details: list[dict[str, Any]] | None = None, total: int | None = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code or CODES.get(status, "error"), "message": message, "param": param}
+    if details is not None:
+        err["details"] = details
+    if total is not None:
+        err["total"] = total
+    return {"error": err}
+
+
+def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def _validation_message(err: dict[str, Any]) -> str:
+    if err.get("type") == "extra_forbidden":
+        return "unknown field"
+    if err.get("type") == "missing":
+        return "missing"
+    return str(err.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every error the one shape."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(error_body(exc.status, exc.message, exc.param, exc.code, exc.details, exc.total),
+                            status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else CODES.get(exc.status_code, "error")
+        return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        details = [{"field": _loc_to_param(tuple(e.get("loc", ()))), "message": _validation_message(e)}
+                   for e in errors[:100]]
+        first = details[0] if details else {"field": None, "message": "invalid request"}
+        message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        return JSONResponse(error_body(422, message, first["field"], details=details), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(error_body(500, "internal error"), status_code=500)

@@ -1,0 +1,208 @@
+"""The tables. The database is the source of truth for every job; the broker only says "look at job X".
+
+Timestamps are Unix seconds (floats) so SQLite and Postgres compare them the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only autoincrements an INTEGER PRIMARY KEY
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def now() -> float:
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+job_status_enum = Enum(JobStatus, name="job_status", native_enum=True, values_callable=lambda e: [m.value for m in e])
+
+
+class Owner(Base):
+    __tablename__ = "owners"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Double, default=now)
+
+
+class ApiKey(Base):
+    """Only a SHA-256 of the key is kept; ``prefix`` finds the row without scanning every hash."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double, default=now)
+    revoked_at: Mapped[float | None] = mapped_column(Double)
+
+
+class Blob(Base):
+    """Bytes stored in ~4 MiB chunks; ``complete`` flips in the same transaction that wrote the last chunk."""
+
+    __tablename__ = "blobs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Double, default=now)
+
+
+class BlobChunk(Base):
+    __tablename__ = "blob_chunks"
+    blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(32))
+    rows: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    truncated_rows: Mapped[int] = mapped_column(Integer, default=0)
+    label_names: Mapped[list[str] | None] = mapped_column(JSONType)
+    blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"))
+    created_at: Mapped[float] = mapped_column(Double, default=now, index=True)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
+        Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(500))
+    method: Mapped[str] = mapped_column(String(32))
+    budget: Mapped[Any] = mapped_column(JSONType)  # int count or float fraction, kept as given
+    training_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+    validation_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+    targets: Mapped[list[str]] = mapped_column(JSONType)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    method_options: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    suffix: Mapped[str | None] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType)
+    status: Mapped[JobStatus] = mapped_column(job_status_enum, default=JobStatus.queued)
+    phase: Mapped[str | None] = mapped_column(String(32))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    trainable_params: Mapped[int | None] = mapped_column(BigInteger)
+    total_params: Mapped[int | None] = mapped_column(BigInteger)
+    steps_completed: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    trained_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimated_finish: Mapped[float | None] = mapped_column(Double)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    memory: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[float] = mapped_column(Double, default=now)
+    started_at: Mapped[float | None] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+    # scheduling: the row decides who runs a job, never the broker
+    lease_expires_at: Mapped[float | None] = mapped_column(Double)
+    fencing_token: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    child_pid: Mapped[int | None] = mapped_column(Integer)
+    enqueued_at: Mapped[float | None] = mapped_column(Double)
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer)
+    merge_status: Mapped[str | None] = mapped_column(String(16))  # None | requested | running | done | failed
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    idempotency_expires_at: Mapped[float | None] = mapped_column(Double)
+
+
+class Event(Base):
+    """The SSE stream is read from here; ``id`` is the SSE id, so a reconnect with Last-Event-ID misses nothing."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_job_id_id", "job_id", "id"), Index("ix_events_owner_id_id", "owner_id", "id"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(16))  # status | metric | log | end
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[float] = mapped_column(Double, default=now)
+
+
+class MetricPoint(Base):
+    """One row per step; a resumed run rewrites the steps it repeats (unique on job and step)."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_metric_points_job_step"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float | None] = mapped_column(Double)
+    eval_loss: Mapped[float | None] = mapped_column(Double)
+    eval_accuracy: Mapped[float | None] = mapped_column(Double)
+    learning_rate: Mapped[float | None] = mapped_column(Double)
+    tokens_per_second: Mapped[float | None] = mapped_column(Double)
+    memory: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class BlockSelection(Base):
+    __tablename__ = "block_selections"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double, default=now)
+
+
+class Checkpoint(Base):
+    """Only a job's latest checkpoint is kept (a tar of the engine's checkpoint folder)."""
+
+    __tablename__ = "checkpoints"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"))
+    fencing_token: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double, default=now)

@@ -1,0 +1,1 @@
+"""One module per resource; handlers are named verb_noun and their docstrings become OpenAPI summaries."""

@@ -1,0 +1,86 @@
+"""Job events: a list, or a live SSE stream read from the events table (ids are the SSE ids)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Header, Request, Response
+from sqlalchemy import func, select
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api import crud
+from api.db import session_factory
+from api.deps import CurrentOwner, JobDep, SessionDep
+from api.errors import APIError
+from api.models import FINISHED, Event
+from api.routes.common import AfterQuery, LimitQuery, envelope, errors
+from api.schemas import EventPublic, ListPage
+from api.settings import get_settings
+
+router = APIRouter(tags=["events"])
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)]
+Accept = Annotated[str | None, Header()]
+
+
+def _last_id(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit():
+        raise APIError(422, "Last-Event-ID: must be an event id", param="Last-Event-ID")
+    return int(value)
+
+
+def _fetch(job_id: str | None, owner_id: str, after: int) -> list[dict[str, Any]]:
+    with session_factory()() as session:
+        stmt = select(Event).where(Event.id > after).order_by(Event.id).limit(500)
+        stmt = stmt.where(Event.job_id == job_id) if job_id else stmt.where(Event.owner_id == owner_id)
+        return [crud.event_public(e) for e in session.scalars(stmt)]
+
+
+async def _stream(request: Request, job_id: str | None, owner_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    poll = get_settings().sse_poll_seconds
+    while not await request.is_disconnected():
+        events = await to_thread.run_sync(_fetch, job_id, owner_id, after)
+        for ev in events:
+            after = int(ev["id"])
+            yield ServerSentEvent(data=json.dumps(ev), event=ev["type"], id=ev["id"])
+            if job_id and ev["type"] == "end":
+                return  # the job is over: close, and a reconnect gets 204
+        if not events:
+            await asyncio.sleep(poll)
+
+
+def _wants_stream(accept: str | None) -> bool:
+    return bool(accept) and "text/event-stream" in accept
+
+
+@router.get("/v1/jobs/{job_id}/events", response_model=ListPage[EventPublic],
+            responses={**errors(404), 200: {"content": {"text/event-stream": {}}}, 204: {"description": "finished"}})
+def list_events(request: Request, session: SessionDep, job: JobDep, accept: Accept = None,
+                last_event_id: LastEventId = None, limit: LimitQuery = 100, after: AfterQuery = None) -> Any:
+    """The job's events; with Accept: text/event-stream, a live stream that ends after `end`."""
+    if _wants_stream(accept):
+        start = _last_id(last_event_id)
+        end_id = session.scalar(select(func.max(Event.id)).where(Event.job_id == job.id, Event.type == "end"))
+        if job.status in FINISHED and end_id is not None and start >= end_id:
+            return Response(status_code=204)
+        return EventSourceResponse(_stream(request, job.id, job.owner_id, start), ping=10)
+    stmt = select(Event).where(Event.job_id == job.id)
+    if after is not None:
+        stmt = stmt.where(Event.id < _last_id(after))
+    rows = list(session.scalars(stmt.order_by(Event.id.desc()).limit(limit + 1)))
+    return envelope([crud.event_public(e) for e in rows[:limit]], len(rows) > limit)
+
+
+@router.get("/v1/events", responses={**errors(), 200: {"content": {"text/event-stream": {}}}})
+def stream_events(request: Request, session: SessionDep, owner: CurrentOwner,
+                  last_event_id: LastEventId = None) -> EventSourceResponse:
+    """A live stream of all the owner's job events (for the dashboard); starts now unless Last-Event-ID."""
+    start = _last_id(last_event_id) if last_event_id else (
+        session.scalar(select(func.max(Event.id)).where(Event.owner_id == owner.id)) or 0)
+    return EventSourceResponse(_stream(request, None, owner.id, start), ping=10)
+

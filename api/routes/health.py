@@ -1,0 +1,71 @@
+"""Liveness, readiness (database and broker reachable) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select, text
+
+from api.db import get_engine, session_factory
+from api.errors import APIError
+from api.models import Job, JobStatus
+from api.queue import producer
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def read_health() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "database or broker unreachable"}})
+def read_ready() -> dict:
+    """The database and the broker are reachable."""
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        raise APIError(503, f"database unreachable: {exc.__class__.__name__}") from None
+    try:
+        with producer().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:  # noqa: BLE001
+        raise APIError(503, f"broker unreachable: {exc.__class__.__name__}") from None
+    return {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+class JobCollector:
+    """Read at scrape time from the database, which every worker writes: one truth for all processes."""
+
+    def collect(self):
+        by_status = GaugeMetricFamily("sparsetune_jobs", "Jobs by status", labels=["status"])
+        depth = GaugeMetricFamily("sparsetune_queue_depth", "Jobs waiting to start")
+        step = GaugeMetricFamily("sparsetune_step_seconds", "Mean seconds per training step of running jobs",
+                                 labels=["job_id"])
+        with session_factory()() as session:
+            counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+            running = session.execute(select(Job.id, Job.started_at, Job.steps_completed)
+                                      .where(Job.status == JobStatus.running)).all()
+        for st in JobStatus:
+            by_status.add_metric([st.value], counts.get(st, 0))
+        depth.add_metric([], counts.get(JobStatus.queued, 0))
+        now = time.time()
+        for job_id, started, steps in running:
+            if started and steps:
+                step.add_metric([job_id], (now - started) / steps)
+        yield from (by_status, depth, step)
+
+
+_registry = CollectorRegistry()
+_registry.register(JobCollector())
+
+
+@router.get("/metrics", response_class=Response)
+def read_metrics() -> Response:
+    """Prometheus metrics: jobs by status, queue depth, step times."""
+    return Response(generate_latest(_registry), media_type=CONTENT_TYPE_LATEST)

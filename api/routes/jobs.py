@@ -1,0 +1,91 @@
+"""Fine-tuning jobs: create (idempotent), list, read, cancel, delete, and their metrics and blocks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy import select
+
+from api import crud, queue
+from api.deps import CurrentOwner, JobDep, SessionDep
+from api.errors import APIError
+from api.models import BlockSelection, Job, JobStatus, MetricPoint
+from api.routes.common import AfterQuery, LimitQuery, envelope, errors
+from api.schemas import Deleted, JobCreate, JobPublic, ListPage, MetricPointPublic
+from api.validation import validate_job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+
+@router.post("", status_code=201, response_model=JobPublic, responses={200: {"model": JobPublic}, **errors(409)})
+def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, response: Response,
+               idempotency_key: IdempotencyKey = None) -> dict:
+    """Create a fine-tuning job; it is queued once the row is committed."""
+    if idempotency_key:
+        earlier = crud.find_idempotent(session, owner.id, idempotency_key, crud.request_hash(body))
+        if earlier is not None:
+            response.status_code = 200
+            return crud.job_public(earlier)
+    hp = validate_job(session, owner.id, body)
+    job = crud.create_job(session, owner.id, body, hp, idempotency_key)
+    session.commit()
+    if queue.enqueue(job.id):  # only after the commit: a worker must find the row
+        job.enqueued_at = job.created_at
+        session.commit()
+    return crud.job_public(job)
+
+
+@router.get("", response_model=ListPage[JobPublic], responses=errors())
+def list_jobs(session: SessionDep, owner: CurrentOwner, limit: LimitQuery = 20, after: AfterQuery = None,
+              status: Annotated[JobStatus | None, Query()] = None) -> dict:
+    """List the owner's jobs, newest first, optionally by status."""
+    stmt = select(Job).where(Job.owner_id == owner.id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    rows, more = crud.page(session, stmt, Job, limit, after)
+    return envelope([crud.job_public(j) for j in rows], more)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=errors(404))
+def read_job(job: JobDep) -> dict:
+    """Read one job."""
+    return crud.job_public(job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=errors(404, 409))
+def cancel_job(session: SessionDep, job: JobDep) -> dict:
+    """Cancel a job: queued never starts, running stops within one step, finished is a 409."""
+    crud.cancel_job(session, job)
+    session.commit()
+    return crud.job_public(job)
+
+
+@router.delete("/{job_id}", response_model=Deleted, responses=errors(404, 409))
+def delete_job(session: SessionDep, job: JobDep) -> dict:
+    """Delete a finished job and its artifacts."""
+    job_id = job.id
+    crud.delete_job(session, job)
+    session.commit()
+    return {"id": job_id, "object": "job", "deleted": True}
+
+
+@router.get("/{job_id}/metrics", response_model=ListPage[MetricPointPublic], responses=errors(404))
+def list_metrics(session: SessionDep, job: JobDep) -> dict[str, Any]:
+    """The job's metrics by step (a resumed run's repeated steps appear once)."""
+    rows = session.scalars(select(MetricPoint).where(MetricPoint.job_id == job.id).order_by(MetricPoint.step))
+    data = [{"step": m.step, "train_loss": m.train_loss, "eval_loss": m.eval_loss,
+             "eval_accuracy": m.eval_accuracy, "learning_rate": m.learning_rate,
+             "tokens_per_second": m.tokens_per_second, "memory": m.memory} for m in rows]
+    return {"object": "list", "data": data, "has_more": False, "last_id": str(data[-1]["step"]) if data else None}
+
+
+@router.get("/{job_id}/blocks", responses=errors(404))
+def read_blocks(session: SessionDep, job: JobDep) -> dict[str, Any]:
+    """SMT's selected blocks per module (404 until selection is done, or for other methods)."""
+    sel = session.get(BlockSelection, job.id)
+    if sel is None:
+        raise APIError(404, f"job {job.id} has no block selection" + (" yet" if job.method == "smt" else
+                       f" (method {job.method} selects no blocks)"), param="job_id")
+    return sel.data

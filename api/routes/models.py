@@ -1,0 +1,58 @@
+"""The model allowlist and the memory estimate the dashboard shows before launch (arithmetic only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from api import catalog
+from api.deps import CurrentOwner
+from api.errors import APIError, invalid, not_found
+from api.routes.common import envelope, errors
+from api.schemas import EstimatePublic, ListPage, ModelPublic
+from smt_core.estimate import METHODS, estimate, model_shape
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _public(alias: str) -> dict:
+    cfg = catalog.model_config(alias)
+    shape = model_shape(cfg) if cfg else None
+    return {"id": alias, "object": "model", "parameters": shape.total_params if shape else None,
+            "architecture": shape.architecture if shape else None,
+            "targets": list(shape.targets) if shape else []}
+
+
+@router.get("", response_model=ListPage[ModelPublic], responses=errors())
+def list_models(_: CurrentOwner) -> dict:
+    """The models jobs may use."""
+    return envelope([_public(a) for a in sorted(catalog.allowed_models())], False)
+
+
+@router.get("/{model_id}/estimate", response_model=EstimatePublic, responses=errors(404))
+def read_estimate(_: CurrentOwner, model_id: Annotated[str, Path(max_length=200)],
+                  method: Annotated[str, Query(max_length=32)] = "smt",
+                  budget: Annotated[float | None, Query()] = 0.01,
+                  batch_size: Annotated[int, Query(ge=1, le=4096)] = 8,
+                  max_seq_len: Annotated[int, Query(ge=8, le=131072)] = 256,
+                  targets: Annotated[str, Query(max_length=64)] = "q,k,v") -> dict:
+    """Trainable parameters and training memory by component, before launch."""
+    if model_id not in catalog.allowed_models():
+        raise not_found("model", model_id)
+    if method not in METHODS:
+        raise invalid("method", f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    cfg = catalog.model_config(model_id)
+    if cfg is None:
+        raise APIError(404, f"model {model_id!r}: no local config.json to estimate from", param="model_id")
+    b: float | int | None = budget
+    if budget is not None and budget >= 1:
+        b = int(budget)
+    elif budget is not None and budget <= 0:
+        raise invalid("budget", f"must be > 0, got {budget}")
+    tlist = [t.strip() for t in targets.split(",") if t.strip()]
+    shape = model_shape(cfg)
+    missing = [t for t in tlist if t not in shape.targets]
+    if missing or not tlist:
+        raise invalid("targets", f"{shape.architecture} has no {','.join(missing) or 'targets'} projection")
+    return {"model": model_id, "object": "estimate", **estimate(cfg, method, b, tlist, batch_size, max_seq_len)}

@@ -1,0 +1,181 @@
+"""Request and response bodies by role (``JobCreate``, ``JobPublic``…) and the one list envelope."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    """Requests refuse unknown fields (422), as INTERFACE.md says."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListPage(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    last_id: str | None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+    details: list[dict[str, Any]] | None = None
+    total: int | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    object: Literal["dataset"] = "dataset"
+    filename: str
+    format: str
+    rows: int
+    bytes: int
+    sha256: str
+    truncated_rows: int
+    label_names: list[str] | None = None
+    created_at: int
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool = True
+
+
+class Hyperparameters(Strict):
+    epochs: float | None = Field(default=None, gt=0, le=1000)
+    steps: int | None = Field(default=None, ge=1, le=10_000_000)
+    learning_rate: float | None = Field(default=None, gt=0, le=10)
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    max_seq_len: int = Field(default=256, ge=8, le=131072)
+    lr_warmup_steps: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> Hyperparameters:
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give steps or epochs, not both")
+        return self
+
+
+class JobCreate(Strict):
+    model: str = Field(min_length=1, max_length=500)
+    training_dataset: str = Field(min_length=1, max_length=40)
+    validation_dataset: str | None = Field(default=None, max_length=40)
+    method: str = Field(min_length=1, max_length=32)
+    budget: int | float | None = 0.01
+    targets: list[str] = Field(default_factory=lambda: ["q", "k", "v"], min_length=1, max_length=7)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    method_options: dict[str, Any] = Field(default_factory=dict)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    suffix: str | None = Field(default=None, max_length=64)
+    metadata: dict[str, Any] = Field(default_factory=dict, max_length=16)
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _no_bool_budget(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be a number")
+        return v
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: str
+    phase: str | None
+    cancel_requested: bool
+    model: str
+    method: str
+    budget: int | float | None
+    targets: list[str]
+    training_dataset: str | None
+    validation_dataset: str | None
+    holdout_fraction: float | None  # set when no validation dataset was given: that share is held out
+    trainable_params: int | None
+    total_params: int | None
+    steps_completed: int
+    total_steps: int | None
+    trained_tokens: int
+    estimated_finish: int | None
+    metrics: dict[str, Any] | None
+    memory: dict[str, Any] | None
+    error: JobError | None
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    hyperparameters: dict[str, Any]
+    method_options: dict[str, Any]
+    seed: int
+    suffix: str | None
+    metadata: dict[str, Any]
+    attempts: int
+    checkpoint_step: int | None
+
+
+class EventPublic(BaseModel):
+    id: str
+    object: Literal["event"] = "event"
+    job_id: str
+    type: str
+    data: dict[str, Any]
+    created_at: int
+
+
+class MetricPointPublic(BaseModel):
+    step: int
+    train_loss: float | None
+    eval_loss: float | None
+    eval_accuracy: float | None
+    learning_rate: float | None
+    tokens_per_second: float | None
+    memory: dict[str, Any] | None
+
+
+class ArtifactPublic(BaseModel):
+    name: str
+    object: Literal["artifact"] = "artifact"
+    bytes: int
+    sha256: str
+    created_at: int
+
+
+class ArtifactRequest(BaseModel):
+    name: str
+    object: Literal["artifact_request"] = "artifact_request"
+    status: str
+
+
+class ModelPublic(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    parameters: int | None
+    architecture: str | None
+    targets: list[str]
+
+
+class EstimatePublic(BaseModel):
+    model: str
+    object: Literal["estimate"] = "estimate"
+    method: str
+    budget: int | float | None
+    targets: list[str]
+    trainable_params: int
+    total_params: int
+    memory: dict[str, int]
+    estimated: bool = True

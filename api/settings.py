@@ -1,0 +1,78 @@
+"""The one settings object read by the api, the worker and Alembic (environment variables, no file)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Unset DATABASE_URL / BROKER_URL mean the embedded default: SQLite and a filesystem broker in ``home``."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", validate_default=True)
+
+    home: Path = Field(default=Path("~/.sparsetune"), validation_alias="SPARSETUNE_HOME")
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    broker_url: str | None = Field(default=None, validation_alias="BROKER_URL")
+    environment: str = Field(default="local", validation_alias="SPARSETUNE_ENV")
+    # alias -> local folder or hub id; the packaged aliases are always allowed as well
+    models: dict[str, str] = Field(default_factory=dict, validation_alias="SPARSETUNE_MODELS")
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, validation_alias="SPARSETUNE_MAX_UPLOAD_BYTES")
+    chunk_bytes: int = Field(default=4 * 1024 * 1024, validation_alias="SPARSETUNE_CHUNK_BYTES")
+    lease_seconds: float = Field(default=120.0, validation_alias="SPARSETUNE_LEASE_SECONDS")
+    reconcile_seconds: float = Field(default=30.0, validation_alias="SPARSETUNE_RECONCILE_SECONDS")
+    requeue_after_seconds: float = Field(default=300.0, validation_alias="SPARSETUNE_REQUEUE_AFTER_SECONDS")
+    checkpoint_every: int = Field(default=50, validation_alias="SPARSETUNE_CHECKPOINT_EVERY")
+    max_attempts: int = Field(default=3, validation_alias="SPARSETUNE_MAX_ATTEMPTS")
+    child_memory_bytes: int | None = Field(default=None, validation_alias="SPARSETUNE_CHILD_MEMORY_BYTES")
+    queue_name: str = Field(default="sparsetune", validation_alias="SPARSETUNE_QUEUE")
+    sse_poll_seconds: float = Field(default=0.5, validation_alias="SPARSETUNE_SSE_POLL_SECONDS")
+    log_level: str = Field(default="INFO", validation_alias="SPARSETUNE_LOG_LEVEL")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip() else {}
+        if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(p, str) for k, p in v.items()):
+            raise ValueError("SPARSETUNE_MODELS must be a JSON object of alias -> path or hub id")
+        return v
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'sparsetune.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """The filesystem transport keeps its messages under ``home``; Redis needs a long visibility timeout."""
+        if self.broker.startswith("filesystem://"):
+            folder = self.home / "broker"
+            for sub in ("queue", "processed"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+                    "processed_folder": str(folder / "processed"), "store_processed": False}
+        # Redelivery is the reconciler's job (leases), so the visibility timeout only has to outlast a job.
+        return {"visibility_timeout": 7 * 24 * 3600}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """One instance per process; tests clear the cache after changing the environment."""
+    return Settings()

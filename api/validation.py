@@ -1,0 +1,97 @@
+"""Checks a job request against the model allowlist, the method's options and the owner's datasets, before
+any row is written. Each failure is a 422 naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from api import catalog
+from api.errors import invalid
+from api.models import Dataset
+from api.schemas import JobCreate
+from smt_core.estimate import METHOD_OPTIONS, METHODS, model_shape
+from smt_core.spec import LOGICAL_TARGETS
+
+
+def _check_options(method: str, options: dict[str, Any]) -> None:
+    allowed = METHOD_OPTIONS[method]
+    for key, value in options.items():
+        if key not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise invalid(f"method_options.{key}", f"unknown option for {method} (known: {known})")
+        kind = allowed[key]
+        if isinstance(kind, tuple):
+            if value not in kind:
+                raise invalid(f"method_options.{key}", f"must be one of {', '.join(kind)}, got {value!r}")
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise invalid(f"method_options.{key}", "must be true or false")
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise invalid(f"method_options.{key}", f"must be an integer >= 1, got {value!r}")
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise invalid(f"method_options.{key}", f"must be a number >= 0, got {value!r}")
+    if method == "snell" and "sparsity" in options and not 0 <= options["sparsity"] < 1:
+        raise invalid("method_options.sparsity", f"must be in [0, 1), got {options['sparsity']}")
+    if "dropout" in options and not 0 <= options["dropout"] < 1:
+        raise invalid("method_options.dropout", f"must be in [0, 1), got {options['dropout']}")
+
+
+def _check_budget(method: str, budget: int | float | None, total: int | None) -> None:
+    if method == "full":
+        return  # full fine-tuning ignores the budget and reports its real count
+    if budget is None:
+        raise invalid("budget", f"required for method {method}")
+    if isinstance(budget, float) and budget.is_integer() and budget >= 1:
+        budget = int(budget)
+    if isinstance(budget, float) and not 0 < budget < 1:
+        raise invalid("budget", f"a fraction must be in (0, 1), got {budget}")
+    if isinstance(budget, int) and budget < 1:
+        raise invalid("budget", f"a parameter count must be >= 1, got {budget}")
+    if isinstance(budget, int) and total is not None and budget > total:
+        raise invalid("budget", f"{budget} exceeds the model's {total} parameters")
+
+
+def _owned_dataset(session: Session, owner_id: str, ds_id: str | None, param: str) -> Dataset | None:
+    if ds_id is None:
+        return None
+    ds = session.get(Dataset, ds_id)
+    if ds is None or ds.owner_id != owner_id:
+        raise invalid(param, f"no dataset {ds_id!r}")
+    return ds
+
+
+def validate_job(session: Session, owner_id: str, body: JobCreate) -> dict[str, Any]:
+    """Return the resolved hyperparameters; raise APIError(422) naming the first bad field."""
+    models = catalog.allowed_models()
+    if body.model not in models:
+        raise invalid("model", f"unknown model {body.model!r}; allowed: {', '.join(sorted(models)) or 'none'}")
+    if body.method not in METHODS:
+        raise invalid("method", f"unknown method {body.method!r}; expected one of {', '.join(METHODS)}")
+    bad = [t for t in body.targets if t not in LOGICAL_TARGETS]
+    if bad or len(set(body.targets)) != len(body.targets):
+        raise invalid("targets", f"unknown or repeated {bad or body.targets}; expected names from {','.join(LOGICAL_TARGETS)}")
+    cfg = catalog.model_config(body.model)
+    shape = model_shape(cfg) if cfg else None
+    if shape is not None:
+        missing = [t for t in body.targets if t not in shape.targets]
+        if missing:
+            raise invalid("targets", f"{shape.architecture} has no {','.join(missing)} projection")
+    _check_budget(body.method, body.budget, shape.total_params if shape else None)
+    _check_options(body.method, body.method_options)
+    bs = body.method_options.get("block_size")
+    if body.method == "smt" and bs is not None and shape is not None:
+        sides = [s for t in body.targets for s in shape.targets[t]]
+        if bs & (bs - 1) or any(s % bs for s in sides):
+            raise invalid("method_options.block_size", f"{bs} must be a power of two dividing every target side {sorted(set(sides))}")
+    train = _owned_dataset(session, owner_id, body.training_dataset, "training_dataset")
+    val = _owned_dataset(session, owner_id, body.validation_dataset, "validation_dataset")
+    if val is not None and train is not None and val.format != train.format:
+        raise invalid("validation_dataset", f"format {val.format} differs from the training set's {train.format}")
+    hp = body.hyperparameters.model_dump()
+    if hp["steps"] is None and hp["epochs"] is None:
+        hp["epochs"] = 1.0
+    return hp

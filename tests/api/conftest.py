@@ -1,0 +1,1 @@
+from tests.api.fixtures import *  # noqa: F401,F403 - shared service fixtures
