@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from smt_core.base import Method
 
 _METHODS: dict[str, type[Method]] = {}
-_BUILTIN = ("smt", "snell", "lora", "full")  # packages under smt_core.methods; lora also registers dora
+_BUILTIN = ("smt", "snell", "lora", "full", "head")  # packages under smt_core.methods; lora also registers dora
 
 
 def register_method(cls: type[Method]) -> type[Method]:

@@ -99,7 +99,9 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
 
     for p in model.parameters():  # everything frozen; the method decides what trains
         p.requires_grad_(False)
-    head = [p for n, p in model.named_parameters() if n.startswith(head_prefixes)] if head_prefixes else []
+    # named now: a wrapping method (PEFT) renames parameters later
+    head_named = {n: p for n, p in model.named_parameters() if head_prefixes and n.startswith(head_prefixes)}
+    head = list(head_named.values())
     for p in head:  # a new classification head trains in every method
         p.requires_grad_(True)
 
@@ -211,9 +213,8 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         "seconds": time.time() - started,
     }
     tensors = dict(method.adapter_tensors(model))
-    for n, p in model.named_parameters():
-        if head_prefixes and n.startswith(head_prefixes):
-            tensors[HEAD_PREFIX + n] = p.detach()
+    for n, p in head_named.items():
+        tensors[HEAD_PREFIX + n] = p.detach()
     manifest = {
         "format": "sparsetune-adapter/1",
         "engine_version": library_versions()["sparsetune"],

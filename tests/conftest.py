@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The converted SmolLM2 folder and other caches: one per checkout, never the user's ~/.sparsetune
+os.environ.setdefault("SPARSETUNE_HOME", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".sparsetune-test"))
 
 import pytest  # noqa: E402
 

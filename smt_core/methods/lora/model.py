@@ -1,0 +1,109 @@
+"""LoRA and DoRA from HuggingFace PEFT, behind the registry's interface — wrapped, not rewritten.
+
+The same budget and targets as every method (METHODS.md §3): LoRA rank = floor(budget / Σ(in + out));
+DoRA also trains a magnitude per output row, so rank = floor((budget − Σout) / Σ(in + out)).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from torch import nn
+
+from smt_core.base import Method, PrepareContext
+from smt_core.methods.lora.config import LoraOptions
+from smt_core.targets import Site
+
+
+def _check_whole_modules(sites: list[Site]) -> None:
+    for s in sites:
+        covered = sum(p.rows for p in s.parts)
+        if covered != s.out_features:
+            raise ValueError(f"targets: LoRA adapts whole modules, but {s.name} fuses "
+                             f"{s.out_features // max(1, s.parts[0].rows)} projections and only "
+                             f"{','.join(s.targets)} are targeted; target all of q,k,v or use smt")
+
+
+class LoraMethod(Method):
+    """PEFT LoRA. Default lr 2e-4 with alpha = 2·rank: the LoRA paper's and PEFT examples' usual range."""
+
+    name = "lora"
+    config_class = LoraOptions
+    default_learning_rate = 2e-4
+    use_dora: ClassVar[bool] = False
+
+    def __init__(self, config: LoraOptions) -> None:
+        super().__init__(config)
+        self.config: LoraOptions = config
+        self.rank = 0
+        self.target_names: list[str] = []
+        self.dense_entries = 0
+
+    def rank_for(self, budget: int, sites: list[Site]) -> int:
+        sides = sum(s.in_features + s.out_features for s in sites)
+        extra = sum(s.out_features for s in sites) if self.use_dora else 0
+        rank = (budget - extra) // sides
+        if rank < 1:
+            raise ValueError(f"budget: {budget} parameters is below rank 1 for {self.name} on these targets "
+                             f"(needs {sides + extra})")
+        return rank
+
+    def _peft_config(self) -> LoraConfig:
+        alpha = self.config.alpha if self.config.alpha is not None else 2 * self.rank
+        return LoraConfig(r=self.rank, lora_alpha=alpha, lora_dropout=self.config.dropout,
+                          target_modules=self.target_names, use_dora=self.use_dora, bias="none")
+
+    def _wrap(self, model: nn.Module, sites: list[Site]) -> nn.Module:
+        _check_whole_modules(sites)
+        self.target_names = [s.name for s in sites]
+        self.dense_entries = sum(s.in_features * s.out_features for s in sites)  # LoRA's ΔW is dense
+        head = [p for p in model.parameters() if p.requires_grad]
+        peft_model = get_peft_model(model, self._peft_config())
+        for p in head:  # PEFT freezes everything it does not own; the new head keeps training
+            p.requires_grad_(True)
+        return peft_model
+
+    def prepare(self, ctx: PrepareContext) -> nn.Module:
+        if ctx.budget is None:
+            raise ValueError(f"budget: {self.name} needs a parameter budget")
+        self.rank = self.rank_for(ctx.budget, ctx.sites)
+        return self._wrap(ctx.model, ctx.sites)
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return [p for n, p in model.named_parameters() if "lora_" in n]
+
+    def adapter_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        state = get_peft_model_state_dict(model)
+        return {k: v for k, v in state.items() if "lora_" in k}
+
+    def adapter_info(self) -> dict[str, Any]:
+        cfg = self._peft_config()
+        return {"rank": self.rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
+                "use_dora": self.use_dora, "target_modules": self.target_names}
+
+    def load(self, model, sites, tensors, info) -> nn.Module:
+        self.rank = int(info["rank"])
+        self.config.alpha = info.get("alpha", self.config.alpha)
+        peft_model = self._wrap(model, sites)
+        result = set_peft_model_state_dict(peft_model, tensors)
+        bad = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+        if bad:
+            raise ValueError(f"adapter: tensors {bad[:3]} do not fit this model")
+        return peft_model
+
+    def merge(self, model, sites, tensors, info) -> None:
+        peft_model = self.load(model, sites, tensors, info)
+        peft_model.merge_and_unload()  # writes W0 + BA (or DoRA's rescaled weight) into the base modules
+
+    def report(self, model: nn.Module) -> dict[str, Any]:
+        n = sum(p.numel() for p in self.trainable_parameters(model))
+        return {"trainable_params": n, "delta_nonzeros": self.dense_entries, "rank": self.rank}
+
+
+class DoraMethod(LoraMethod):
+    """PEFT DoRA (``LoraConfig(use_dora=True)``): LoRA's direction plus a trained magnitude per row."""
+
+    name = "dora"
+    use_dora = True

@@ -1,0 +1,200 @@
+"""One matrix runs every method through the same checks (PEFT's testing_common style):
+save/load round trip, merged output equals adapted output, only adapter parameters train, the budget holds.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smt_core import Callbacks, Cancelled, TrainSpec, run
+from smt_core.adapters import load_adapted, open_adapter
+from smt_core.artifacts import load_adapter
+from smt_core.merge import merge_adapter
+from tests import factories
+
+METHODS = ["smt", "lora", "dora", "full"]
+MODELS = {  # fixture name → data factory
+    "tiny_llama_dir": factories.completion_rows,
+    "tiny_gpt2_dir": factories.completion_rows,
+    "tiny_bert_dir": factories.classification_rows,
+}
+BUDGET = 3000
+
+
+def _probe(tok, classification: bool) -> dict[str, torch.Tensor]:
+    enc = tok(["the red fruit is apple", "a movie was great"], return_tensors="pt", padding=True)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def _logits(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+@pytest.fixture(scope="module")
+def trained(request, tmp_path_factory):
+    """Train every (method, model) once for this module; returns {(method, fixture): out_dir}."""
+    return {}
+
+
+def _train(request, tmp_path_factory, method: str, model_fixture: str, cache: dict, **kw):
+    key = (method, model_fixture, tuple(sorted(kw.items())))
+    if key not in cache:
+        model_dir = request.getfixturevalue(model_fixture)
+        tmp = tmp_path_factory.mktemp(f"{method}-{model_fixture}")
+        data = factories.write_jsonl(tmp / "train.jsonl", MODELS[model_fixture](48))
+        opts = {"selection_steps": 2, "block_size": 16} if method == "smt" else {}
+        spec = TrainSpec(model=str(model_dir), train_data=str(data), method=method, budget=BUDGET, steps=3,
+                         batch_size=4, max_seq_len=32, learning_rate=1e-2, method_options=opts,
+                         out_dir=str(tmp / "out"), **kw)
+        cache[key] = (run(spec), tmp / "out")
+    return cache[key]
+
+
+@pytest.mark.parametrize("model_fixture", list(MODELS))
+@pytest.mark.parametrize("method", METHODS)
+def test_method_round_trip_merge_and_budget(method, model_fixture, request, tmp_path_factory, trained):
+    result, out = _train(request, tmp_path_factory, method, model_fixture, trained)
+    tensors, manifest = load_adapter(out)
+    assert manifest["method"] == method and manifest["trainable_params"] == result.metrics["trainable_params"]
+    assert (out / "adapter_config.json").is_file() and (out / "metrics.json").is_file()
+    if method != "full":
+        assert 0 < result.metrics["trainable_params"] <= BUDGET, "trainable parameters never exceed the budget"
+
+    # save → load is exact: the reloaded adapter's tensors equal the saved ones
+    base, tok, sites, m, saved, _ = open_adapter(out)
+    probe = _probe(tok, model_fixture == "tiny_bert_dir")
+    base_logits = _logits(base, probe)
+    adapted = m.load(base, sites, saved, manifest["method_info"])
+    for k, v in m.adapter_tensors(adapted).items():
+        assert torch.equal(v.cpu(), saved[k]), f"round trip changed {k}"
+    adapted_logits = _logits(adapted, probe)
+    if model_fixture != "tiny_bert_dir":  # (a classifier's logits also move through the head, see below)
+        assert not torch.allclose(adapted_logits, base_logits), "training must have changed the model"
+
+    # merged output equals adapted output
+    merged_dir = merge_adapter(out, tmp_path_factory.mktemp("merged"))
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    cls = AutoModelForSequenceClassification if model_fixture == "tiny_bert_dir" else AutoModelForCausalLM
+    merged = cls.from_pretrained(merged_dir).eval()
+    torch.testing.assert_close(_logits(merged, probe), adapted_logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["smt", "lora", "dora"])
+def test_only_adapter_parameters_train(method, tiny_llama_dir, tmp_path):
+    from smt_core.base import PrepareContext
+    from smt_core.data import BatchPlan, encode, loss_fn
+    from smt_core.models import load_model, load_tokenizer, resolve_model
+    from smt_core.registry import get_method
+    from smt_core.targets import find_sites
+
+    ref = resolve_model(str(tiny_llama_dir))
+    tok = load_tokenizer(ref)
+    model, _ = load_model(ref, "causal_lm")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    enc = encode(factories.completion_rows(16), "prompt_completion", tok, 32)
+    plan = BatchPlan(len(enc.examples), 4, 0)
+    opts = {"selection_steps": 2, "block_size": 16} if method == "smt" else {}
+    meth = get_method(method).from_options(opts)
+    ctx = PrepareContext(model=model, sites=find_sites(model, ["q", "k", "v"]), budget=BUDGET, base_params=0,
+                         device=torch.device("cpu"), batches=lambda: plan.iterate(enc.examples, tok.pad_token_id, "cpu"),
+                         loss_fn=loss_fn, steps_per_epoch=4)
+    model = meth.prepare(ctx)
+    params = meth.trainable_parameters(model)
+    for p in params:
+        p.requires_grad_(True)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in params}
+    assert all(p.grad is None for p in model.parameters()), "the warm-up must leave no gradients behind"
+
+
+def test_smt_fills_budget_to_within_one_block(tiny_llama_dir, tmp_path):
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.completion_rows(32))
+    for budget in (256 * 5 + 100, 0.004):  # a count and a fraction, both below the 16,384 eligible
+        r = run(TrainSpec(model=str(tiny_llama_dir), train_data=str(data), method="smt", budget=budget, steps=1,
+                          method_options={"selection_steps": 1, "block_size": 16}, out_dir=str(tmp_path / "o")))
+        limit = r.metrics["trainable_params"]
+        _, manifest = load_adapter(tmp_path / "o")
+        assert manifest["budget_params"] - 256 < limit <= manifest["budget_params"]
+
+
+def test_smt_budget_below_one_block_is_refused(tiny_llama_dir, tmp_path):
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.completion_rows(16))
+    with pytest.raises(ValueError, match="budget"):
+        run(TrainSpec(model=str(tiny_llama_dir), train_data=str(data), method="smt", budget=100, steps=1,
+                      method_options={"selection_steps": 1, "block_size": 16}, out_dir=str(tmp_path / "o")))
+
+
+def test_unknown_method_option_is_refused(tiny_llama_dir, tmp_path):
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.completion_rows(16))
+    with pytest.raises(ValueError, match="bogus"):
+        run(TrainSpec(model=str(tiny_llama_dir), train_data=str(data), method="smt", steps=1,
+                      method_options={"bogus": 1}, out_dir=str(tmp_path / "o")))
+
+
+@pytest.mark.parametrize("method", ["smt", "lora"])
+def test_interrupted_run_resumes_to_the_same_result(method, tiny_bert_dir, tmp_path):
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.classification_rows(48))
+    opts = {"selection_steps": 2, "block_size": 16, "head_steps": 2} if method == "smt" else {}
+
+    def spec(out, resume=False):
+        return TrainSpec(model=str(tiny_bert_dir), train_data=str(data), method=method, budget=BUDGET, steps=6,
+                         batch_size=4, learning_rate=1e-2, checkpoint_every=2, method_options=opts,
+                         out_dir=str(out), resume=resume)
+
+    straight = run(spec(tmp_path / "a"))
+    cb = Callbacks()
+    steps_done = []
+    cb.add("on_step_end", lambda p: steps_done.append(p["step"]))
+    cb.add_stop_check(lambda: len(steps_done) >= 3)  # stop after step 3; the last checkpoint is step 2
+    with pytest.raises(Cancelled):
+        run(spec(tmp_path / "b"), cb)
+    resumed_steps = []
+    cb2 = Callbacks().add("on_step_end", lambda p: resumed_steps.append(p["step"]))
+    resumed = run(spec(tmp_path / "b", resume=True), cb2)
+    assert resumed_steps == [3, 4, 5, 6]
+    a, _ = load_adapter(tmp_path / "a")
+    b, _ = load_adapter(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7, msg=f"resumed run differs at {k}")
+    assert resumed.metrics["eval_accuracy"] == straight.metrics["eval_accuracy"]
+
+
+def test_head_only_baseline_trains_only_the_head(tiny_bert_dir, tmp_path):
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.classification_rows(32))
+    r = run(TrainSpec(model=str(tiny_bert_dir), train_data=str(data), method="head", steps=2, out_dir=str(tmp_path / "o")))
+    assert r.metrics["trainable_params"] == 0 and r.metrics["head_params"] > 0
+    model, _, manifest = load_adapted(tmp_path / "o")
+    assert manifest["head_tensors"]
+
+
+def test_shira_export_reloads_in_peft_with_the_same_logits(tiny_llama_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from smt_core.export import export_shira
+
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.completion_rows(32))
+    run(TrainSpec(model=str(tiny_llama_dir), train_data=str(data), method="smt", budget=512, steps=2,
+                  learning_rate=1e-2, method_options={"selection_steps": 1, "block_size": 16},
+                  out_dir=str(tmp_path / "a")))
+    adapted, tok, _ = load_adapted(tmp_path / "a")
+    probe = _probe(tok, False)
+    export_shira(tmp_path / "a", tmp_path / "shira")
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    peft_model = PeftModel.from_pretrained(base, str(tmp_path / "shira")).eval()
+    torch.testing.assert_close(_logits(peft_model, probe), _logits(adapted, probe), rtol=1e-4, atol=1e-4)
+
+
+def test_shira_export_refuses_what_it_cannot_hold_and_names_the_module(tiny_llama_dir, tmp_path):
+    from smt_core.export import ExportError, export_shira
+
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.completion_rows(32))
+    run(TrainSpec(model=str(tiny_llama_dir), train_data=str(data), method="smt", budget=4096, steps=1,
+                  method_options={"selection_steps": 1, "block_size": 32}, out_dir=str(tmp_path / "a")))
+    with pytest.raises(ExportError, match=r"module model\.layers\.\d+\.self_attn\.\w_proj"):
+        export_shira(tmp_path / "a", tmp_path / "shira")
