@@ -1,0 +1,97 @@
+"""The job row as a state machine: claim by compare-and-set, fencing tokens, lease renewal and hand-back.
+
+A claim succeeds on a queued job or a running job whose lease expired, and bumps the fencing token; every
+later write by that run says ``WHERE fencing_token = :token``, so a run that lost its lease writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy.orm import Session
+
+from api.crud import add_event
+from api.db import session_scope
+from api.models import Job, JobStatus
+from api.settings import get_settings
+
+
+class LostLease(RuntimeError):
+    """Another worker holds the job now (or it finished): stop without writing anything."""
+
+
+def claim(job_id: str) -> int | None:
+    """Take the job if it is free; returns the new fencing token, or None (a duplicate message: no-op)."""
+    now, lease = time.time(), get_settings().lease_seconds
+    with session_scope() as s:
+        token = s.execute(
+            update(Job)
+            .where(Job.id == job_id, or_(Job.status == JobStatus.queued,
+                                         and_(Job.status == JobStatus.running, Job.lease_expires_at < now)))
+            .values(status=JobStatus.running, fencing_token=Job.fencing_token + 1, lease_expires_at=now + lease,
+                    attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now), child_pid=None)
+            .returning(Job.fencing_token)
+        ).scalar()
+        if token is None:
+            return None
+        job = s.get(Job, job_id)
+        add_event(s, job, "status", {"status": "running", "phase": job.phase, "attempt": job.attempts})
+        return token
+
+
+def fenced(s: Session, job_id: str, token: int, **values: object) -> None:
+    """Update the job only if this run still holds it (also takes the row lock on Postgres)."""
+    values = values or {"fencing_token": token}  # nothing to change: still take the row and check it
+    res = s.execute(update(Job).where(Job.id == job_id, Job.fencing_token == token,
+                                      Job.status == JobStatus.running).values(**values))
+    if res.rowcount != 1:
+        raise LostLease(f"job {job_id}: fencing token {token} is stale")
+
+
+def renew(job_id: str, token: int) -> bool:
+    """Extend the lease; returns cancel_requested. Raises LostLease if the job is no longer ours."""
+    now = time.time()
+    with session_scope() as s:
+        flag = s.execute(update(Job).where(Job.id == job_id, Job.fencing_token == token,
+                                           Job.status == JobStatus.running)
+                         .values(lease_expires_at=now + get_settings().lease_seconds)
+                         .returning(Job.cancel_requested)).scalar()
+    if flag is None:
+        raise LostLease(f"job {job_id}: fencing token {token} is stale")
+    return bool(flag)
+
+
+def hand_back(job_id: str, token: int, message: str, count_attempt: bool = True) -> bool:
+    """Put a running job back in the queue (it resumes from its checkpoint); False if it was not ours."""
+    with session_scope() as s:
+        values: dict[str, object] = {"status": JobStatus.queued, "lease_expires_at": None, "child_pid": None,
+                                     "enqueued_at": time.time()}
+        if not count_attempt:
+            values["attempts"] = Job.attempts - 1
+        try:
+            fenced(s, job_id, token, **values)
+        except LostLease:
+            return False
+        job = s.get(Job, job_id)
+        add_event(s, job, "log", {"level": "warning", "message": message})
+        add_event(s, job, "status", {"status": "queued", "phase": job.phase})
+    return True
+
+
+def finish(job_id: str, token: int, status: JobStatus, error: dict | None = None, s: Session | None = None,
+           **values: object) -> None:
+    """The one way a run ends: status, time, error, and the `end` event, in the caller's transaction."""
+    def _do(sess: Session) -> None:
+        fenced(sess, job_id, token, status=status, finished_at=time.time(), lease_expires_at=None,
+               error=error, child_pid=None, **values)
+        job = sess.get(Job, job_id)
+        sess.refresh(job)
+        add_event(sess, job, "status", {"status": status.value, "phase": job.phase, "error": error})
+        add_event(sess, job, "end", {"status": status.value, "error": error})
+
+    if s is not None:
+        _do(s)
+    else:
+        with session_scope() as sess:
+            _do(sess)

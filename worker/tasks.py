@@ -1,0 +1,127 @@
+"""Thin tasks: claim the job row, supervise the training child, record what its exit means.
+
+Redelivered or duplicate messages are no-ops (the claim fails). Which failures are retried is decided in
+one place, :func:`after_exit`: a child killed by a signal or crashing is handed back (resumes from its
+checkpoint) until ``max_attempts``; the engine's own errors fail the job with their message in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+
+from sqlalchemy import update
+
+from api.db import session_scope
+from api.models import Job, JobStatus
+from api.queue import TASK_MERGE_JOB, TASK_RUN_JOB, enqueue
+from api.settings import get_settings
+from worker import leases
+from worker.celery_app import app
+from worker.child import EXIT_HANDBACK, EXIT_LOST, merge_main, train_main
+
+log = logging.getLogger("sparsetune.worker")
+_ctx = multiprocessing.get_context("spawn")
+
+
+@app.task(name=TASK_RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_job(job_id: str) -> str:
+    """Run one job if this worker can claim it."""
+    token = leases.claim(job_id)
+    if token is None:
+        return "skipped"
+    log.info("claimed", extra={"job_id": job_id})
+    outcome = supervise(job_id, token)
+    log.info("done", extra={"job_id": job_id, "status": outcome})
+    return outcome
+
+
+def supervise(job_id: str, token: int) -> str:
+    """Start the child, keep the lease while it lives, and turn SIGTERM into a hand-back."""
+    stop = _ctx.Event()
+    proc = _ctx.Process(target=train_main, args=(job_id, token, stop), name=f"train-{job_id}", daemon=False)
+    previous = _install_sigterm(stop)
+    try:
+        proc.start()
+        interval = max(0.5, get_settings().lease_seconds / 3)
+        while proc.is_alive():
+            proc.join(interval)
+            if proc.is_alive():
+                try:
+                    leases.renew(job_id, token)
+                except leases.LostLease:
+                    # finished or cancelled meanwhile, or another worker took it: the child stops at its
+                    # next step by itself; terminate only a child that does not
+                    proc.join(30)
+                    if proc.is_alive():
+                        log.warning("lease lost; stopping the child", extra={"job_id": job_id})
+                        proc.terminate()
+                        proc.join(30)
+                    return "lost"
+        return after_exit(job_id, token, proc.exitcode)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+            if stop.is_set():  # let Celery shut down warmly now that the job is handed back
+                os.kill(os.getpid(), signal.SIGTERM)
+
+
+def after_exit(job_id: str, token: int, code: int | None) -> str:
+    if code == 0:
+        return "recorded"
+    if code == EXIT_LOST:
+        return "lost"
+    if code == EXIT_HANDBACK:
+        if leases.hand_back(job_id, token, "worker shutting down: handed back, resumes from its checkpoint",
+                            count_attempt=False):
+            enqueue(job_id)
+        return "handed back"
+    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        attempts, step = job.attempts, job.checkpoint_step
+    if attempts < get_settings().max_attempts:
+        where = f"from its checkpoint at step {step}" if step else "from the start"
+        if leases.hand_back(job_id, token, f"training process died ({how}); resuming {where}"):
+            enqueue(job_id)
+        return "requeued"
+    try:
+        leases.finish(job_id, token, JobStatus.failed,
+                      {"code": "worker_crashed", "message": f"the training process died ({how}) {attempts} times"})
+    except leases.LostLease:
+        return "lost"
+    return "failed"
+
+
+def _install_sigterm(stop):
+    """Only the main thread may set handlers (the solo pool runs tasks there)."""
+    try:
+        def handler(signum, frame):  # noqa: ARG001
+            stop.set()
+
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+@app.task(name=TASK_MERGE_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def merge_job(job_id: str) -> str:
+    """Build merged.tar for a succeeded job (once, even if the message is delivered twice)."""
+    with session_scope() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.succeeded,
+                                          Job.merge_status == "requested").values(merge_status="running"))
+        if res.rowcount != 1:
+            return "skipped"
+    proc = _ctx.Process(target=merge_main, args=(job_id,), name=f"merge-{job_id}")
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(merge_status="failed"))
+        return "failed"
+    return "merged"
+
+
+
