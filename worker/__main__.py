@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+import time
 
 from api.settings import get_settings
 from worker.celery_app import app
 
 
+def _exit_with_parent() -> None:
+    """Started by `sparsetune up`: if `up` dies without stopping us, shut down warmly instead of lingering."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
+    if os.environ.get("SPARSETUNE_EXIT_WITH_PARENT") == "1":
+        _exit_with_parent()
     args = ["worker", "--pool", "solo", "--concurrency", "1", "-Q", settings.queue_name,
             "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *(argv or [])]
     app.worker_main(args)

@@ -1,0 +1,105 @@
+"""The embedded default: `sparsetune up` as a subprocess (SQLite + filesystem broker under
+SPARSETUNE_HOME, no servers), driven by the `sparsetune datasets|jobs …` client commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import factories
+from tests.api.fixtures import ROOT
+from tests.e2e.test_http import free_port
+
+BIN = str(Path(ROOT) / ".venv" / "bin" / "sparsetune")
+
+
+def cli(env: dict, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([BIN, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.timeout(420)
+def test_up_embedded_with_jobs_commands(tiny_llama_dir, tmp_path):
+    port = free_port()
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "SPARSETUNE_QUEUE")}
+    env.update({"SPARSETUNE_HOME": str(home), "SPARSETUNE_MODELS": json.dumps({"tiny": str(tiny_llama_dir)}),
+                "SPARSETUNE_API_URL": f"http://127.0.0.1:{port}", "SPARSETUNE_CHECKPOINT_EVERY": "2",
+                "HF_HUB_OFFLINE": "1"})
+    env.pop("SPARSETUNE_API_KEY", None)
+    log = open(tmp_path / "up.log", "w")
+    up = subprocess.Popen([BIN, "up", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=log,
+                          text=True, start_new_session=True, cwd=ROOT)
+    try:
+        lines, key = [], None
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            line = up.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+            if line.startswith("SPARSETUNE_API_KEY="):
+                key = line.strip().split("=", 1)[1]
+            if line.startswith("ready on http://"):
+                break
+        assert key and key.startswith("st_"), lines
+        assert f"ready on http://127.0.0.1:{port}" in lines
+        assert (home / "sparsetune.db").is_file() and (home / "api_key").read_text().strip() == key
+        env["SPARSETUNE_API_KEY"] = key
+
+        data = factories.write_jsonl(tmp_path / "pc.jsonl", factories.completion_rows(48))
+        r = cli(env, "datasets", "upload", str(data), "--json")
+        assert r.returncode == 0, r.stderr
+        ds = json.loads(r.stdout)
+        assert ds["rows"] == 48
+
+        bad = factories.write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p"}])
+        r = cli(env, "datasets", "upload", str(bad))
+        assert r.returncode == 2 and "line 1" in r.stderr and "completion" in r.stderr
+
+        r = cli(env, "jobs", "create", "--model", "tiny", "--training-dataset", ds["id"], "--method", "nope",
+                "--budget", "4096")
+        assert r.returncode == 2 and "unknown method" in r.stderr
+
+        r = cli(env, "jobs", "create", "--model", "tiny", "--training-dataset", ds["id"], "--method", "smt",
+                "--budget", "4096", "--steps", "4", "--batch-size", "4", "--max-seq-len", "32",
+                "--method-option", "block_size=16", "--method-option", "selection_steps=2")
+        assert r.returncode == 0, r.stderr
+        job_id = r.stdout.strip()
+        assert job_id.startswith("job_")
+
+        r = cli(env, "jobs", "watch", job_id)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "step 4/4" in r.stdout and "succeeded" in r.stdout
+
+        job = json.loads(cli(env, "jobs", "show", job_id, "--json").stdout)
+        assert job["status"] == "succeeded" and job["steps_completed"] == 4
+        listed = json.loads(cli(env, "--json", "jobs", "list").stdout)
+        assert [j["id"] for j in listed["data"]] == [job_id]
+
+        out = tmp_path / "adapter.safetensors"
+        r = cli(env, "jobs", "download", job_id, "adapter.safetensors", "--out", str(out), "--json")
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert info["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+        r = cli(env, "jobs", "cancel", job_id)
+        assert r.returncode == 2 and "already succeeded" in r.stderr
+        r = cli(env, "jobs", "show", "job_missing")
+        assert r.returncode == 2 and "no job" in r.stderr
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGTERM)
+            try:
+                up.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+                up.wait(10)
+        log.close()
+    assert up.returncode == 0
