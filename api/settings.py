@@ -7,14 +7,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Unset DATABASE_URL / BROKER_URL mean the embedded default: SQLite and a filesystem broker in ``home``."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", validate_default=True, env_ignore_empty=True)
 
     home: Path = Field(default=Path("~/.sparsetune"), validation_alias="SPARSETUNE_HOME")
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
@@ -42,6 +42,21 @@ class Settings(BaseSettings):
         if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(p, str) for k, p in v.items()):
             raise ValueError("SPARSETUNE_MODELS must be a JSON object of alias -> path or hub id")
         return v
+
+    @field_validator("child_memory_bytes", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        """Outside development a placeholder password in a URL is refused, not deployed."""
+        if self.environment not in ("local", "development", "test"):
+            for name in ("database_url", "broker_url"):
+                value = getattr(self, name) or ""
+                if any(p in value for p in ("changethis", "changeme", "password@")):
+                    raise ValueError(f"{name.upper()}: replace the placeholder password before deploying")
+        return self
 
     @field_validator("home", mode="after")
     @classmethod

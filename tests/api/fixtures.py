@@ -192,7 +192,7 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
 
 
 @pytest.fixture()
-def worker(service_env, tmp_path) -> Iterator[subprocess.Popen]:
+def worker(service_env, tmp_path) -> Iterator[subprocess.Popen]:  # noqa: F811
     proc = start_worker({}, tmp_path / "worker.log")
     try:
         yield proc

@@ -165,3 +165,31 @@ def test_reconciler_picks_up_unenqueued_job_and_engine_error_fails_it(client, au
     job = wait_for(lambda: finished(client, auth, job_id), 90, 0.5, "the reconciler to run the job")
     assert job["status"] == "failed"
     assert job["error"]["code"] == "invalid_request" and "safetensors" in job["error"]["message"]
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_worker_hands_job_back_and_another_worker_resumes_it(client, auth, dataset, live_worker,
+                                                                       tmp_path):
+    """Runs last in this module: it stops the module's worker."""
+    from api.db import session_scope
+    from api.models import Job
+
+    job_id = create(client, auth, dataset, steps=30)
+
+    def checkpointed():
+        with session_scope() as s:
+            return (s.get(Job, job_id).checkpoint_step or 0) >= 2
+
+    wait_for(checkpointed, 180, 0.1, "a stored checkpoint")
+    live_worker.send_signal(signal.SIGTERM)  # the worker alone, as `docker stop` does
+    assert live_worker.wait(60) == 0
+    job = job_of(client, auth, job_id)
+    assert job["status"] == "queued" and job["attempts"] == 0, job
+    second = start_worker({}, tmp_path / "worker2.log")
+    try:
+        job = wait_for(lambda: finished(client, auth, job_id), 240, 0.5, "the resumed job to finish")
+    finally:
+        stop_process(second, timeout=30)
+    assert job["status"] == "succeeded" and job["attempts"] == 1 and job["steps_completed"] == 30
+    messages = [e["data"].get("message", "") for e in events_of(client, auth, job_id) if e["type"] == "log"]
+    assert any("handed back" in m for m in messages) and any("resumed from the checkpoint" in m for m in messages)
