@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from api import errors, logs
 from api.routes import artifacts, datasets, events, health, jobs, models
@@ -14,6 +16,7 @@ from api.settings import get_settings
 
 log = logging.getLogger("sparsetune.api")
 MULTIPART_SLACK = 64 * 1024  # boundaries and headers around the file part
+DASHBOARD = Path(__file__).resolve().parent.parent / "frontend" / "dist"
 
 
 def create_app() -> FastAPI:
@@ -39,6 +42,8 @@ def create_app() -> FastAPI:
 
     for module in (health, datasets, jobs, events, artifacts, models):
         app.include_router(module.router)
+    if DASHBOARD.is_dir():  # the built dashboard, if any, is served at / (it uses only the public API)
+        app.mount("/", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
     return app
 
 

@@ -100,6 +100,12 @@ def _shira_tar(out_dir: Path, work: Path, model: str, rec: Recorder) -> Path | N
         return None
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError from Python, or torch's allocator refusing under the RLIMIT_AS cap."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
 def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
     """Entry point of the spawned child. Exit codes: 0 outcome recorded, 75 handed back, 76 lease lost."""
     _cap_memory()
@@ -108,13 +114,15 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     reset_engines()
     logs.configure(get_settings().log_level)
-    from smt_core import Cancelled, run
-
     rec = Recorder(job_id, token, stop_event)
     home = get_settings().home / "work"
     home.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=home))
+    from smt_core import Cancelled  # torch-free; the engine itself is imported inside the try below
+
     try:
+        from smt_core import run
+
         with session_scope() as s:
             leases.fenced(s, job_id, token, child_pid=os.getpid())
             job = s.get(Job, job_id)
@@ -128,8 +136,6 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
             shira = _shira_tar(result.out_dir, work, spec.model, rec)
             if shira is not None:
                 files["peft-shira.tar"] = shira
-        if result.blocks is not None and rec.lost is False:
-            rec.on_selection(result.blocks)
         _store_artifacts(job_id, token, files, result.metrics)
     except Cancelled:
         if rec.lost:
@@ -139,13 +145,15 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
         leases.finish(job_id, token, JobStatus.cancelled, None)
     except leases.LostLease:
         raise SystemExit(EXIT_LOST) from None
-    except MemoryError:
-        _fail(job_id, token, "out_of_memory", "the training process ran out of memory"
-              + (f" (cap {get_settings().child_memory_bytes} bytes)" if get_settings().child_memory_bytes else ""))
     except Exception as exc:  # noqa: BLE001 - any engine error fails this job with its message
-        log.exception("job failed", extra={"job_id": job_id})
-        code = "invalid_request" if isinstance(exc, ValueError) else "training_failed"
-        _fail(job_id, token, code, f"{exc.__class__.__name__}: {exc}"[:2000])
+        cap = get_settings().child_memory_bytes
+        if _out_of_memory(exc):
+            _fail(job_id, token, "out_of_memory", "the training process ran out of memory"
+                  + (f" (cap SPARSETUNE_CHILD_MEMORY_BYTES={cap})" if cap else "") + f": {str(exc)[:300]}")
+        else:
+            log.exception("job failed", extra={"job_id": job_id})
+            code = "invalid_request" if isinstance(exc, ValueError) else "training_failed"
+            _fail(job_id, token, code, f"{exc.__class__.__name__}: {exc}"[:2000])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -73,7 +72,7 @@ def sse(url: str, headers: dict, path: str, last_id: str | None = None) -> tuple
 
 
 @pytest.mark.timeout(400)
-def test_smt_job_end_to_end_over_http(server):
+def test_smt_job_end_to_end_over_http(server, tmp_path):
     key, _ = make_key("e2e")
     h = {"Authorization": f"Bearer {key}"}
     data = "".join(json.dumps(r) + "\n" for r in factories.completion_rows(48)).encode()
@@ -94,6 +93,18 @@ def test_smt_job_end_to_end_over_http(server):
     assert [int(e["id"]) for e in tail] == ids[3:]
     assert sse(server, h, f"/v1/jobs/{job['id']}/events", last_id=str(ids[-1]))[0] == 204
 
+    # the owner-wide stream (the dashboard's) carries the same events, from Last-Event-ID on
+    seen = []
+    with httpx.stream("GET", f"{server}/v1/events", headers={**h, "Accept": "text/event-stream",
+                                                              "Last-Event-ID": str(ids[0] - 1)},
+                      timeout=httpx.Timeout(10, read=30)) as r:
+        for line in r.iter_lines():
+            if line.startswith("id:"):
+                seen.append(int(line[3:].strip()))
+                if seen[-1] == ids[-1]:
+                    break
+    assert seen == ids
+
     job = httpx.get(f"{server}/v1/jobs/{job['id']}", headers=h).json()
     assert job["status"] == "succeeded" and job["trainable_params"] == 4096
     metrics = httpx.get(f"{server}/v1/jobs/{job['id']}/metrics", headers=h).json()["data"]
@@ -103,6 +114,8 @@ def test_smt_job_end_to_end_over_http(server):
     assert all(b["height"] == b["width"] == 16 for m in blocks["modules"] for b in m["blocks"])
 
     arts = {a["name"]: a for a in httpx.get(f"{server}/v1/jobs/{job['id']}/artifacts", headers=h).json()["data"]}
+    shira_refused = any("peft-shira.tar not written" in e["data"].get("message", "") for e in events)
+    assert ("peft-shira.tar" in arts) != shira_refused  # written, or refused with a logged reason
     for name in ("adapter.safetensors", "adapter_config.json"):
         r = httpx.get(f"{server}/v1/jobs/{job['id']}/artifacts/{name}", headers=h)
         assert r.status_code == 200 and int(r.headers["content-length"]) == len(r.content)
@@ -125,4 +138,9 @@ def test_smt_job_end_to_end_over_http(server):
     names = [m.name for m in members]
     assert names == sorted(names) and all(m.mtime == 0 for m in members)
     assert "config.json" in names and any(n.endswith(".safetensors") for n in names)
-    time.sleep(0)  # the merged folder loads with from_pretrained: checked by the engine's merge tests
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        tar.extractall(tmp_path / "merged", filter="data")
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")  # a standard HF folder
+    assert sum(p.numel() for p in model.parameters()) == job["total_params"]
