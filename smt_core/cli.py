@@ -53,6 +53,7 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--max-seq-len", type=int, default=256)
     t.add_argument("--lr-warmup-steps", type=int, default=0)
+    t.add_argument("--head-learning-rate", type=float, help="a new classification head's rate (default max(lr, 2e-3))")
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--seed", type=int, default=0)
@@ -89,7 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         spec = TrainSpec(model=args.model, train_data=args.data, eval_data=args.eval_data, method=args.method,
                          budget=args.budget, targets=args.targets, steps=args.steps, epochs=args.epochs,
-                         learning_rate=args.learning_rate, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate,
+                         batch_size=args.batch_size,
                          max_seq_len=args.max_seq_len, lr_warmup_steps=args.lr_warmup_steps,
                          weight_decay=args.weight_decay, method_options=_options(args.method_option),
                          seed=args.seed, resume=args.resume, gradient_checkpointing=args.gradient_checkpointing,

@@ -156,9 +156,10 @@ def validate_lines(lines: list[bytes] | list[str], max_errors: int = MAX_ERRORS)
                     f"{k} {{{', '.join(v)}}}" for k, v in FORMATS.items()))
                 continue
             fmt = line_fmt
-        problems = _check(fmt, obj)
-        if line_fmt not in (fmt, None) and not problems:
+        if line_fmt not in (fmt, None):
             problems = [(None, f"looks like {line_fmt}, but the file is {fmt} (one format a file)")]
+        else:
+            problems = _check(fmt, obj)
         for fld, msg in problems:
             err(number, fld, msg)
         if not problems:

@@ -26,6 +26,7 @@ class TrainSpec:
     batch_size: int = 8
     max_seq_len: int = 256
     lr_warmup_steps: int = 0
+    head_learning_rate: float | None = None  # a new classification head; None: max(learning rate, 2e-3)
     weight_decay: float = 0.0
     method_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0

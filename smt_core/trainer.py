@@ -29,6 +29,7 @@ from smt_core.spec import TrainSpec
 from smt_core.targets import base_param_count, find_sites, resolve_budget
 
 DEFAULT_EPOCHS = 1.0
+HEAD_LEARNING_RATE = 2e-3
 
 
 @dataclass
@@ -142,9 +143,15 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     params = method.trainable_parameters(model)
     for p in params:
         p.requires_grad_(True)
-    train_params = list({id(p): p for p in params + head}.values())
+    head_ids = {id(p) for p in head}
+    params = [p for p in params if id(p) not in head_ids]
+    train_params = params + head
     lr = spec.learning_rate or method.default_learning_rate
-    opt = torch.optim.AdamW(train_params, lr=lr, weight_decay=spec.weight_decay)  # decay acts on ΔW itself
+    # a random new head needs a higher rate than the pretrained weights' small corrections
+    head_lr = spec.head_learning_rate or max(lr, HEAD_LEARNING_RATE)
+    groups = [g for g in ({"params": params, "lr": lr, "base_lr": lr},
+                          {"params": head, "lr": head_lr, "base_lr": head_lr}) if g["params"]]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=spec.weight_decay)  # decay acts on ΔW itself
     if resumed:
         checkpoint.restore(out, train_params, opt)
     report = method.report(model)
@@ -167,7 +174,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         t0 = time.time()
         batch = next(batches)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, lr, spec.lr_warmup_steps, total_steps)
+            group["lr"] = lr_at(step, group["base_lr"], spec.lr_warmup_steps, total_steps)
         with meter.track():
             loss = loss_fn(model, batch)
         loss.backward()
@@ -235,7 +242,8 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
                     "eval_sha256": _file_sha256(spec.eval_data) if spec.eval_data else None,
                     "eval_rows": len(eval_rows), "held_out": spec.eval_data is None and bool(eval_rows)},
         "seed": spec.seed,
-        "hyperparameters": {"learning_rate": lr, "schedule": "linear", "lr_warmup_steps": spec.lr_warmup_steps,
+        "hyperparameters": {"learning_rate": lr, "head_learning_rate": head_lr if head else None,
+                            "schedule": "linear", "lr_warmup_steps": spec.lr_warmup_steps,
                             "steps": total_steps, "epochs": spec.epochs, "batch_size": spec.batch_size,
                             "max_seq_len": spec.max_seq_len, "weight_decay": spec.weight_decay,
                             "gradient_checkpointing": spec.gradient_checkpointing},

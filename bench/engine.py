@@ -1,0 +1,163 @@
+"""Engine benchmark: memory by component and step time per method, side by side, ratios to full FT.
+
+Every (method, checkpointing) configuration runs in its own subprocess (peak RSS never falls on CPU), the
+configurations interleaved round-robin ``--repeats`` times, through the public ``smt_core.run`` — the same
+path the service runs. Step time is the median over the measured steps of every repeat (the first step of
+each process is dropped as warm-up). SMT's selection warm-up is timed apart (``prepare_s``).
+
+    python bench/engine.py                      # SmolLM2-135M, batch 4, seq 128, budget 1%, q,k,v
+    python bench/engine.py --model /tmp/tiny --steps 3 --repeats 1 --methods smt,lora   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = ("the model reads a long passage about rivers, mountains, cities and the people who live there, "
+         "then writes a careful answer with numbers and names ").split()
+
+
+def make_data(path: Path, rows: int, seq: int) -> Path:
+    """Rows long enough that every sequence is truncated to exactly ``seq`` tokens."""
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(seq * 2))
+    with path.open("w") as fh:
+        for i in range(rows):
+            fh.write(json.dumps({"prompt": f"passage {i}:", "completion": " " + text}) + "\n")
+    return path
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One configuration in this process: train, collect per-step figures, print one JSON line."""
+    from smt_core import Callbacks, TrainSpec, run
+
+    steps: list[dict] = []
+    phases: dict[str, float] = {}
+    cb = Callbacks()
+    cb.add("on_step_end", steps.append)
+    cb.add("on_phase", lambda p: phases.setdefault(p["phase"], time.time()))
+    opts = {"selection_steps": args.selection_steps} if args.method == "smt" else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.time()
+        result = run(TrainSpec(model=args.model, train_data=args.data, method=args.method, budget=args.budget,
+                               targets=args.targets, steps=args.steps, batch_size=args.batch_size,
+                               max_seq_len=args.seq, method_options=opts, holdout_fraction=0.0,
+                               gradient_checkpointing=args.checkpointing, checkpoint_every=0, out_dir=tmp), cb)
+        artifact_bytes = (Path(tmp) / "adapter.safetensors").stat().st_size
+    prepare_s = phases.get("training", t0) - min(v for k, v in phases.items() if k != "loading") \
+        if "training" in phases else None
+    m = result.metrics
+    print(json.dumps({
+        "method": args.method, "checkpointing": args.checkpointing, "targets": args.targets,
+        "trainable_params": m["trainable_params"], "delta_nonzeros": m.get("delta_nonzeros"),
+        "total_params": m["total_params"], "artifact_bytes": artifact_bytes,
+        "step_seconds": [s["seconds"] for s in steps[1:]], "memory": m["memory"], "prepare_s": prepare_s,
+        "final_loss": m["train_loss"],
+    }))
+
+
+def train_bytes(mem: dict) -> int:
+    """Training memory: every component that has to be resident while a step runs."""
+    return sum(mem[k] for k in ("weights", "trainable", "gradients", "optimizer", "activations"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--methods", default="smt,lora,dora,full,snell")
+    ap.add_argument("--budget", type=float, default=0.01)
+    ap.add_argument("--targets", default="q,k,v")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=6, help="steps per process; the first is dropped")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--selection-steps", type=int, default=4)
+    ap.add_argument("--no-checkpointing-runs", action="store_true", help="skip the activation-checkpointing runs")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--method", help=argparse.SUPPRESS)
+    ap.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    from smt_core.registry import available_methods
+
+    methods = [m for m in args.methods.split(",") if m in available_methods()]
+    configs = [(m, ck) for ck in ([False] if args.no_checkpointing_runs else [False, True]) for m in methods]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = make_data(out_dir / "bench-data.jsonl", rows=max(64, args.batch_size * args.steps * 2), seq=args.seq)
+    runs: dict[tuple[str, bool], list[dict]] = {c: [] for c in configs}
+    for rep in range(args.repeats):
+        for method, ck in configs:  # interleaved: machine noise spreads over every configuration
+            cmd = [sys.executable, __file__, "--worker", "--method", method, "--model", args.model,
+                   "--budget", str(args.budget), "--targets", args.targets, "--batch-size", str(args.batch_size),
+                   "--seq", str(args.seq), "--steps", str(args.steps), "--data", str(data),
+                   "--selection-steps", str(args.selection_steps)] + (["--checkpointing"] if ck else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if proc.returncode != 0:
+                print(f"{method} ckpt={ck} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            runs[(method, ck)].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"[{rep + 1}/{args.repeats}] {method:5s} ckpt={ck!s:5s} done", file=sys.stderr, flush=True)
+
+    rows = []
+    for rs in runs.values():
+        if not rs:
+            continue
+        step = statistics.median(s for r in rs for s in r["step_seconds"])
+        mem = {k: statistics.median(r["memory"][k] for r in rs) for k in rs[0]["memory"]}
+        rows.append({**{k: rs[0][k] for k in ("method", "checkpointing", "targets", "trainable_params",
+                                                "delta_nonzeros", "total_params", "artifact_bytes")},
+                     "step_s": step, "memory": mem, "train_bytes": train_bytes(mem),
+                     "prepare_s": statistics.median(r["prepare_s"] or 0 for r in rs), "processes": len(rs)})
+    for row in rows:
+        full = next((r for r in rows if r["method"] == "full" and r["checkpointing"] == row["checkpointing"]), None)
+        full_plain = next((r for r in rows if r["method"] == "full" and not r["checkpointing"]), None)
+        lora = next((r for r in rows if r["method"] == "lora" and r["checkpointing"] == row["checkpointing"]), None)
+        row["step_vs_full"] = row["step_s"] / full["step_s"] if full else None
+        row["mem_vs_full_plain"] = row["train_bytes"] / full_plain["train_bytes"] if full_plain else None
+        row["step_vs_lora"] = row["step_s"] / lora["step_s"] if lora else None
+        row["mem_vs_lora"] = row["train_bytes"] / lora["train_bytes"] if lora else None
+    result = {"config": {k: v for k, v in vars(args).items() if k not in ("worker", "method", "checkpointing", "data")},
+              "machine": {"cpus": os.cpu_count(), "platform": sys.platform}, "created_at": int(time.time()),
+              "rows": rows}
+    path = out_dir / f"engine-{int(time.time())}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(render(rows))
+    print(f"\nresult JSON: {path}")
+
+
+def render(rows: list[dict]) -> str:
+    mb = 1 / 2**20
+    head = ("| method | ckpt | trainable | ΔW nonzeros | artifact MB | weights MB | trainable MB | grads MB | "
+            "optim MB | activ MB | train MB | peak RSS MB | step s | step/full | mem/full plain | step/LoRA | mem/LoRA |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        m = r["memory"]
+
+        def f(x, fmt="{:.2f}"):
+            return fmt.format(x) if x is not None else "–"
+
+        lines.append(f"| {r['method']} | {'yes' if r['checkpointing'] else 'no'} | {r['trainable_params']:,} | "
+                     f"{f(r['delta_nonzeros'], '{:,}')} | {r['artifact_bytes'] * mb:.1f} | {m['weights'] * mb:.0f} | "
+                     f"{m['trainable'] * mb:.1f} | {m['gradients'] * mb:.1f} | {m['optimizer'] * mb:.1f} | "
+                     f"{m['activations'] * mb:.0f} | {r['train_bytes'] * mb:.0f} | {m['peak'] * mb:.0f} | "
+                     f"{r['step_s']:.3f} | {f(r['step_vs_full'])} | {f(r['mem_vs_full_plain'])} | "
+                     f"{f(r['step_vs_lora'])} | {f(r['mem_vs_lora'])} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
