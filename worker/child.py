@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from api import logs
 from api.blobstore import get_store
 from api.db import reset_engines, session_scope
@@ -23,6 +25,7 @@ from worker.recorder import Recorder, restore_checkpoint
 
 EXIT_HANDBACK = 75  # the run stopped so the job can move to another worker (SIGTERM)
 EXIT_LOST = 76  # another worker holds the job now
+EXIT_RETRY = 77  # the database went away mid-run: hand the job back (resumes from its checkpoint)
 log = logging.getLogger("sparsetune.child")
 
 
@@ -145,6 +148,9 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
         leases.finish(job_id, token, JobStatus.cancelled, None)
     except leases.LostLease:
         raise SystemExit(EXIT_LOST) from None
+    except DBAPIError as exc:  # a database hiccup is not the job's fault: retried, not failed
+        log.warning("database error; handing the job back: %s", exc.__class__.__name__, extra={"job_id": job_id})
+        raise SystemExit(EXIT_RETRY) from None
     except Exception as exc:  # noqa: BLE001 - any engine error fails this job with its message
         cap = get_settings().child_memory_bytes
         if _out_of_memory(exc):

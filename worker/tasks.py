@@ -1,8 +1,9 @@
 """Thin tasks: claim the job row, supervise the training child, record what its exit means.
 
 Redelivered or duplicate messages are no-ops (the claim fails). Which failures are retried is decided in
-one place, :func:`after_exit`: a child killed by a signal or crashing is handed back (resumes from its
-checkpoint) until ``max_attempts``; the engine's own errors fail the job with their message in the child.
+one place, :func:`after_exit`: a child killed by a signal, crashing, or losing the database is handed back
+(resumes from its checkpoint) until ``max_attempts``; the engine's own errors (bad data, out of memory) fail
+the job with their message, written by the child.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from api.queue import TASK_MERGE_JOB, TASK_RUN_JOB, enqueue
 from api.settings import get_settings
 from worker import leases
 from worker.celery_app import app
-from worker.child import EXIT_HANDBACK, EXIT_LOST, merge_main, train_main
+from worker.child import EXIT_HANDBACK, EXIT_LOST, EXIT_RETRY, merge_main, train_main
 
 log = logging.getLogger("sparsetune.worker")
 _ctx = multiprocessing.get_context("spawn")
@@ -78,7 +79,8 @@ def after_exit(job_id: str, token: int, code: int | None) -> str:
                             count_attempt=False):
             enqueue(job_id)
         return "handed back"
-    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    how = (f"signal {-code}" if code is not None and code < 0 else
+           "database unreachable" if code == EXIT_RETRY else f"exit code {code}")
     with session_scope() as s:
         job = s.get(Job, job_id)
         attempts, step = job.attempts, job.checkpoint_step

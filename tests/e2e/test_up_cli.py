@@ -93,6 +93,16 @@ def test_up_embedded_with_jobs_commands(tiny_llama_dir, tmp_path):
         assert r.returncode == 2 and "already succeeded" in r.stderr
         r = cli(env, "jobs", "show", "job_missing")
         assert r.returncode == 2 and "no job" in r.stderr
+
+        # `keys create` prints only the new key; a new key is a new owner who sees none of these rows
+        r = cli(env, "keys", "create", "--name", "bob")
+        assert r.returncode == 0 and r.stdout.count("\n") == 1 and r.stdout.startswith("st_")
+        bob = {**env, "SPARSETUNE_API_KEY": r.stdout.strip()}
+        assert json.loads(cli(bob, "jobs", "list", "--json").stdout)["data"] == []
+        r = cli(bob, "jobs", "show", job_id)
+        assert r.returncode == 2 and "no job" in r.stderr
+        r = cli({**env, "SPARSETUNE_API_KEY": "st_bad_key"}, "jobs", "list")
+        assert r.returncode == 2 and "invalid or revoked API key" in r.stderr
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGTERM)
@@ -103,3 +113,12 @@ def test_up_embedded_with_jobs_commands(tiny_llama_dir, tmp_path):
                 up.wait(10)
         log.close()
     assert up.returncode == 0
+    # a second start on the same home migrates (a no-op) and creates no key
+    up = subprocess.Popen([BIN, "up", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True, start_new_session=True, cwd=ROOT)
+    try:
+        first = up.stdout.readline()
+        assert first.startswith("ready on http://"), first
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        assert up.wait(90) == 0
