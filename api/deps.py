@@ -59,4 +59,3 @@ def get_owned_dataset(dataset_id: Annotated[str, Path(max_length=64)], session: 
 
 JobDep = Annotated[Job, Depends(get_owned_job)]
 DatasetDep = Annotated[Dataset, Depends(get_owned_dataset)]
-Limit = Annotated[int, "page size"]

@@ -4,6 +4,7 @@ calls ``smt_core.run`` and records the outcome. A crash here fails or requeues o
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import resource
@@ -85,10 +86,25 @@ def _store_artifacts(job_id: str, token: int, files: dict[str, Path], metrics: d
             s.delete(ck)
             s.flush()
             store.delete(s, blob_id)
+        job = s.get(Job, job_id)
+        resolved = _resolved_hyperparameters(files.get("adapter_config.json"))
+        if resolved:
+            job.hyperparameters = {**job.hyperparameters, **resolved}
         clean = {k: v for k, v in metrics.items() if k != "memory"}
         leases.finish(job_id, token, JobStatus.succeeded, None, s=s, phase=None, metrics=clean,
                       memory=metrics.get("memory"), trainable_params=metrics.get("trainable_params"),
                       total_params=metrics.get("total_params"), trained_tokens=metrics.get("trained_tokens") or 0)
+
+
+def _resolved_hyperparameters(config: Path | None) -> dict[str, Any]:
+    """What the engine actually used (e.g. the method's default learning rate), from the adapter manifest."""
+    if config is None:
+        return {}
+    try:
+        hp = json.loads(config.read_text()).get("hyperparameters", {})
+    except (OSError, ValueError):
+        return {}
+    return {k: hp[k] for k in ("learning_rate", "steps", "schedule", "weight_decay") if hp.get(k) is not None}
 
 
 def _shira_tar(out_dir: Path, work: Path, model: str, rec: Recorder) -> Path | None:

@@ -76,6 +76,8 @@ def test_job_trains_records_rows_and_ignores_duplicate_message(client, auth, dat
     assert job["steps_completed"] == 4 and job["total_steps"] == 4 and job["attempts"] == 1
     assert job["trainable_params"] == 4096 and job["total_params"] > 4096
     assert job["metrics"]["train_loss"] > 0 and set(job["memory"]) >= {"weights", "optimizer", "peak"}
+    assert job["hyperparameters"]["learning_rate"] > 0  # resolved from the method's default
+    assert job["started_at"] <= job["finished_at"] and job["phase"] is None
     metrics = client.get(f"/v1/jobs/{job_id}/metrics", headers=auth).json()["data"]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4] and metrics[-1]["eval_loss"] is not None
     blocks = client.get(f"/v1/jobs/{job_id}/blocks", headers=auth).json()
