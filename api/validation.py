@@ -89,6 +89,9 @@ def validate_job(session: Session, owner_id: str, body: JobCreate) -> dict[str, 
             raise invalid("method_options.block_size", f"{bs} must be a power of two dividing every target side {sorted(set(sides))}")
     train = _owned_dataset(session, owner_id, body.training_dataset, "training_dataset")
     val = _owned_dataset(session, owner_id, body.validation_dataset, "validation_dataset")
+    if shape is not None and not shape.causal and train is not None and train.format != "classification":
+        raise invalid("training_dataset", f"{body.model} is an encoder ({shape.architecture}): it trains on "
+                      f"classification data only, not {train.format}")
     if val is not None and train is not None and val.format != train.format:
         raise invalid("validation_dataset", f"format {val.format} differs from the training set's {train.format}")
     hp = body.hyperparameters.model_dump()

@@ -146,3 +146,21 @@ def test_artifacts_of_unfinished_job(client, auth, dataset):
     assert client.post(f"/v1/jobs/{job}/artifacts/merged", headers=auth).status_code == 409
     r = client.get(f"/v1/jobs/{job}/blocks", headers=auth)
     assert r.status_code == 404 and "no block selection yet" in r.json()["error"]["message"]
+
+
+def test_create_job_encoder_with_completion_data_is_refused(client, auth, dataset, tmp_path):
+    from tests.api.fixtures import set_models
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"],
+                                                      "hidden_size": 64, "num_hidden_layers": 2,
+                                                      "intermediate_size": 128, "vocab_size": 1000}))
+    import os
+
+    saved = os.environ["SPARSETUNE_MODELS"]
+    set_models({**json.loads(saved), "tiny-bert": str(tmp_path)})
+    try:
+        r = client.post("/v1/jobs", headers=auth, json=job_body(dataset, model="tiny-bert"))
+    finally:
+        set_models(json.loads(saved))
+    assert r.status_code == 422 and r.json()["error"]["param"] == "training_dataset"
+    assert "encoder" in r.json()["error"]["message"] and "prompt_completion" in r.json()["error"]["message"]
