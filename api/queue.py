@@ -55,6 +55,16 @@ def send(task: str, job_id: str) -> bool:
         return False
 
 
+def queue_depth() -> int | None:
+    """Messages waiting in the broker's queue (not those being worked on), or None if it cannot tell."""
+    try:
+        with producer().connection_for_read() as conn:
+            ok = conn.default_channel.queue_declare(queue=get_settings().queue_name, passive=True)
+            return int(ok.message_count)
+    except Exception:  # noqa: BLE001 - unknown is a valid answer; callers fall back to re-sending
+        return None
+
+
 def enqueue(job_id: str) -> bool:
     return send(TASK_RUN_JOB, job_id)
 

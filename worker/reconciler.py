@@ -12,7 +12,7 @@ from sqlalchemy import and_, or_, select, update
 
 from api.db import session_scope
 from api.models import Job, JobStatus
-from api.queue import enqueue, enqueue_merge
+from api.queue import enqueue, enqueue_merge, queue_depth
 from api.settings import get_settings
 
 log = logging.getLogger("sparsetune.reconciler")
@@ -25,9 +25,14 @@ def reconcile_once() -> list[str]:
     settings = get_settings()
     now = time.time()
     stale = now - settings.requeue_after_seconds
+    # while messages wait in the broker, queued jobs are still on their way: re-send only to an empty queue
+    # (or one we cannot see), so a busy worker does not collect duplicates of every waiting job
+    queued_lost = Job.status == JobStatus.queued
+    if queue_depth():
+        queued_lost = queued_lost & Job.enqueued_at.is_(None)  # only jobs that were never sent
     with session_scope() as s:
         ids = list(s.scalars(select(Job.id).where(or_(
-            and_(Job.status == JobStatus.queued, or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale)),
+            and_(queued_lost, or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale)),
             and_(Job.status == JobStatus.running, Job.lease_expires_at < now,
                  or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - settings.lease_seconds))))
             .limit(100)))
