@@ -30,11 +30,12 @@ def _weights(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 class FullMethod(Method):
-    """Default lr 2e-5: the usual full fine-tuning rate for models of this size (10× below adapters)."""
+    """Default lr 5e-5: the usual range for full fine-tuning of models of this size (2e-5 … 1e-4); 2e-5
+    reached 0.629 on MiniLM / SST-2 in 38 steps, a short run that wants the upper half of the range."""
 
     name = "full"
     config_class = FullConfig
-    default_learning_rate = 2e-5
+    default_learning_rate = 5e-5
     uses_budget = False
 
     def __init__(self, config: FullConfig) -> None:

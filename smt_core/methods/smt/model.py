@@ -20,14 +20,15 @@ HEAD_LR = 1e-3
 class SMTMethod(Method):
     """Sparse Matrix Tuning: train only the b×b blocks of the targeted weights with the largest gradients.
 
-    Default learning rate 2e-4: the reference code uses 1e-4 with 3 epochs; our runs here are usually one
-    epoch or a few hundred steps, and 2e-4 reached lower loss than 1e-4 and 5e-4 on MiniLM/SST-2 and
-    SmolLM2 in short runs (README, "Default hyperparameters").
+    Default learning rate 1e-3: the reference code uses 1e-4 over 3 epochs of large data; our users' runs
+    are often one epoch of a few hundred rows. On MiniLM / SST-2 (600 rows, 38 steps, budget 1%) 1e-3 reached
+    0.688 held-out accuracy against 0.607 at 2e-4 (README, "Default hyperparameters"); the linear decay
+    to zero keeps the late steps small.
     """
 
     name = "smt"
     config_class = SMTConfig
-    default_learning_rate = 2e-4
+    default_learning_rate = 1e-3
     prepare_phase = "selection"
 
     def __init__(self, config: SMTConfig) -> None:
