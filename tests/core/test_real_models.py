@@ -49,8 +49,9 @@ def test_a_few_smt_steps_lower_smollm2_training_loss_and_the_adapter_merges(tmp_
     tensors, manifest = load_adapter(tmp_path / "smt")
     assert manifest["method_info"]["block_size"] == 64 and manifest["base_model"]["sha256"]
 
-    from smt_core.adapters import load_adapted
     from transformers import AutoModelForCausalLM
+
+    from smt_core.adapters import load_adapted
 
     adapted, tok, _ = load_adapted(tmp_path / "smt")
     merged_dir = merge_adapter(tmp_path / "smt", tmp_path / "merged")
