@@ -4,7 +4,7 @@ prefetch 1, explicit task names, never eager. Each worker also runs the reconcil
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready, worker_shutdown
 
 from api import logs
 from api.queue import celery_config
@@ -14,6 +14,14 @@ settings = get_settings()
 logs.configure(settings.log_level)
 app = Celery("sparsetune", include=["worker.tasks"])
 app.conf.update(celery_config(settings))
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _json_logs(logger, **_: object) -> None:
+    """Celery's own log lines in the same one-JSON-object-a-line shape as ours."""
+    for handler in logger.handlers:
+        handler.setFormatter(logs.JsonFormatter())
 
 
 @worker_ready.connect
