@@ -1,0 +1,46 @@
+// Training memory by component for this job, beside what full fine-tuning of the same model would need.
+import type { Memory } from "../api";
+import { bytes } from "../format";
+
+export interface MemoryColumn { label: string; memory: Memory; measured: boolean; color: string }
+
+/** Normalise the two shapes: a run's `weights` are the frozen ones (trainable apart), an estimate's are all. */
+export function components(m: Memory, measured: boolean): [string, number][] {
+  const weights = (m.weights ?? 0) + (measured ? m.trainable ?? 0 : 0);
+  const parts: [string, number][] = [
+    ["Weights", weights], ["Gradients", m.gradients ?? 0], ["Optimizer state", m.optimizer ?? 0], ["Activations", m.activations ?? 0],
+  ];
+  return [...parts, ["Total", parts.reduce((s, [, v]) => s + v, 0)]];
+}
+
+export function MemoryChart({ columns }: { columns: MemoryColumn[] }) {
+  const rows = columns.map((c) => components(c.memory, c.measured));
+  const names = rows[0]?.map(([n]) => n) ?? [];
+  const max = Math.max(1, ...rows.flat().map(([, v]) => v));
+  return (
+    <div class="memory">
+      <table aria-label="Training memory by component">
+        <thead>
+          <tr><th scope="col">Component</th>{columns.map((c) => <th scope="col">{c.label}</th>)}</tr>
+        </thead>
+        <tbody>
+          {names.map((n, i) => (
+            <tr class={n === "Total" ? "total" : ""} data-component={n}>
+              <th scope="row">{n}</th>
+              {columns.map((c, j) => (
+                <td>
+                  <div class="membar"><span style={{ width: `${(rows[j][i][1] / max) * 100}%`, background: c.color }} /></div>
+                  <span class="num">{bytes(rows[j][i][1])}</span>
+                </td>
+              ))}
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p class="help">
+        {columns.map((c) => `${c.label}: ${c.measured ? "measured during the run" : "estimated from the model's config"}`).join("; ")}.
+        {columns.some((c) => c.measured && c.memory.peak) ? ` Peak reported by the device: ${bytes(columns.find((c) => c.measured)!.memory.peak)}.` : ""}
+      </p>
+    </div>
+  );
+}

@@ -1,0 +1,360 @@
+// New job: model, dataset (upload or pick; errors shown by line), method, budget, what every method would
+// train and need in memory for this model (before launch), hyperparameters with defaults, method options.
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { api, ApiError, METHODS, type Dataset, type Estimate, type LineError, type Method } from "../api";
+import { bytes, count, newId, percent } from "../format";
+import { useLoad } from "../hooks";
+
+const METHOD_LABELS: Record<Method, [string, string]> = {
+  smt: ["SMT", "sparse matrix tuning: trains the most-changed blocks of the chosen projections"],
+  snell: ["SNELL", "sparse tuning with a kernelised low-rank update and a sparsity rule"],
+  lora: ["LoRA", "low-rank adapters (PEFT)"],
+  dora: ["DoRA", "weight-decomposed low-rank adapters (PEFT)"],
+  full: ["Full fine-tuning", "every weight trains; the budget is ignored"],
+};
+
+interface OptionField { key: string; label: string; kind: "int" | "float" | "bool" | string[]; placeholder: string }
+const OPTIONS: Record<Method, OptionField[]> = {
+  smt: [
+    { key: "block_size", label: "Block size", kind: "int", placeholder: "largest power of two ≤ 256 dividing the sides" },
+    { key: "selection_steps", label: "Selection steps", kind: "int", placeholder: "100, or one epoch if shorter" },
+    { key: "score", label: "Block score", kind: ["mean_abs_sum", "abs_mean", "l1", "l2"], placeholder: "mean_abs_sum" },
+    { key: "pools", label: "Block pools", kind: ["global", "attention_mlp"], placeholder: "global" },
+  ],
+  snell: [
+    { key: "sparsity", label: "Sparsity", kind: "float", placeholder: "0.9" },
+    { key: "rule", label: "Sparsity rule", kind: ["released", "paper"], placeholder: "released" },
+    { key: "rank", label: "Rank", kind: "int", placeholder: "from the budget" },
+    { key: "learn_coefficients", label: "Learn coefficients", kind: "bool", placeholder: "false" },
+  ],
+  lora: [
+    { key: "rank", label: "Rank", kind: "int", placeholder: "from the budget" },
+    { key: "alpha", label: "Alpha", kind: "float", placeholder: "2 × rank" },
+    { key: "dropout", label: "Dropout", kind: "float", placeholder: "0" },
+  ],
+  dora: [
+    { key: "rank", label: "Rank", kind: "int", placeholder: "from the budget" },
+    { key: "alpha", label: "Alpha", kind: "float", placeholder: "2 × rank" },
+    { key: "dropout", label: "Dropout", kind: "float", placeholder: "0" },
+  ],
+  full: [],
+};
+
+/** "0.01", "1%", "4096" or "1e6" → a fraction or a count; null when it is not a valid budget. */
+export function parseBudget(text: string): number | null {
+  const t = text.trim().replace(/_/g, "");
+  if (!t) return null;
+  const pct = t.endsWith("%");
+  const v = Number(pct ? t.slice(0, -1) : t);
+  if (!Number.isFinite(v) || v <= 0) return null;
+  if (pct) return v < 100 ? v / 100 : null;
+  if (v < 1) return v;
+  return Number.isInteger(v) ? v : null;
+}
+
+function ErrorList({ error }: { error: ApiError }) {
+  const lines: LineError[] = error.details ?? [];
+  return (
+    <div class="error" role="alert">
+      <p>{error.message}</p>
+      {lines.length > 0 && (
+        <ul class="line-errors" aria-label="Problems by line">
+          {lines.map((d) => (
+            <li>{d.line !== undefined ? `Line ${d.line}` : "File"}{d.field ? `, field “${d.field}”` : ""}: {d.message}</li>
+          ))}
+          {error.total !== null && error.total > lines.length && <li>…and {error.total - lines.length} more</li>}
+        </ul>
+      )}
+    </div>
+  );
+}
+
+function EstimateTable({ model, method, estimates, errors }: {
+  model: string; method: Method; estimates: Partial<Record<Method, Estimate>>; errors: Partial<Record<Method, string>>;
+}) {
+  const full = estimates.full?.memory.peak;
+  return (
+    <table class="estimate" aria-label="Estimated trainable parameters and training memory by method">
+      <caption>What each method would train on <strong>{model}</strong> and need in memory (estimated before launch)</caption>
+      <thead>
+        <tr>
+          <th scope="col">Method</th><th scope="col" class="num">Trainable params</th><th scope="col" class="num">Share of model</th>
+          <th scope="col" class="num">Weights</th><th scope="col" class="num">Gradients</th>
+          <th scope="col" class="num">Optimizer state</th><th scope="col" class="num">Activations</th>
+          <th scope="col" class="num">Training memory</th><th scope="col" class="num">vs full</th>
+        </tr>
+      </thead>
+      <tbody>
+        {METHODS.map((m) => {
+          const e = estimates[m];
+          const err = errors[m];
+          return (
+            <tr class={m === method ? "selected" : ""} data-method={m} aria-current={m === method ? "true" : undefined}>
+              <th scope="row">{METHOD_LABELS[m][0]}</th>
+              {err ? <td colSpan={8} class="muted">{err}</td> : !e ? <td colSpan={8} class="muted">…</td> : (
+                <>
+                  <td class="num" data-trainable={e.trainable_params}>{count(e.trainable_params)}</td>
+                  <td class="num">{percent(e.trainable_params / e.total_params, 3)}</td>
+                  <td class="num">{bytes(e.memory.weights)}</td>
+                  <td class="num">{bytes(e.memory.gradients)}</td>
+                  <td class="num">{bytes(e.memory.optimizer)}</td>
+                  <td class="num">{bytes(e.memory.activations)}</td>
+                  <td class="num"><strong>{bytes(e.memory.peak)}</strong></td>
+                  <td class="num">{full && e.memory.peak ? percent(e.memory.peak / full, 0) : "—"}</td>
+                </>
+              )}
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}
+
+export function NewJobView() {
+  const models = useLoad(() => api.models(), []);
+  const datasets = useLoad(() => api.datasets(), []);
+  const [model, setModel] = useState("");
+  const [trainDs, setTrainDs] = useState("");
+  const [validDs, setValidDs] = useState("");
+  const [uploading, setUploading] = useState(false);
+  const [uploadError, setUploadError] = useState<ApiError | null>(null);
+  const [uploaded, setUploaded] = useState<Dataset | null>(null);
+  const [method, setMethod] = useState<Method>("smt");
+  const [budgetText, setBudgetText] = useState("0.01");
+  const [targets, setTargets] = useState<string[]>(["q", "k", "v"]);
+  const [hp, setHp] = useState({ epochs: "1", steps: "", learning_rate: "", batch_size: "8", max_seq_len: "256", lr_warmup_steps: "0", seed: "0" });
+  const [opts, setOpts] = useState<Record<string, string>>({});
+  const [suffix, setSuffix] = useState("");
+  const [estimates, setEstimates] = useState<Partial<Record<Method, Estimate>>>({});
+  const [estErrors, setEstErrors] = useState<Partial<Record<Method, string>>>({});
+  const [submitError, setSubmitError] = useState<ApiError | null>(null);
+  const [submitting, setSubmitting] = useState(false);
+  const idem = useRef(newId());
+
+  const modelList = models.data?.data ?? [];
+  const dsList = datasets.data?.data ?? [];
+  const current = modelList.find((m) => m.id === model);
+  useEffect(() => { if (!model && modelList.length) setModel(modelList[0].id); }, [modelList.length]);
+  useEffect(() => { if (!trainDs && dsList.length) setTrainDs(dsList[0].id); }, [dsList.length]);
+  useEffect(() => {  // keep only targets the model has
+    if (current) setTargets((t) => { const kept = t.filter((x) => current.targets.includes(x)); return kept.length ? kept : current.targets.slice(0, 1); });
+  }, [current?.id]);
+
+  const budgetValue = parseBudget(budgetText);
+  const budgetError = method !== "full" && budgetValue === null
+    ? "Enter a fraction of the model in (0, 1) such as 0.01 or 1%, or a whole number of parameters such as 4096." : null;
+
+  // every method's estimate for this model, refreshed (debounced) when the inputs change
+  const estKey = JSON.stringify([model, budgetValue, targets, hp.batch_size, hp.max_seq_len]);
+  useEffect(() => {
+    if (!model || budgetValue === null || targets.length === 0) return;
+    const bs = Number(hp.batch_size) || 8;
+    const sl = Number(hp.max_seq_len) || 256;
+    let live = true;
+    const t = setTimeout(async () => {
+      const results = await Promise.all(METHODS.map(async (m) => {
+        try {
+          return [m, await api.estimate(model, { method: m, budget: budgetValue, batch_size: bs, max_seq_len: sl, targets: targets.join(",") }), null] as const;
+        } catch (e) {
+          return [m, null, (e as Error).message] as const;
+        }
+      }));
+      if (!live) return;
+      const est: Partial<Record<Method, Estimate>> = {};
+      const errs: Partial<Record<Method, string>> = {};
+      for (const [m, e, err] of results) { if (e) est[m] = e; if (err) errs[m] = err; }
+      setEstimates(est);
+      setEstErrors(errs);
+    }, 250);
+    return () => { live = false; clearTimeout(t); };
+  }, [estKey]);
+
+  const upload = async (input: HTMLInputElement) => {
+    const file = input.files?.[0];
+    if (!file) return;
+    setUploading(true);
+    setUploadError(null);
+    setUploaded(null);
+    try {
+      const ds = await api.uploadDataset(file);
+      setUploaded(ds);
+      await datasets.reload();
+      setTrainDs(ds.id);
+    } catch (e) {
+      setUploadError(e as ApiError);
+    } finally {
+      setUploading(false);
+      input.value = "";
+    }
+  };
+
+  const body = useMemo(() => {
+    const h: Record<string, number> = {
+      batch_size: Number(hp.batch_size), max_seq_len: Number(hp.max_seq_len), lr_warmup_steps: Number(hp.lr_warmup_steps),
+    };
+    if (hp.steps.trim()) h.steps = Number(hp.steps);
+    else if (hp.epochs.trim()) h.epochs = Number(hp.epochs);
+    if (hp.learning_rate.trim()) h.learning_rate = Number(hp.learning_rate);
+    const options: Record<string, unknown> = {};
+    for (const f of OPTIONS[method]) {
+      const v = (opts[`${method}.${f.key}`] ?? "").trim();
+      if (!v) continue;
+      options[f.key] = f.kind === "int" || f.kind === "float" ? Number(v) : f.kind === "bool" ? v === "true" : v;
+    }
+    return {
+      model, training_dataset: trainDs, validation_dataset: validDs || null, method,
+      budget: method === "full" ? null : budgetValue, targets, hyperparameters: h, method_options: options,
+      seed: Number(hp.seed) || 0, suffix: suffix.trim() || null,
+    };
+  }, [model, trainDs, validDs, method, budgetValue, targets, hp, opts, suffix]);
+
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setSubmitError(null);
+    if (!trainDs) { setSubmitError(new ApiError(0, "Choose a training dataset, or upload one first.", "training_dataset")); return; }
+    if (budgetError) { setSubmitError(new ApiError(0, `Budget: ${budgetError}`, "budget")); return; }
+    if (!targets.length) { setSubmitError(new ApiError(0, "Choose at least one target projection.", "targets")); return; }
+    setSubmitting(true);
+    try {
+      const job = await api.createJob(body, idem.current);
+      location.hash = `#/jobs/${job.id}`;
+    } catch (err) {
+      setSubmitError(err as ApiError);
+      idem.current = newId();  // a corrected request is a new request
+    } finally {
+      setSubmitting(false);
+    }
+  };
+
+  const setH = (k: keyof typeof hp) => (e: Event) => setHp({ ...hp, [k]: (e.target as HTMLInputElement).value });
+  const fmtOf = (d: Dataset) => `${d.filename} · ${d.format} · ${d.rows} rows · ${d.id}`;
+
+  if (models.error) return <p class="error" role="alert">Could not load the models: {models.error}</p>;
+  if (models.data && modelList.length === 0)
+    return <div class="empty"><h1>New job</h1><p>This service allows no models. Set <code>SPARSETUNE_MODELS</code> (alias → folder) and restart <code>sparsetune up</code>.</p></div>;
+
+  return (
+    <section aria-labelledby="new-title">
+      <h1 id="new-title">New job</h1>
+      <form onSubmit={submit} class="newjob" noValidate>
+        <fieldset>
+          <legend>Model and data</legend>
+          <div class="field">
+            <label for="model">Base model</label>
+            <select id="model" value={model} onChange={(e) => setModel((e.target as HTMLSelectElement).value)}>
+              {modelList.map((m) => <option value={m.id}>{m.id}{m.parameters ? ` · ${count(m.parameters)} params` : ""}{m.architecture ? ` · ${m.architecture}` : ""}</option>)}
+            </select>
+          </div>
+          <div class="field">
+            <label for="dataset-file">Upload a JSONL dataset</label>
+            <input id="dataset-file" type="file" accept=".jsonl,.json,application/jsonl,text/plain" aria-describedby="dataset-help"
+                   disabled={uploading} onChange={(e) => upload(e.target as HTMLInputElement)} />
+            <p id="dataset-help" class="help">One JSON object a line, one format a file: <code>{"{prompt, completion}"}</code>,{" "}
+              <code>{"{messages}"}</code>, <code>{"{text, label}"}</code> or <code>{"{prompt, choices, label}"}</code>.</p>
+            {uploading && <p role="status">Uploading and checking every line…</p>}
+            {uploaded && <p role="status" class="ok">Uploaded {uploaded.filename}: {uploaded.rows} rows, {uploaded.format}, {bytes(uploaded.bytes)}.</p>}
+            {uploadError && <ErrorList error={uploadError} />}
+          </div>
+          <div class="field">
+            <label for="training-dataset">Training dataset</label>
+            <select id="training-dataset" value={trainDs} onChange={(e) => setTrainDs((e.target as HTMLSelectElement).value)}>
+              {dsList.length === 0 && <option value="">No datasets yet: upload one above</option>}
+              {dsList.map((d) => <option value={d.id}>{fmtOf(d)}</option>)}
+            </select>
+          </div>
+          <div class="field">
+            <label for="validation-dataset">Validation dataset</label>
+            <select id="validation-dataset" value={validDs} onChange={(e) => setValidDs((e.target as HTMLSelectElement).value)}>
+              <option value="">None: hold out 10% of the training set</option>
+              {dsList.filter((d) => d.id !== trainDs).map((d) => <option value={d.id}>{fmtOf(d)}</option>)}
+            </select>
+          </div>
+        </fieldset>
+
+        <fieldset>
+          <legend>Method and budget</legend>
+          <div class="methods" role="radiogroup" aria-label="Method">
+            {METHODS.map((m) => (
+              <label class="radio" key={m}>
+                <input type="radio" name="method" value={m} checked={method === m} onChange={() => setMethod(m)} />
+                <span><strong>{METHOD_LABELS[m][0]}</strong> <span class="muted">{METHOD_LABELS[m][1]}</span></span>
+              </label>
+            ))}
+          </div>
+          <div class="field">
+            <label for="budget">Budget</label>
+            <input id="budget" value={budgetText} inputMode="decimal" disabled={method === "full"} aria-describedby="budget-help"
+                   aria-invalid={budgetError ? "true" : undefined} onInput={(e) => setBudgetText((e.target as HTMLInputElement).value)} />
+            <p id="budget-help" class="help">{budgetError ?? "A fraction of the model's parameters (0.01 or 1%) or a count of trainable parameters (4096). The same budget for every method compares like with like."}</p>
+          </div>
+          <fieldset class="inline">
+            <legend>Target projections</legend>
+            {(current?.targets ?? ["q", "k", "v"]).map((t) => (
+              <label class="check" key={t}>
+                <input type="checkbox" checked={targets.includes(t)}
+                       onChange={(e) => setTargets((e.target as HTMLInputElement).checked ? [...targets, t] : targets.filter((x) => x !== t))} />
+                {t}
+              </label>
+            ))}
+          </fieldset>
+          {model && <EstimateTable model={model} method={method} estimates={estimates} errors={estErrors} />}
+        </fieldset>
+
+        <fieldset>
+          <legend>Hyperparameters</legend>
+          <div class="grid">
+            <div class="field"><label for="hp-epochs">Epochs</label>
+              <input id="hp-epochs" inputMode="decimal" value={hp.epochs} onInput={setH("epochs")} disabled={!!hp.steps.trim()} /></div>
+            <div class="field"><label for="hp-steps">Steps (instead of epochs)</label>
+              <input id="hp-steps" inputMode="numeric" value={hp.steps} placeholder="from epochs" onInput={setH("steps")} /></div>
+            <div class="field"><label for="hp-lr">Learning rate</label>
+              <input id="hp-lr" inputMode="decimal" value={hp.learning_rate} placeholder="the method's default" onInput={setH("learning_rate")} /></div>
+            <div class="field"><label for="hp-batch">Batch size</label>
+              <input id="hp-batch" inputMode="numeric" value={hp.batch_size} onInput={setH("batch_size")} /></div>
+            <div class="field"><label for="hp-seq">Max sequence length</label>
+              <input id="hp-seq" inputMode="numeric" value={hp.max_seq_len} onInput={setH("max_seq_len")} /></div>
+            <div class="field"><label for="hp-warmup">Warm-up steps</label>
+              <input id="hp-warmup" inputMode="numeric" value={hp.lr_warmup_steps} onInput={setH("lr_warmup_steps")} /></div>
+            <div class="field"><label for="hp-seed">Seed</label>
+              <input id="hp-seed" inputMode="numeric" value={hp.seed} onInput={setH("seed")} /></div>
+            <div class="field"><label for="suffix">Name suffix</label>
+              <input id="suffix" value={suffix} placeholder="optional" maxLength={64} onInput={(e) => setSuffix((e.target as HTMLInputElement).value)} /></div>
+          </div>
+        </fieldset>
+
+        {OPTIONS[method].length > 0 && (
+          <fieldset>
+            <legend>{METHOD_LABELS[method][0]} options</legend>
+            <div class="grid">
+              {OPTIONS[method].map((f) => {
+                const id = `opt-${method}-${f.key}`;
+                const k = `${method}.${f.key}`;
+                const set = (e: Event) => setOpts({ ...opts, [k]: (e.target as HTMLInputElement).value });
+                return (
+                  <div class="field" key={k}>
+                    <label for={id}>{f.label}</label>
+                    {Array.isArray(f.kind) || f.kind === "bool" ? (
+                      <select id={id} value={opts[k] ?? ""} onChange={set}>
+                        <option value="">default ({f.placeholder})</option>
+                        {(Array.isArray(f.kind) ? f.kind : ["true", "false"]).map((v) => <option value={v}>{v}</option>)}
+                      </select>
+                    ) : (
+                      <input id={id} inputMode={f.kind === "int" ? "numeric" : "decimal"} value={opts[k] ?? ""} placeholder={f.placeholder} onInput={set} />
+                    )}
+                  </div>
+                );
+              })}
+            </div>
+          </fieldset>
+        )}
+
+        {submitError && <ErrorList error={submitError} />}
+        <div class="actions">
+          <button type="submit" disabled={submitting}>{submitting ? "Launching…" : "Launch job"}</button>
+          <a href="#/jobs">Cancel</a>
+        </div>
+      </form>
+    </section>
+  );
+}
