@@ -144,3 +144,20 @@ def test_smt_job_end_to_end_over_http(server, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")  # a standard HF folder
     assert sum(p.numel() for p in model.parameters()) == job["total_params"]
+
+
+@pytest.mark.timeout(180)
+def test_watch_of_failing_job_exits_1_with_its_message(server, tmp_path):
+    """`sparsetune jobs watch` against the Postgres/Redis service: a failed job is exit 1 and says why."""
+    key, _ = make_key("watcher")
+    env = {**os.environ, "SPARSETUNE_API_KEY": key, "SPARSETUNE_API_URL": server}
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.completion_rows(8))
+    bin_ = str(ROOT / ".venv" / "bin" / "sparsetune")
+    ds = json.loads(subprocess.run([bin_, "datasets", "upload", str(data), "--json"], env=env, capture_output=True,
+                                   text=True, timeout=60, check=True).stdout)["id"]
+    job = subprocess.run([bin_, "jobs", "create", "--model", "cfg-llama", "--training-dataset", ds, "--method",
+                          "smt", "--budget", "64", "--steps", "1"], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip()
+    r = subprocess.run([bin_, "jobs", "watch", job], env=env, capture_output=True, text=True, timeout=150)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "failed" in r.stdout and "safetensors" in r.stdout

@@ -1,0 +1,323 @@
+"""The web dashboard in headless Chromium (Debian's, driven by Playwright through its executable path) against
+a real `sparsetune up` on a tiny LLaMA: sign in, upload, launch SMT from the form, watch it succeed over the
+live stream, check the heatmap against /blocks, download the adapter, compare jobs. Screenshots of every view
+go to test-artifacts/screenshots/ for a person to look at."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import factories
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = str(ROOT / ".venv" / "bin" / "sparsetune")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError:  # scripts/setup_test_deps.sh installs it
+    sync_playwright = None
+
+if sync_playwright is None or not os.access(CHROMIUM, os.X_OK):
+    why = "Playwright or Debian's chromium is missing: run scripts/setup_test_deps.sh"
+    if os.environ.get("CI"):
+        raise RuntimeError(why)
+    pytest.skip(why, allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """A running `sparsetune up` and a REST client with its first key."""
+
+    def __init__(self, url: str, key: str):
+        self.url, self.key = url, key
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def get(self, path: str) -> dict:
+        r = self.http.get(path)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def upload(self, path: Path) -> dict:
+        r = self.http.post("/v1/datasets", files={"file": (path.name, path.read_bytes())})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def create_job(self, **body) -> dict:
+        r = self.http.post("/v1/jobs", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def wait(self, job_id: str, timeout: float = 240) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.get(f"/v1/jobs/{job_id}")
+            if job["status"] in TERMINAL:
+                return job
+            time.sleep(1)
+        raise AssertionError(f"{job_id} did not finish in {timeout}s: {job}")
+
+
+@pytest.fixture(scope="module")
+def service(tiny_llama_dir, tmp_path_factory):
+    subprocess.run([str(ROOT / "scripts" / "build_frontend.sh")], check=True, cwd=ROOT, timeout=600)
+    assert (ROOT / "frontend" / "dist" / "index.html").is_file()
+    tmp = tmp_path_factory.mktemp("dashboard")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "BROKER_URL", "SPARSETUNE_QUEUE", "SPARSETUNE_API_KEY")}
+    env.update({"SPARSETUNE_HOME": str(tmp / "home"), "SPARSETUNE_MODELS": json.dumps({"tiny": str(tiny_llama_dir)}),
+                "HF_HUB_OFFLINE": "1"})
+    log = open(tmp / "up.log", "w")
+    up = subprocess.Popen([BIN, "up", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=log, text=True,
+                          start_new_session=True, cwd=ROOT)
+    try:
+        key, lines, deadline = None, [], time.time() + 120
+        while time.time() < deadline:
+            line = up.stdout.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+            if line.startswith("SPARSETUNE_API_KEY="):
+                key = line.strip().split("=", 1)[1]
+            if line.startswith("ready on http://"):
+                break
+        assert key and lines[-1].startswith("ready on"), (lines, (tmp / "up.log").read_text()[-3000:])
+        svc = Service(f"http://127.0.0.1:{port}", key)
+        yield svc
+        svc.http.close()
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGTERM)
+            try:
+                up.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+                up.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, service, request):
+    context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(service.url + "/")
+    yield pg
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def shot(page: Page, request, view: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{request.node.name.removeprefix('test_')}--{view}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def sign_in(page: Page, key: str) -> None:
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible()  # the one /v1/events stream
+
+
+def wait_status(page: Page, status: str, timeout_s: float = 240) -> None:
+    expect(page.locator("section[data-job-id]")).to_have_attribute("data-status", status, timeout=timeout_s * 1000)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_a_wrong_key_is_refused_in_words_and_the_right_key_opens_the_jobs_list(page, service, request):
+    page.get_by_label("API key").fill("st_not_a_key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("not accepted")
+    shot(page, request, "sign-in-wrong-key")
+
+    sign_in(page, service.key)
+    assert page.evaluate("sessionStorage.getItem('sparsetune.apiKey')") == service.key
+    if not service.get("/v1/jobs")["data"]:
+        expect(page.get_by_text("No jobs yet")).to_be_visible()
+        expect(page.get_by_role("link", name="New job").last).to_be_visible()
+    shot(page, request, "jobs-empty")
+
+    page.reload()  # the key lasts for the browser session
+    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("API key")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('sparsetune.apiKey')") is None
+
+
+@pytest.mark.timeout(300)
+def test_a_dataset_with_bad_lines_shows_the_problem_on_each_line(page, service, request, tmp_path):
+    rows = factories.classification_rows(6)
+    text = "".join(json.dumps(r) + "\n" for r in rows).splitlines()
+    text[1] = json.dumps({"text": "no label here"})
+    text[3] = "{not json"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(text) + "\n")
+
+    sign_in(page, service.key)
+    page.get_by_role("link", name="New job").first.click()
+    page.get_by_label("Upload a JSONL dataset").set_input_files(str(bad))
+    problems = page.get_by_role("list", name="Problems by line")
+    expect(problems).to_contain_text("Line 2")
+    expect(problems).to_contain_text("Line 4")
+    expect(page.get_by_role("alert").first).to_contain_text("line 2")
+    shot(page, request, "new-job-upload-errors")
+
+
+@pytest.mark.timeout(300)
+def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_exactly_the_chosen_blocks(
+        page, service, request, tmp_path):
+    data = factories.write_jsonl(tmp_path / "reviews.jsonl", factories.classification_rows(64))
+    sign_in(page, service.key)
+    page.get_by_role("link", name="New job").first.click()
+    expect(page.get_by_role("heading", name="New job")).to_be_visible()
+    page.get_by_label("Base model").select_option("tiny")
+    page.get_by_label("Upload a JSONL dataset").set_input_files(str(data))
+    expect(page.get_by_role("status").filter(has_text="Uploaded reviews.jsonl")).to_contain_text("64 rows")
+    expect(page.get_by_label("Training dataset")).to_contain_text("reviews.jsonl")
+
+    page.get_by_role("radio", name="SMT", exact=True).check()
+    page.get_by_label("Budget", exact=True).fill("1536")
+    page.get_by_label("Steps (instead of epochs)").fill("12")
+    page.get_by_label("Batch size").fill("4")
+    page.get_by_label("Max sequence length").fill("32")
+    page.get_by_label("Block size").fill("16")
+    page.get_by_label("Selection steps").fill("2")
+    page.get_by_label("Name suffix").fill("from-the-form")
+
+    # before launch: every method's trainable parameters and memory, as the estimate endpoint says
+    table = page.get_by_role("table", name=re.compile("Estimated trainable parameters"))
+    for method in ("smt", "snell", "lora", "dora", "full"):
+        est = service.get(f"/v1/models/tiny/estimate?method={method}&budget=1536&batch_size=4&max_seq_len=32"
+                          "&targets=q,k,v")
+        expect(table.locator(f"tr[data-method={method}] [data-trainable]")).to_have_attribute(
+            "data-trainable", str(est["trainable_params"]))
+    shot(page, request, "new-job")
+
+    page.get_by_role("button", name="Launch job").click()
+    expect(page.get_by_role("heading", name=re.compile(r"^Job job_"))).to_be_visible()
+    job_id = page.locator("section[data-job-id]").get_attribute("data-job-id")
+    job = service.get(f"/v1/jobs/{job_id}")
+    assert (job["method"], job["model"], job["budget"], job["suffix"]) == ("smt", "tiny", 1536, "from-the-form")
+    assert job["hyperparameters"]["steps"] == 12 and job["method_options"] == {"block_size": 16, "selection_steps": 2}
+
+    # progress arrives over the live stream (no reload): record every value the bar shows on its way to 12/12
+    progress = page.get_by_role("progressbar", name=f"Progress of {job_id}")
+    progress.evaluate("""bar => { window.seen = []; new MutationObserver(() => window.seen.push(
+        bar.getAttribute('aria-valuetext'))).observe(bar, {attributes: true}); }""")
+    expect(page.locator("section[data-job-id]")).to_have_attribute("data-status", "running", timeout=120_000)
+    shot(page, request, "job-detail-running")
+    wait_status(page, "succeeded")
+    expect(progress).to_have_attribute("aria-valuetext", re.compile(r"^12/12 steps"))
+    seen = page.evaluate("window.seen")
+    assert any(re.match(r"^([1-9]|1[01])/12 steps", v or "") for v in seen), seen  # live, not just the end
+    expect(page.get_by_role("list", name="Events, newest first")).to_contain_text("finished: succeeded")
+
+    # the heatmap draws exactly the blocks the API lists, with their scores
+    blocks = service.get(f"/v1/jobs/{job_id}/blocks")
+    want = {(m["name"], b["row"], b["col"]) for m in blocks["modules"] for b in m["blocks"]}
+    assert len(want) == 1536 // (16 * 16)
+    heatmap = page.locator(".heatmap")
+    expect(heatmap).to_have_attribute("data-blocks-count", str(len(want)))
+    drawn = heatmap.locator("rect.block").evaluate_all(
+        "els => els.map(e => [e.dataset.module, +e.dataset.row, +e.dataset.col, +e.dataset.score])")
+    assert {(m, r, c) for m, r, c, _ in drawn} == want and len(drawn) == len(want)
+    scores = {(m["name"], b["row"], b["col"]): b["score"] for m in blocks["modules"] for b in m["blocks"]}
+    assert all(s == pytest.approx(scores[(m, r, c)]) for m, r, c, s in drawn)
+    # every matrix at its true shape: 2 layers × q, k, v, drawn with width/height in the ratio cols/rows
+    mats = heatmap.locator("svg.matrix").evaluate_all(
+        "els => els.map(e => [e.dataset.module, +e.dataset.rows, +e.dataset.cols, e.getBoundingClientRect().width,"
+        " e.getBoundingClientRect().height])")
+    assert len(mats) == len(blocks["modules"]) == 6
+    for _, rows, cols, w, h in mats:
+        assert w / h == pytest.approx(cols / rows, rel=0.02)
+    expect(page.get_by_role("table", name="Training memory by component")).to_contain_text("Full fine-tuning")
+
+    # download the adapter: the bytes are the ones the API lists
+    arts = {a["name"]: a for a in service.get(f"/v1/jobs/{job_id}/artifacts")["data"]}
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download adapter.safetensors").click()
+    path = tmp_path / "adapter.safetensors"
+    dl.value.save_as(path)
+    assert dl.value.suggested_filename == "adapter.safetensors"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == arts["adapter.safetensors"]["sha256"]
+    expect(page.get_by_role("status").filter(has_text="Downloaded adapter.safetensors")).to_contain_text("sha256 checked")
+    shot(page, request, "job-detail")
+    page.locator(".heatmap").screenshot(path=str(SHOTS / "heatmap.png"))
+
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    row = page.get_by_role("row").filter(has_text=job_id)
+    expect(row).to_contain_text("succeeded")
+    expect(row).to_contain_text("1,536")
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    page.get_by_label("Status").select_option("failed")
+    expect(page.get_by_text("No failed jobs")).to_be_visible()
+    page.get_by_label("Status").select_option("succeeded")
+    expect(page.get_by_role("row").filter(has_text=job_id)).to_be_visible()
+    shot(page, request, "jobs")
+
+
+@pytest.mark.timeout(300)
+def test_two_jobs_are_compared_in_one_table_with_overlaid_losses_and_accuracy_against_parameters(
+        page, service, request, tmp_path):
+    ds = service.upload(factories.write_jsonl(tmp_path / "cmp.jsonl", factories.classification_rows(48, seed=1)))
+    common = {"model": "tiny", "training_dataset": ds["id"],
+              "hyperparameters": {"steps": 8, "batch_size": 4, "max_seq_len": 32}}
+    smt = service.create_job(method="smt", budget=1024, method_options={"block_size": 16, "selection_steps": 2},
+                             **common)
+    lora = service.create_job(method="lora", budget=1024, **common)
+    jobs = [service.wait(smt["id"]), service.wait(lora["id"])]
+    assert [j["status"] for j in jobs] == ["succeeded", "succeeded"], [j["error"] for j in jobs]
+
+    sign_in(page, service.key)
+    page.get_by_role("link", name="Compare").click()
+    expect(page.get_by_text("Pick two or more jobs")).to_be_visible()
+    for j in jobs:
+        page.get_by_role("checkbox", name=re.compile(j["id"])).check()
+    table = page.get_by_role("table", name="Compared jobs")
+    for j in jobs:
+        row = table.get_by_role("row").filter(has_text=j["id"])
+        expect(row).to_contain_text(j["method"])
+        expect(row).to_contain_text(f"{j['trainable_params']:,}")
+        expect(row).to_contain_text(f"{j['metrics']['eval_accuracy'] * 100:.1f}%")
+    losses = page.get_by_role("img", name=re.compile("^Loss curves"))
+    expect(losses.locator("path")).to_have_count(2)  # one train-loss line a job (eval is one point each)
+    expect(page.get_by_role("img", name=re.compile("^Eval accuracy vs trainable parameters")).locator("circle")
+           ).to_have_count(2)
+    assert f"ids={jobs[0]['id']},{jobs[1]['id']}" in page.url  # a comparison is a link one can share
+    shot(page, request, "compare")
