@@ -161,3 +161,26 @@ def test_watch_of_failing_job_exits_1_with_its_message(server, tmp_path):
     r = subprocess.run([bin_, "jobs", "watch", job], env=env, capture_output=True, text=True, timeout=150)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "failed" in r.stdout and "safetensors" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_packaged_minilm_alias_trains_classification_through_the_service(server):
+    """The packaged alias resolves in the worker; label names travel from the upload to the adapter."""
+    key, _ = make_key("minilm")
+    h = {"Authorization": f"Bearer {key}"}
+    models = {m["id"]: m for m in httpx.get(f"{server}/v1/models", headers=h).json()["data"]}
+    assert models["minilm-l6"]["parameters"] == 22713216
+    data = "".join(json.dumps(r) + "\n" for r in factories.classification_rows(64)).encode()
+    ds = httpx.post(f"{server}/v1/datasets", headers=h, files={"file": ("cls.jsonl", data)}).json()
+    body = {"model": "minilm-l6", "training_dataset": ds["id"], "method": "smt", "budget": 0.001,
+            "hyperparameters": {"steps": 3, "batch_size": 8, "max_seq_len": 32},
+            "method_options": {"selection_steps": 1}}
+    r = httpx.post(f"{server}/v1/jobs", headers=h, json=body)
+    assert r.status_code == 201, r.text
+    status, events = sse(server, h, f"/v1/jobs/{r.json()['id']}/events")
+    assert events[-1]["data"]["status"] == "succeeded", events[-3:]
+    job = httpx.get(f"{server}/v1/jobs/{r.json()['id']}", headers=h).json()
+    assert job["metrics"]["eval_accuracy"] is not None and job["total_params"] >= 22713216
+    config = httpx.get(f"{server}/v1/jobs/{job['id']}/artifacts/adapter_config.json", headers=h).json()
+    assert config["label_names"] == ["negative", "positive"]
