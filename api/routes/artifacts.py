@@ -14,7 +14,7 @@ from api.db import session_factory
 from api.deps import JobDep, SessionDep
 from api.errors import APIError, conflict
 from api.models import Artifact, JobStatus
-from api.routes.common import envelope, errors
+from api.routes.common import errors
 from api.schemas import ArtifactPublic, ArtifactRequest, ListPage
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/artifacts", tags=["artifacts"])
@@ -23,21 +23,17 @@ MEDIA = {".json": "application/json", ".tar": "application/x-tar"}
 
 
 def _public(a: Artifact) -> dict:
-    return {"id": a.name, "name": a.name, "object": "artifact", "bytes": a.bytes, "sha256": a.sha256,
+    return {"name": a.name, "object": "artifact", "bytes": a.bytes, "sha256": a.sha256,
             "created_at": int(a.created_at)}
 
 
 @router.get("", response_model=ListPage[ArtifactPublic], responses=errors(404))
 def list_artifacts(session: SessionDep, job: JobDep) -> dict:
     """The job's artifacts."""
-    rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.created_at.desc(),
-                                                                                       Artifact.name))
-    page = envelope([_public(a) for a in rows], False)
-    for item in page["data"]:
-        item.pop("id")
-    if page["last_id"] is not None:
-        page["last_id"] = page["data"][-1]["name"]
-    return page
+    rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id)
+                           .order_by(Artifact.created_at.desc(), Artifact.name))
+    data = [_public(a) for a in rows]  # at most four fixed names: one page
+    return {"object": "list", "data": data, "has_more": False, "last_id": data[-1]["name"] if data else None}
 
 
 @router.post("/merged", status_code=202, response_model=ArtifactRequest, responses=errors(404, 409))
