@@ -48,7 +48,8 @@ def ensure_first_key() -> str | None:
 
 def start_worker() -> subprocess.Popen:
     env = {**os.environ, "SPARSETUNE_EXIT_WITH_PARENT": "1"}
-    return subprocess.Popen([sys.executable, "-m", "worker"], env=env, start_new_session=True)
+    # the worker logs to our stderr: stdout carries only the key line and the ready line, for scripts
+    return subprocess.Popen([sys.executable, "-m", "worker"], env=env, start_new_session=True, stdout=sys.stderr)
 
 
 def stop_worker(proc: subprocess.Popen) -> None:

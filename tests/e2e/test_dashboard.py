@@ -126,7 +126,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, service, request):
+def page(browser, service):
     context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
     pg = context.new_page()
     pg.set_default_timeout(30_000)
@@ -138,9 +138,10 @@ def page(browser, service, request):
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
-def shot(page: Page, request, view: str) -> Path:
+def shot(page: Page, name: str) -> Path:
+    """A full-page screenshot, test-artifacts/screenshots/NAME.png (names are unique across the tests)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{request.node.name.removeprefix('test_')}--{view}.png"
+    path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
 
@@ -160,18 +161,22 @@ def wait_status(page: Page, status: str, timeout_s: float = 240) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_a_wrong_key_is_refused_in_words_and_the_right_key_opens_the_jobs_list(page, service, request):
+def test_a_wrong_key_is_refused_in_words_and_the_right_key_opens_the_jobs_list(page, service):
     page.get_by_label("API key").fill("st_not_a_key")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("not accepted")
-    shot(page, request, "sign-in-wrong-key")
+    shot(page, "sign-in-wrong-key")
 
-    sign_in(page, service.key)
+    page.get_by_label("API key").fill("")  # keyboard only: the field has focus, Enter submits
+    page.get_by_label("API key").focus()
+    page.keyboard.type(service.key)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('sparsetune.apiKey')") == service.key
     if not service.get("/v1/jobs")["data"]:
         expect(page.get_by_text("No jobs yet")).to_be_visible()
         expect(page.get_by_role("link", name="New job").last).to_be_visible()
-    shot(page, request, "jobs-empty")
+    shot(page, "jobs-empty")
 
     page.reload()  # the key lasts for the browser session
     expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
@@ -181,7 +186,7 @@ def test_a_wrong_key_is_refused_in_words_and_the_right_key_opens_the_jobs_list(p
 
 
 @pytest.mark.timeout(300)
-def test_a_dataset_with_bad_lines_shows_the_problem_on_each_line(page, service, request, tmp_path):
+def test_a_dataset_with_bad_lines_shows_the_problem_on_each_line(page, service, tmp_path):
     rows = factories.classification_rows(6)
     text = "".join(json.dumps(r) + "\n" for r in rows).splitlines()
     text[1] = json.dumps({"text": "no label here"})
@@ -196,12 +201,12 @@ def test_a_dataset_with_bad_lines_shows_the_problem_on_each_line(page, service, 
     expect(problems).to_contain_text("Line 2")
     expect(problems).to_contain_text("Line 4")
     expect(page.get_by_role("alert").first).to_contain_text("line 2")
-    shot(page, request, "new-job-upload-errors")
+    shot(page, "new-job-upload-errors")
 
 
 @pytest.mark.timeout(300)
 def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_exactly_the_chosen_blocks(
-        page, service, request, tmp_path):
+        page, service, tmp_path):
     data = factories.write_jsonl(tmp_path / "reviews.jsonl", factories.classification_rows(64))
     sign_in(page, service.key)
     page.get_by_role("link", name="New job").first.click()
@@ -227,7 +232,7 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
                           "&targets=q,k,v")
         expect(table.locator(f"tr[data-method={method}] [data-trainable]")).to_have_attribute(
             "data-trainable", str(est["trainable_params"]))
-    shot(page, request, "new-job")
+    shot(page, "new-job")
 
     page.get_by_role("button", name="Launch job").click()
     expect(page.get_by_role("heading", name=re.compile(r"^Job job_"))).to_be_visible()
@@ -241,7 +246,7 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
     progress.evaluate("""bar => { window.seen = []; new MutationObserver(() => window.seen.push(
         bar.getAttribute('aria-valuetext'))).observe(bar, {attributes: true}); }""")
     expect(page.locator("section[data-job-id]")).to_have_attribute("data-status", "running", timeout=120_000)
-    shot(page, request, "job-detail-running")
+    shot(page, "job-detail-running")
     wait_status(page, "succeeded")
     expect(progress).to_have_attribute("aria-valuetext", re.compile(r"^12/12 steps"))
     seen = page.evaluate("window.seen")
@@ -277,8 +282,11 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
     assert dl.value.suggested_filename == "adapter.safetensors"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == arts["adapter.safetensors"]["sha256"]
     expect(page.get_by_role("status").filter(has_text="Downloaded adapter.safetensors")).to_contain_text("sha256 checked")
-    shot(page, request, "job-detail")
-    page.locator(".heatmap").screenshot(path=str(SHOTS / "heatmap.png"))
+    shot(page, "job-detail")
+    page.get_by_role("button", name="Build merged model").click()
+    expect(page.get_by_role("row").filter(has_text="merged.tar")).to_be_visible(timeout=180_000)
+    assert "merged.tar" in {a["name"] for a in service.get(f"/v1/jobs/{job_id}/artifacts")["data"]}
+    page.locator(".heatmap").screenshot(path=str(SHOTS / "job-detail-heatmap.png"))
 
     page.get_by_role("link", name="Jobs", exact=True).click()
     row = page.get_by_role("row").filter(has_text=job_id)
@@ -289,12 +297,12 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
     expect(page.get_by_text("No failed jobs")).to_be_visible()
     page.get_by_label("Status").select_option("succeeded")
     expect(page.get_by_role("row").filter(has_text=job_id)).to_be_visible()
-    shot(page, request, "jobs")
+    shot(page, "jobs")
 
 
 @pytest.mark.timeout(300)
 def test_two_jobs_are_compared_in_one_table_with_overlaid_losses_and_accuracy_against_parameters(
-        page, service, request, tmp_path):
+        page, service, tmp_path):
     ds = service.upload(factories.write_jsonl(tmp_path / "cmp.jsonl", factories.classification_rows(48, seed=1)))
     common = {"model": "tiny", "training_dataset": ds["id"],
               "hyperparameters": {"steps": 8, "batch_size": 4, "max_seq_len": 32}}
@@ -320,4 +328,39 @@ def test_two_jobs_are_compared_in_one_table_with_overlaid_losses_and_accuracy_ag
     expect(page.get_by_role("img", name=re.compile("^Eval accuracy vs trainable parameters")).locator("circle")
            ).to_have_count(2)
     assert f"ids={jobs[0]['id']},{jobs[1]['id']}" in page.url  # a comparison is a link one can share
-    shot(page, request, "compare")
+    shot(page, "compare")
+
+
+@pytest.mark.timeout(300)
+def test_the_jobs_list_pages_and_filters_and_a_running_job_is_cancelled_from_its_page(page, service, tmp_path):
+    ds = service.upload(factories.write_jsonl(tmp_path / "many.jsonl", factories.classification_rows(16)))
+    body = {"model": "tiny", "training_dataset": ds["id"], "method": "lora", "budget": 512,
+            "hyperparameters": {"steps": 100000, "batch_size": 2, "max_seq_len": 16}}
+    for i in range(21):  # cancelled while queued: they never start
+        job = service.create_job(**body, suffix=f"batch-{i}")
+        assert service.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    long = service.create_job(**body, suffix="long-run")
+
+    sign_in(page, service.key)
+    first = page.get_by_role("table").get_by_role("row").nth(1)
+    expect(first).to_contain_text(long["id"])  # newest first
+    expect(page.get_by_role("button", name="Previous page")).to_be_disabled()
+    page.get_by_role("button", name="Next page").click()
+    expect(page.get_by_text("Page 2")).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text=long["id"])).to_have_count(0)
+    expect(page.get_by_role("row").filter(has_text="batch-0")).to_be_visible()  # the oldest of the batch
+    shot(page, "jobs-page-2")
+    page.get_by_role("button", name="Previous page").click()
+    expect(page.get_by_role("row").filter(has_text=long["id"])).to_be_visible()
+    page.get_by_label("Status").select_option("cancelled")
+    expect(page.get_by_role("row").filter(has_text="batch-20")).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text=long["id"])).to_have_count(0)
+
+    page.goto(f"{service.url}/#/jobs/{long['id']}")
+    expect(page.locator("section[data-job-id]")).to_have_attribute("data-status", "running", timeout=120_000)
+    page.get_by_role("button", name="Cancel job").click()
+    wait_status(page, "cancelled", 120)
+    expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+    expect(page.get_by_role("list", name="Events, newest first")).to_contain_text("finished: cancelled")
+    assert service.get(f"/v1/jobs/{long['id']}")["status"] == "cancelled"
+    shot(page, "job-detail-cancelled")

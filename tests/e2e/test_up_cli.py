@@ -49,7 +49,7 @@ def test_up_embedded_with_jobs_commands(tiny_llama_dir, tmp_path):
             if line.startswith("ready on http://"):
                 break
         assert key and key.startswith("st_"), lines
-        assert f"ready on http://127.0.0.1:{port}" in lines
+        assert lines == [f"SPARSETUNE_API_KEY={key}", f"ready on http://127.0.0.1:{port}"]  # nothing else
         assert (home / "sparsetune.db").is_file() and (home / "api_key").read_text().strip() == key
         env["SPARSETUNE_API_KEY"] = key
 
