@@ -138,6 +138,30 @@ class Method(ABC):
         return None
 
 
+class WrappedLinear(nn.Module):
+    """Base of a method's layer that wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` (kept as ``base``).
+
+    Model code sometimes inspects ``proj.weight`` (dtype, device), so the frozen weight and bias show through.
+    """
+
+    def __init__(self, base: nn.Module, transposed: bool) -> None:
+        super().__init__()
+        self.base = base
+        self.transposed = transposed
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def weight_out_in(self) -> torch.Tensor:
+        """The frozen weight in (out, in) orientation (a view: Conv1D stores (in, out))."""
+        return self.base.weight.t() if self.transposed else self.base.weight
+
+
 def add_to_weight(site: Site, part_row0: int, delta: torch.Tensor, col0: int = 0) -> None:
     """Add a dense (rows, cols) delta in the logical (out, in) orientation into a site's frozen weight."""
     w = site.weight_out_in()

@@ -17,6 +17,8 @@ import weakref
 import torch
 from torch import nn
 
+from smt_core.base import WrappedLinear
+
 
 class SliceCache:
     """Column-slice copies of live input tensors, keyed by the tensor's identity, dropped with it."""
@@ -78,7 +80,7 @@ class BlockSparseLinearFn(torch.autograd.Function):
         return grad_x, None, None, grad_values, None, None, None
 
 
-class SMTLinear(nn.Module):
+class SMTLinear(WrappedLinear):
     """Wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` and trains only its chosen blocks.
 
     ``blocks`` rows are physical rows of the (out, in) weight (a fused Q/K/V part's offset included).
@@ -86,9 +88,7 @@ class SMTLinear(nn.Module):
 
     def __init__(self, base: nn.Module, transposed: bool, blocks: list[tuple[int, int, int, int]],
                  values: torch.Tensor | None = None, cache: SliceCache | None = None) -> None:
-        super().__init__()
-        self.base = base
-        self.transposed = transposed
+        super().__init__(base, transposed)
         self.block_list = [tuple(int(v) for v in b) for b in blocks]
         sizes = [h * w for _, _, h, w in self.block_list]
         self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
@@ -98,17 +98,6 @@ class SMTLinear(nn.Module):
         assert values.numel() == n, f"values hold {values.numel()} entries, blocks need {n}"
         self.values = nn.Parameter(values.detach().to(torch.float32).clone())
         self.cache = cache
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base.bias
-
-    def weight_out_in(self) -> torch.Tensor:
-        return self.base.weight.t() if self.transposed else self.base.weight
 
     def block_deltas(self):
         """Yield (row0, col0, delta (h, w)) per block, physical coordinates."""
