@@ -7,6 +7,7 @@ Every method goes through the same path; the registry supplies the method, and t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
@@ -44,6 +45,13 @@ def pick_device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on GPU (frozen weights are bf16, trainable ones fp32); nothing on CPU (fp32 throughout)."""
+    if device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
@@ -103,8 +111,14 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     # named now: a wrapping method (PEFT) renames parameters later
     head_named = {n: p for n, p in model.named_parameters() if head_prefixes and n.startswith(head_prefixes)}
     head = list(head_named.values())
-    for p in head:  # a new classification head trains in every method
+    for p in head:  # a new classification head trains in every method, in fp32 even on a bf16 model
+        p.data = p.data.float()
         p.requires_grad_(True)
+    amp = autocast_for(device)
+
+    def amp_loss(m, batch):
+        with amp():
+            return loss_fn(m, batch)
 
     train_enc = encode(rows, fmt, tok, spec.max_seq_len, label_names)
     eval_enc = encode(eval_rows, fmt, tok, spec.max_seq_len, label_names)
@@ -134,7 +148,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         cb.fire("on_phase", phase=method.prepare_phase)
         ctx = PrepareContext(model=model, sites=sites, budget=budget, base_params=base_params, device=device,
                              callbacks=cb, batches=lambda: plan.iterate(train_enc.examples, pad, device),
-                             loss_fn=loss_fn, steps_per_epoch=plan.steps_per_epoch, head_parameters=head)
+                             loss_fn=amp_loss, steps_per_epoch=plan.steps_per_epoch, head_parameters=head)
         model = method.prepare(ctx)
         start_step, blocks = 0, method.blocks_report()
         if blocks is not None:
@@ -176,7 +190,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, group["base_lr"], spec.lr_warmup_steps, total_steps)
         with meter.track():
-            loss = loss_fn(model, batch)
+            loss = amp_loss(model, batch)
         loss.backward()
         grads = max(grads, memory.grad_bytes(train_params))
         opt.step()
@@ -191,7 +205,8 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
                 trained_tokens=tokens, seconds=dt, memory=mem)
         done = step + 1
         if spec.eval_every and done % spec.eval_every == 0 and done < total_steps and eval_enc.examples:
-            scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
+            with amp():
+                scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
             cb.fire("on_eval", step=done, **scores)
         if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total_steps:
             path = checkpoint.save(out, done, train_params, opt, method.adapter_tensors(model),
@@ -202,7 +217,8 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     cb.fire("on_phase", phase="evaluating")
     scores: dict[str, Any] = {"eval_loss": None, "eval_accuracy": None}
     if eval_enc.examples:
-        scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
+        with amp():
+            scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
         cb.fire("on_eval", step=total_steps, **scores)
     cb.fire("on_phase", phase="saving")
     tail = losses[-min(len(losses), 10):]
