@@ -334,7 +334,7 @@ def test_two_jobs_are_compared_in_one_table_with_overlaid_losses_and_accuracy_ag
 @pytest.mark.timeout(300)
 def test_the_jobs_list_pages_and_filters_and_a_running_job_is_cancelled_from_its_page(page, service, tmp_path):
     ds = service.upload(factories.write_jsonl(tmp_path / "many.jsonl", factories.classification_rows(16)))
-    body = {"model": "tiny", "training_dataset": ds["id"], "method": "lora", "budget": 512,
+    body = {"model": "tiny", "training_dataset": ds["id"], "method": "lora", "budget": 1024,
             "hyperparameters": {"steps": 100000, "batch_size": 2, "max_seq_len": 16}}
     for i in range(21):  # cancelled while queued: they never start
         job = service.create_job(**body, suffix=f"batch-{i}")

@@ -15,12 +15,24 @@ function ticks(lo: number, hi: number, n = 5): number[] {
   return out;
 }
 
+/** Ticks on a log10 axis (x0, x1 are exponents): decades, or 1-2-5 steps when the range is narrow. */
+function logTicks(x0: number, x1: number): number[] {
+  for (const mults of [[1], [1, 2, 5], [1, 1.5, 2, 3, 5, 7]]) {
+    const out: number[] = [];
+    for (let d = Math.floor(x0); d <= Math.ceil(x1); d++)
+      for (const m of mults) { const v = m * 10 ** d; if (Math.log10(v) >= x0 && Math.log10(v) <= x1) out.push(v); }
+    if (out.length >= 3) return out;
+  }
+  return [10 ** x0, 10 ** ((x0 + x1) / 2), 10 ** x1].map((v) => +v.toPrecision(2));
+}
+
 interface ChartProps {
   title: string; series: Series[]; xLabel: string; yLabel?: string; logX?: boolean; mode?: "lines" | "points";
   empty: string; yFormat?: (v: number) => string; xFormat?: (v: number) => string; height?: number;
+  xDomain?: [number, number];  // at least this x range (e.g. every step of the run), so charts line up
 }
 
-export function Chart({ title, series, xLabel, yLabel, logX, mode = "lines", empty, yFormat = num, xFormat = num, height = 220 }: ChartProps) {
+export function Chart({ title, series, xLabel, yLabel, logX, mode = "lines", empty, yFormat = num, xFormat = num, height = 220, xDomain }: ChartProps) {
   const W = 520, H = height, L = 56, R = 12, T = 12, B = 40;
   const all = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!logX || x > 0));
   const fx = (x: number) => (logX ? Math.log10(x) : x);
@@ -35,14 +47,16 @@ export function Chart({ title, series, xLabel, yLabel, logX, mode = "lines", emp
   }
   let [x0, x1] = [Math.min(...all.map((p) => fx(p[0]))), Math.max(...all.map((p) => fx(p[0])))];
   let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+  if (xDomain && !logX) { x0 = Math.min(x0, xDomain[0]); x1 = Math.max(x1, xDomain[1]); }
   if (x0 === x1) { x0 -= logX ? 0.5 : 1; x1 += logX ? 0.5 : 1; }
+  else { const px = (x1 - x0) * (logX ? 0.08 : 0.03); x0 -= px; x1 += px; }
   if (y0 === y1) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
   const pad = (y1 - y0) * 0.06;
   y0 -= pad; y1 += pad;
   const sx = (x: number) => L + ((fx(x) - x0) / (x1 - x0)) * (W - L - R);
   const sy = (y: number) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
-  const xt = logX ? ticks(Math.floor(x0), Math.ceil(x1), 6).filter((v) => Number.isInteger(v) && v >= x0 - 1e-9 && v <= x1 + 1e-9).map((v) => 10 ** v)
-                  : ticks(x0, x1, 6);
+  const intX = xLabel === "step";  // steps are whole numbers
+  const xt = logX ? logTicks(x0, x1) : ticks(x0, x1, 6).filter((v) => !intX || Number.isInteger(v));
   const yt = ticks(y0, y1, 4);
   return (
     <figure class="chart" aria-labelledby={titleId}>

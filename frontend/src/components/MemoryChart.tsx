@@ -38,7 +38,8 @@ export function MemoryChart({ columns }: { columns: MemoryColumn[] }) {
         </tbody>
       </table>
       <p class="help">
-        {columns.map((c) => `${c.label}: ${c.measured ? "measured during the run" : "estimated from the model's config"}`).join("; ")}.
+        Measured figures come from the run (tensors saved for the backward pass, for activations); estimates are
+        arithmetic on the model's config for the same batch size and sequence length.
         {columns.some((c) => c.measured && c.memory.peak) ? ` Peak reported by the device: ${bytes(columns.find((c) => c.measured)!.memory.peak)}.` : ""}
       </p>
     </div>

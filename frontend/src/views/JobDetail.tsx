@@ -163,10 +163,10 @@ export function JobDetailView({ id }: { id: string }) {
     method: "full", budget: 0.5, batch_size: Number(j.hyperparameters.batch_size ?? 8),
     max_seq_len: Number(j.hyperparameters.max_seq_len ?? 256), targets: j.targets.join(","),
   }) : null, [j?.id]);
-  const ownEst = useLoad(async () => j && !j.memory && j.method !== "full" ? api.estimate(j.model, {
+  const ownEst = useLoad(async () => j && j.method !== "full" ? api.estimate(j.model, {
     method: j.method, budget: j.budget ?? 0.01, batch_size: Number(j.hyperparameters.batch_size ?? 8),
     max_seq_len: Number(j.hyperparameters.max_seq_len ?? 256), targets: j.targets.join(","),
-  }) : null, [j?.id, !!j?.memory]);
+  }) : null, [j?.id]);
   const [actionError, setActionError] = useState<string | null>(null);
   useTick(1000);
   useLive((ev) => ev.job_id === id, (ev) => {
@@ -182,12 +182,14 @@ export function JobDetailView({ id }: { id: string }) {
     try { await api.cancelJob(j.id); job.reload(); } catch (e) { setActionError(`Could not cancel: ${(e as Error).message}`); }
   };
   const pts = metrics.data?.data ?? [];
+  const steps: [number, number] | undefined = j.total_steps ? [1, j.total_steps] : undefined;
   const line = (k: "train_loss" | "eval_loss" | "eval_accuracy" | "learning_rate") =>
     pts.filter((p) => typeof p[k] === "number").map((p) => [p.step, p[k] as number] as [number, number]);
   const memCols: MemoryColumn[] = [];
-  const own = j.memory ?? ownEst.data?.memory;
-  if (own) memCols.push({ label: `This job (${j.method})`, memory: own, measured: !!j.memory, color: "#2563eb" });
-  if (fullEst.data && j.method !== "full") memCols.push({ label: "Full fine-tuning", memory: fullEst.data.memory, measured: false, color: "#9ca3af" });
+  if (j.memory) memCols.push({ label: `This job (${j.method}), measured`, memory: j.memory, measured: true, color: "#2563eb" });
+  const est = j.method === "full" ? fullEst.data : ownEst.data;
+  if (est) memCols.push({ label: `${j.method}, estimated`, memory: est.memory, measured: false, color: "#93c5fd" });
+  if (fullEst.data && j.method !== "full") memCols.push({ label: "Full fine-tuning, estimated", memory: fullEst.data.memory, measured: false, color: "#9ca3af" });
   const m = j.metrics ?? {};
   const acc = typeof m.eval_accuracy === "number" ? m.eval_accuracy : null;
   const hpText = Object.entries(j.hyperparameters).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k} ${v}`).join(", ");
@@ -227,12 +229,12 @@ export function JobDetailView({ id }: { id: string }) {
         <h2 id="curves-title">Training curves</h2>
         {metrics.error && <p class="error" role="alert">Could not load metrics: {metrics.error}</p>}
         <div class="charts">
-          <Chart title="Loss" xLabel="step" empty={j.status === "queued" ? "Waiting for the job to start." : "No loss recorded yet."}
+          <Chart title="Loss" xLabel="step" xDomain={steps} empty={j.status === "queued" ? "Waiting for the job to start." : "No loss recorded yet."}
                  series={[{ label: "train loss", color: "#2563eb", points: line("train_loss") },
                           { label: "eval loss", color: "#dc2626", points: line("eval_loss"), dashed: true }].filter((s) => s.points.length) as Series[]} />
-          <Chart title="Eval accuracy" xLabel="step" yFormat={(v) => percent(v, 0)} empty="Accuracy appears after an evaluation."
+          <Chart title="Eval accuracy" xLabel="step" xDomain={steps} yFormat={(v) => percent(v, 0)} empty="Accuracy appears after an evaluation."
                  series={[{ label: "eval accuracy", color: "#16a34a", points: line("eval_accuracy") }]} />
-          <Chart title="Learning rate" xLabel="step" empty="No learning rate recorded yet."
+          <Chart title="Learning rate" xLabel="step" xDomain={steps} empty="No learning rate recorded yet."
                  series={[{ label: "learning rate", color: "#9333ea", points: line("learning_rate") }]} />
         </div>
       </section>

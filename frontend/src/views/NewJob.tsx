@@ -276,10 +276,12 @@ export function NewJobView() {
           <legend>Method and budget</legend>
           <div class="methods" role="radiogroup" aria-label="Method">
             {METHODS.map((m) => (
-              <label class="radio" key={m}>
-                <input type="radio" name="method" value={m} checked={method === m} onChange={() => setMethod(m)} />
-                <span><strong>{METHOD_LABELS[m][0]}</strong> <span class="muted">{METHOD_LABELS[m][1]}</span></span>
-              </label>
+              <div class="radio" key={m}>
+                <input type="radio" id={`method-${m}`} name="method" value={m} checked={method === m}
+                       aria-describedby={`method-${m}-help`} onChange={() => setMethod(m)} />
+                <label for={`method-${m}`}>{METHOD_LABELS[m][0]}</label>
+                <span id={`method-${m}-help`} class="muted">{METHOD_LABELS[m][1]}</span>
+              </div>
             ))}
           </div>
           <div class="field">

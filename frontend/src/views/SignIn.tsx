@@ -19,7 +19,7 @@ export function SignIn({ notice, onSignedIn }: { notice: string | null; onSigned
     } catch (err) {
       const e2 = err as ApiError;
       setError(e2.status === 401
-        ? "That API key was not accepted. Check for a typo, or create a key with `sparsetune keys create --name NAME`."
+        ? "That API key was not accepted. Check it for a typo, or create a new key on the server with: sparsetune keys create --name NAME"
         : `Could not sign in: ${e2.message}`);
     } finally {
       setBusy(false);
