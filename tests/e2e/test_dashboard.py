@@ -218,7 +218,7 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
 
     page.get_by_role("radio", name="SMT", exact=True).check()
     page.get_by_label("Budget", exact=True).fill("1536")
-    page.get_by_label("Steps (instead of epochs)").fill("12")
+    page.get_by_label("Steps (instead of epochs)").fill("36")  # long enough to be seen moving
     page.get_by_label("Batch size").fill("4")
     page.get_by_label("Max sequence length").fill("32")
     page.get_by_label("Block size").fill("16")
@@ -239,18 +239,18 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
     job_id = page.locator("section[data-job-id]").get_attribute("data-job-id")
     job = service.get(f"/v1/jobs/{job_id}")
     assert (job["method"], job["model"], job["budget"], job["suffix"]) == ("smt", "tiny", 1536, "from-the-form")
-    assert job["hyperparameters"]["steps"] == 12 and job["method_options"] == {"block_size": 16, "selection_steps": 2}
+    assert job["hyperparameters"]["steps"] == 36 and job["method_options"] == {"block_size": 16, "selection_steps": 2}
 
-    # progress arrives over the live stream (no reload): record every value the bar shows on its way to 12/12
+    # progress arrives over the live stream (no reload): record every value the bar shows on its way to 36/36
     progress = page.get_by_role("progressbar", name=f"Progress of {job_id}")
     progress.evaluate("""bar => { window.seen = []; new MutationObserver(() => window.seen.push(
         bar.getAttribute('aria-valuetext'))).observe(bar, {attributes: true}); }""")
     expect(page.locator("section[data-job-id]")).to_have_attribute("data-status", "running", timeout=120_000)
     shot(page, "job-detail-running")
     wait_status(page, "succeeded")
-    expect(progress).to_have_attribute("aria-valuetext", re.compile(r"^12/12 steps"))
+    expect(progress).to_have_attribute("aria-valuetext", re.compile(r"^36/36 steps"))
     seen = page.evaluate("window.seen")
-    assert any(re.match(r"^([1-9]|1[01])/12 steps", v or "") for v in seen), seen  # live, not just the end
+    assert any(re.match(r"^([1-9]|[12]\d|3[0-5])/36 steps", v or "") for v in seen), seen  # live, not just the end
     expect(page.get_by_role("list", name="Events, newest first")).to_contain_text("finished: succeeded")
 
     # the heatmap draws exactly the blocks the API lists, with their scores
@@ -315,6 +315,8 @@ def test_two_jobs_are_compared_in_one_table_with_overlaid_losses_and_accuracy_ag
     sign_in(page, service.key)
     page.get_by_role("link", name="Compare").click()
     expect(page.get_by_text("Pick two or more jobs")).to_be_visible()
+    every = service.get("/v1/jobs?limit=100")["data"]
+    expect(page.get_by_role("group", name="Jobs to compare").get_by_role("checkbox")).to_have_count(len(every))
     for j in jobs:
         page.get_by_role("checkbox", name=re.compile(j["id"])).check()
     table = page.get_by_role("table", name="Compared jobs")

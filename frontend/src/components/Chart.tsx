@@ -21,7 +21,7 @@ function logTicks(x0: number, x1: number): number[] {
     const out: number[] = [];
     for (let d = Math.floor(x0); d <= Math.ceil(x1); d++)
       for (const m of mults) { const v = m * 10 ** d; if (Math.log10(v) >= x0 && Math.log10(v) <= x1) out.push(v); }
-    if (out.length >= 3) return out;
+    if (out.length >= 2) return out;
   }
   return [10 ** x0, 10 ** ((x0 + x1) / 2), 10 ** x1].map((v) => +v.toPrecision(2));
 }

@@ -19,7 +19,11 @@ export function JobProgress({ job }: { job: Job }) {
   const total = job.total_steps ?? "?";
   const left = job.estimated_finish ? job.estimated_finish - Date.now() / 1000 : null;
   let note = "";
-  if (job.status === "running") note = left !== null ? ` · ETA ${duration(left)}` : job.phase === "selection" ? " · selecting blocks" : "";
+  if (job.status === "running") {
+    if (job.phase === "selection") note = " · selecting blocks";
+    else if (job.phase === "evaluating" || job.phase === "saving") note = ` · ${job.phase}`;
+    else if (left !== null) note = left > 1 ? ` · ETA ${duration(left)}` : " · finishing";
+  }
   else if (job.status === "queued") note = " · waiting for a worker";
   const label = `${job.steps_completed}/${total} steps${note}`;
   return (
