@@ -186,6 +186,35 @@ def test_a_wrong_key_is_refused_in_words_and_the_right_key_opens_the_jobs_list(p
 
 
 @pytest.mark.timeout(300)
+def test_the_one_live_stream_sends_the_key_and_reconnects_with_last_event_id_after_a_drop(page, service):
+    seen: list[dict] = []
+
+    def drop_the_first(route):
+        seen.append(route.request.headers)
+        if len(seen) == 1:  # a stream that delivers one event and then ends, as a dropped connection does
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"},
+                          body='id: 1\r\nevent: log\r\ndata: {"id": "1", "job_id": "job_x", "type": "log", '
+                               '"data": {"message": "hello"}, "created_at": 0}\r\n\r\n')
+        else:
+            route.continue_()
+
+    page.route("**/v1/events", drop_the_first)
+    sign_in(page, service.key)
+    expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible()
+    page.wait_for_timeout(300)
+    deadline = time.time() + 20
+    while len(seen) < 2 and time.time() < deadline:
+        page.wait_for_timeout(200)
+    assert len(seen) == 2, seen  # one connection, replaced once after the drop, never two at a time
+    assert all(h["authorization"] == f"Bearer {service.key}" for h in seen)
+    assert "last-event-id" not in seen[0] and seen[1]["last-event-id"] == "1"
+    for view in ("New job", "Compare", "Jobs"):  # moving between views opens no new connection
+        page.get_by_role("navigation", name="Main").get_by_role("link", name=view, exact=True).click()
+    page.wait_for_timeout(500)
+    assert len(seen) == 2
+
+
+@pytest.mark.timeout(300)
 def test_a_dataset_with_bad_lines_shows_the_problem_on_each_line(page, service, tmp_path):
     rows = factories.classification_rows(6)
     text = "".join(json.dumps(r) + "\n" for r in rows).splitlines()
