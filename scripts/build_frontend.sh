@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../frontend"
 command -v npm >/dev/null || { echo "build_frontend: npm (Node 20+) is needed to build the dashboard" >&2; exit 1; }
-sources=(src index.html package.json package-lock.json vite.config.ts tsconfig.json)
+sources=(src index.html package.json package-lock.json build.mjs tsconfig.json)
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
