@@ -11,7 +11,7 @@ from api import catalog
 from api.errors import invalid
 from api.models import Dataset
 from api.schemas import JobCreate
-from smt_core.estimate import METHOD_OPTIONS, METHODS, model_shape
+from smt_core.estimate import METHOD_OPTIONS, METHODS, budget_count, model_shape
 from smt_core.spec import LOGICAL_TARGETS
 
 
@@ -82,6 +82,12 @@ def validate_job(session: Session, owner_id: str, body: JobCreate) -> dict[str, 
             raise invalid("targets", f"{shape.architecture} has no {','.join(missing)} projection")
     _check_budget(body.method, body.budget, shape.total_params if shape else None)
     _check_options(body.method, body.method_options)
+    if body.method in ("lora", "dora") and shape is not None and "rank" not in body.method_options:
+        want = budget_count(body.budget, shape.total_params) or 0
+        per_rank = sum(o + i for t in body.targets for o, i in [shape.targets[t]]) * shape.layers
+        if want < per_rank:
+            raise invalid("budget", f"{want} parameters is below rank 1 for {body.method} on these targets "
+                          f"(needs {per_rank})")
     bs = body.method_options.get("block_size")
     if body.method == "smt" and bs is not None and shape is not None:
         sides = [s for t in body.targets for s in shape.targets[t]]

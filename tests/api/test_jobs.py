@@ -44,6 +44,7 @@ def test_create_job_queues_with_resolved_fields(client, auth, dataset):
     ({"budget": -0.1}, "budget", "(0, 1)"),
     ({"budget": 10**12}, "budget", "exceeds"),
     ({"budget": True}, "budget", "number"),
+    ({"method": "lora", "budget": 512, "method_options": {}}, "budget", "below rank 1 for lora"),
     ({"targets": ["q", "zz"]}, "targets", "zz"),
     ({"method_options": {"block_size": 16, "colour": "red"}}, "method_options.colour", "unknown option"),
     ({"method_options": {"block_size": 24}}, "method_options.block_size", "power of two"),
