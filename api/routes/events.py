@@ -16,7 +16,7 @@ from api import crud
 from api.db import session_factory
 from api.deps import CurrentOwner, JobDep, SessionDep
 from api.errors import APIError
-from api.models import FINISHED, Event
+from api.models import FINISHED, Event, Job
 from api.routes.common import AfterQuery, LimitQuery, envelope, errors
 from api.schemas import EventPublic, ListPage
 from api.settings import get_settings
@@ -34,8 +34,11 @@ def _last_id(value: str | None) -> int:
     return int(value)
 
 
-def _fetch(job_id: str | None, owner_id: str, after: int) -> list[dict[str, Any]]:
+def _fetch(job_id: str | None, owner_id: str, after: int) -> list[dict[str, Any]] | None:
+    """Events after ``after``; None when the job was deleted meanwhile (the stream ends)."""
     with session_factory()() as session:
+        if job_id and session.get(Job, job_id) is None:
+            return None
         stmt = select(Event).where(Event.id > after).order_by(Event.id).limit(500)
         stmt = stmt.where(Event.job_id == job_id) if job_id else stmt.where(Event.owner_id == owner_id)
         return [crud.event_public(e) for e in session.scalars(stmt)]
@@ -45,6 +48,8 @@ async def _stream(request: Request, job_id: str | None, owner_id: str, after: in
     poll = get_settings().sse_poll_seconds
     while not await request.is_disconnected():
         events = await to_thread.run_sync(_fetch, job_id, owner_id, after)
+        if events is None:
+            return
         for ev in events:
             after = int(ev["id"])
             yield ServerSentEvent(data=json.dumps(ev), event=ev["type"], id=ev["id"])
