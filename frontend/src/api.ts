@@ -122,6 +122,7 @@ export const api = {
   job: (id: string) => getJSON<Job>(`/v1/jobs/${id}`),
   createJob: (body: unknown, idempotencyKey: string) => sendJSON<Job>("/v1/jobs", body, "POST", { "Idempotency-Key": idempotencyKey }),
   cancelJob: (id: string) => sendJSON<Job>(`/v1/jobs/${id}/cancel`, undefined),
+  deleteJob: (id: string) => request(`/v1/jobs/${id}`, { method: "DELETE" }),
   metrics: (id: string) => getJSON<Page<MetricPoint>>(`/v1/jobs/${id}/metrics`),
   blocks: (id: string) => getJSON<Blocks>(`/v1/jobs/${id}/blocks`),
   events: (id: string) => getJSON<Page<JobEvent>>(`/v1/jobs/${id}/events?limit=100`),

@@ -395,3 +395,9 @@ def test_the_jobs_list_pages_and_filters_and_a_running_job_is_cancelled_from_its
     expect(page.get_by_role("list", name="Events, newest first")).to_contain_text("finished: cancelled")
     assert service.get(f"/v1/jobs/{long['id']}")["status"] == "cancelled"
     shot(page, "job-detail-cancelled")
+
+    page.get_by_role("button", name="Delete job", exact=True).click()  # asks once more before deleting
+    page.get_by_role("button", name="Delete job and its artifacts").click()
+    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text=long["id"])).to_have_count(0)
+    assert service.http.get(f"/v1/jobs/{long['id']}").status_code == 404

@@ -25,7 +25,8 @@ export function JobProgress({ job }: { job: Job }) {
     else if (left !== null) note = left > 1 ? ` · ETA ${duration(left)}` : " · finishing";
   }
   else if (job.status === "queued") note = " · waiting for a worker";
-  const label = `${job.steps_completed}/${total} steps${note}`;
+  const neverRan = !job.started_at && (job.status === "cancelled" || job.status === "failed");
+  const label = neverRan ? "never started" : `${job.steps_completed}/${total} steps${note}`;
   return (
     <div class="progress" data-steps={job.steps_completed} data-total-steps={job.total_steps ?? ""}>
       <div class="bar" role="progressbar" aria-label={`Progress of ${job.id}`} aria-valuemin={0} aria-valuemax={100}

@@ -168,6 +168,7 @@ export function JobDetailView({ id }: { id: string }) {
     max_seq_len: Number(j.hyperparameters.max_seq_len ?? 256), targets: j.targets.join(","),
   }) : null, [j?.id]);
   const [actionError, setActionError] = useState<string | null>(null);
+  const [confirmDelete, setConfirmDelete] = useState(false);
   useTick(1000);
   useLive((ev) => ev.job_id === id, (ev) => {
     job.reload();
@@ -180,6 +181,11 @@ export function JobDetailView({ id }: { id: string }) {
   const cancel = async () => {
     setActionError(null);
     try { await api.cancelJob(j.id); job.reload(); } catch (e) { setActionError(`Could not cancel: ${(e as Error).message}`); }
+  };
+  const remove = async () => {
+    if (!confirmDelete) { setConfirmDelete(true); return; }
+    setActionError(null);
+    try { await api.deleteJob(j.id); location.hash = "#/jobs"; } catch (e) { setActionError(`Could not delete: ${(e as Error).message}`); setConfirmDelete(false); }
   };
   const pts = metrics.data?.data ?? [];
   const steps: [number, number] | undefined = j.total_steps ? [1, j.total_steps] : undefined;
@@ -204,6 +210,12 @@ export function JobDetailView({ id }: { id: string }) {
           <button type="button" class="danger" onClick={cancel} disabled={j.cancel_requested}>
             {j.cancel_requested ? "Cancelling…" : "Cancel job"}
           </button>
+        )}
+        {!ACTIVE.includes(j.status) && (
+          <>
+            <button type="button" class="danger" onClick={remove}>{confirmDelete ? "Delete job and its artifacts" : "Delete job"}</button>
+            {confirmDelete && <button type="button" class="link" onClick={() => setConfirmDelete(false)}>Keep it</button>}
+          </>
         )}
       </div>
       {actionError && <p class="error" role="alert">{actionError}</p>}

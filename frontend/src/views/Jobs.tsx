@@ -57,7 +57,7 @@ export function JobsView({ status }: { status: string }) {
             {jobs.map((j) => (
               <tr data-job-id={j.id} key={j.id}>
                 <td><a href={`#/jobs/${j.id}`}>{j.suffix ? `${j.id} (${j.suffix})` : j.id}</a></td>
-                <td><StatusBadge job={j} /></td>
+                <td><StatusBadge job={j} />{j.error && <div class="row-error" title={j.error.message}>{j.error.message}</div>}</td>
                 <td>{j.model}</td>
                 <td>{j.method}</td>
                 <td>{budget(j.budget, j.method)}</td>

@@ -144,6 +144,7 @@ export function NewJobView() {
   const modelList = models.data?.data ?? [];
   const dsList = datasets.data?.data ?? [];
   const current = modelList.find((m) => m.id === model);
+  const chosenDs = dsList.find((d) => d.id === trainDs);
   useEffect(() => { if (!model && modelList.length) setModel(modelList[0].id); }, [modelList.length]);
   useEffect(() => { if (!trainDs && dsList.length) setTrainDs(dsList[0].id); }, [dsList.length]);
   useEffect(() => {  // keep only targets the model has
@@ -271,6 +272,13 @@ export function NewJobView() {
               {dsList.length === 0 && <option value="">No datasets yet: upload one above</option>}
               {dsList.map((d) => <option value={d.id}>{fmtOf(d)}</option>)}
             </select>
+            {chosenDs && (
+              <p class="ds-info" id="training-dataset-info">
+                {chosenDs.format} · {chosenDs.rows} rows · {bytes(chosenDs.bytes)}
+                {chosenDs.label_names?.length ? ` · labels: ${chosenDs.label_names.join(", ")}` : ""}
+                {chosenDs.truncated_rows ? ` · ${chosenDs.truncated_rows} rows truncated` : ""} · sha256 {chosenDs.sha256.slice(0, 12)}…
+              </p>
+            )}
           </div>
           <div class="field">
             <label for="validation-dataset">Validation dataset</label>
