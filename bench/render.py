@@ -111,7 +111,8 @@ def compare_section(task: str, rows: list[dict], cfg: dict) -> tuple[list[str], 
     samples, seed = cfg["bootstrap_samples"], cfg["bootstrap_seed"]
     by = {r["method"]: r for r in rows}
     out = [f"### {task}: every method at budget {pct(cfg['budget'])}%, targets {','.join(cfg['targets'])}", "",
-           f"{rows[0]['data']['test_rows']} held-out items, {rows[0]['data']['train_rows']} training rows. "
+           f"{rows[0]['data']['test_rows']} held-out items, {rows[0]['data']['train_rows']} training rows, "
+           f"{rows[0]['total_params']:,} model parameters. "
            "Bold: the 95% interval of the difference excludes 0.", "",
            "| method | trainable params | ΔW nonzeros | accuracy % [95% CI] | Δ vs LoRA | Δ vs full |",
            "|---|---|---|---|---|---|"]
@@ -281,8 +282,8 @@ def plot_memory(results: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in results))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(6 * max(1, len(tasks)), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=False):
         rows = sorted((r for r in results if r["task"] == task), key=order)
         names = [label(r) for r in rows]
         bottom = np.zeros(len(rows))
@@ -313,8 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     plots: list[Path] = []
     if good:
         plots.append(plot_accuracy(good, folder / "accuracy_vs_params.png"))
-        compare = [r for r in good if r["method"] == "base" or r["budget"] == good[0]["config"]["budget"]]
-        plots.append(plot_memory(compare, folder / "memory_by_component.png"))
+        compare = [r for r in good if r["method"] != "base" and r["budget"] == good[0]["config"]["budget"]]
+        if compare:
+            plots.append(plot_memory(compare, folder / "memory_by_component.png"))
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(render_markdown(results, latest_engine(Path(args.engine_dir)), plots, md.parent.resolve()))
     print(f"wrote {md} ({len(good)} of {len(results)} runs ok)", file=sys.stderr)

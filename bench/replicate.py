@@ -187,7 +187,7 @@ def run_experiment(exp: Experiment, train_path: Path, test_path: Path, work: Pat
     device = pick_device(p["device"])
     test_rows = read_rows(test_path)
     started = time.time()
-    result: dict[str, Any] = {"losses": [], "seconds": {}}
+    result: dict[str, Any] = {"losses": [], "step_seconds": [], "seconds": {}}
     if exp.method == "base":
         ref = resolve_model(p["model"])
         tok = load_tokenizer(ref)
@@ -203,7 +203,8 @@ def run_experiment(exp: Experiment, train_path: Path, test_path: Path, work: Pat
         phases: dict[str, float] = {}
         cb = Callbacks()
         cb.add("on_phase", lambda e: phases.setdefault(e["phase"], time.time()))
-        cb.add("on_step_end", lambda e: result["losses"].append(e["train_loss"]))
+        cb.add("on_step_end", lambda e: (result["losses"].append(e["train_loss"]),
+                                         result["step_seconds"].append(e["seconds"])))
         out_dir = work / "runs" / exp.name
         shutil.rmtree(out_dir, ignore_errors=True)
         spec = TrainSpec(model=p["model"], train_data=str(train_path), method=exp.method, out_dir=str(out_dir),
@@ -319,7 +320,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sweep-budgets", help="comma-separated fractions")
     ap.add_argument("--selection-steps", type=int, help="SMT's selection warm-up steps")
     ap.add_argument("--tiny", action="store_true", help="tiny random LLaMA, a few rows, 2 steps (plumbing check)")
-    ap.add_argument("--only", help="run only experiments whose name matches this glob")
+    ap.add_argument("--only", help="run only experiments whose name matches one of these comma-separated globs")
     ap.add_argument("--force", action="store_true", help="rerun experiments that already have a result")
     ap.add_argument("--in-process", action="store_true", help="no subprocess per experiment (peak RSS is shared)")
     ap.add_argument("--isolate", action="store_true", help="a subprocess per experiment even with --tiny")
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
 
         cfg["model"] = str(build_tiny_model(work / "tiny-llama", "llama"))
     experiments = [e for e in plan(cfg, read_json(EXPERIMENTS / "overrides.json"))
-                   if not args.only or fnmatch.fnmatch(e.name, args.only)]
+                   if not args.only or any(fnmatch.fnmatch(e.name, g) for g in args.only.split(","))]
     if args.dry_run:
         for e in experiments:
             print(f"{e.name:28s} {e.group:8s} {json.dumps(e.params['method_options'])}")
@@ -382,15 +383,16 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", "bench/replicate.py", *(sys.argv[1:] if argv is None else argv)])
     paths = {t: write_task(t, cfg, work / "data") for t in {e.task for e in experiments}}
     isolate = args.isolate or not (args.in_process or args.tiny)
-    t0 = time.time()
+    t0, ran = time.time(), 0
     for i, exp in enumerate(experiments, 1):
         if not args.force and finished(results / f"{exp.name}.json", exp, paths[exp.task]):
             print(f"[{i}/{len(experiments)}] {exp.name}: kept the existing result", file=sys.stderr)
             continue
         out = execute(exp, paths[exp.task], work, results, command, isolate)
-        acc = out.get("accuracy", {}).get("value")
-        print(f"[{i}/{len(experiments)}] {exp.name}: {out['status']} acc={acc} "
-              f"elapsed {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+        ran += 1
+        acc, spent = out.get("accuracy", {}).get("value"), time.time() - t0
+        print(f"[{i}/{len(experiments)}] {exp.name}: {out['status']} acc={acc} elapsed {spent:.0f}s, "
+              f"~{spent / ran * (len(experiments) - i) / 60:.0f} min to go", file=sys.stderr, flush=True)
     render.main(["--results", str(results), "--markdown", str(markdown), "--engine-dir", args.engine_dir])
 
 

@@ -36,7 +36,8 @@ def tiny_run(tiny_llama_dir, tmp_path_factory):
     cmd = [sys.executable, str(ROOT / "bench" / "replicate.py"), "--tiny", "--model", str(tiny_llama_dir),
            "--budget", str(BUDGET), "--sweep-budgets", ",".join(map(str, SWEEP)),
            "--results-dir", str(out / "results"), "--work-dir", str(out / "work"),
-           "--markdown", str(out / "RESULTS.md"), "--engine-dir", str(out / "no-engine")]
+           "--markdown", str(out / "RESULTS.md"), "--engine-dir", str(out / "no-engine"),
+           "--only", "piqa-*,arc_easy-base,arc_easy-smt-*"]  # every method once, ARC's converter once: < 60 s
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
@@ -45,7 +46,7 @@ def tiny_run(tiny_llama_dir, tmp_path_factory):
 
 def test_replicate_tiny_writes_one_ok_result_per_experiment(tiny_run):
     _, results = tiny_run
-    expected = {f"{t}-base" for t in TASKS} | {f"{t}-{m}-0.2pct" for t in TASKS for m in METHODS} \
+    expected = {f"{t}-base" for t in TASKS} | {f"piqa-{m}-0.2pct" for m in METHODS} | {"arc_easy-smt-0.2pct"} \
         | {f"piqa-{m}-0.1pct" for m in ("lora", "dora", "smt")}
     assert set(results) == expected
     failed = {k: r.get("error") for k, r in results.items() if r["status"] != "ok"}
@@ -102,3 +103,20 @@ def test_paired_bootstrap_calls_only_clear_differences_real():
     assert same["value"] == 0 and not same["real"]
     one_flip = render.paired_difference([1] + better[1:], [0] + better[1:], 500, 0)
     assert not one_flip["real"]  # one item in 50 is noise, not a finding
+
+
+def test_render_shows_the_latest_engine_json(tmp_path):
+    render = load_render()
+    mem = {"weights": 2**20, "trainable": 0, "gradients": 0, "optimizer": 0, "activations": 2**21, "peak": 2**22}
+    row = {"method": "lora", "checkpointing": False, "targets": "q,k,v", "trainable_params": 1234,
+           "delta_nonzeros": 5678, "total_params": 10**6, "artifact_bytes": 2**20, "step_s": 0.25, "memory": mem,
+           "train_bytes": 3 * 2**20, "prepare_s": 0, "processes": 1, "step_vs_full": None,
+           "mem_vs_full_plain": None, "step_vs_lora": 1.0, "mem_vs_lora": 1.0}
+    config = {"model": "tiny", "batch_size": 4, "seq": 128, "budget": 0.01, "targets": "q,k,v", "repeats": 1,
+              "steps": 3}
+    for stamp, method in ((1, "old"), (2, "lora")):
+        (tmp_path / f"engine-{stamp}.json").write_text(json.dumps(
+            {"config": config, "machine": {"cpus": 2}, "rows": [{**row, "method": method}]}))
+        os.utime(tmp_path / f"engine-{stamp}.json", (stamp, stamp))
+    text = "\n".join(render.engine_section(render.latest_engine(tmp_path)))
+    assert "engine-2.json" in text and "| lora | no | 1,234 | 5,678 |" in text and "| old |" not in text
