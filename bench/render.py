@@ -182,6 +182,25 @@ def engine_section(engine: dict | None) -> list[str]:
             engine_table(engine["rows"]), ""]
 
 
+def headline(good: list[dict], cfg: dict) -> list[str]:
+    """One compact table across tasks at the common budget: the table the README shows."""
+    tasks = task_order(good)
+    at = {(r["task"], r["method"]): r for r in good if r["method"] == "base" or r["budget"] == cfg["budget"]}
+    methods = sorted({m for _, m in at}, key=lambda m: order({"method": m}))
+    first = tasks[0]
+    out = [f"## Headline (budget {pct(cfg['budget'])}%, targets {','.join(cfg['targets'])}, {cfg['steps']} steps)", "",
+           "| method | trainable params | " + " | ".join(f"{t} acc % [95% CI]" for t in tasks)
+           + f" | train memory MB ({first}) | time s ({first}, incl. selection) |", "|---" * (len(tasks) + 4) + "|"]
+    for m in methods:
+        ref = next(at[(t, m)] for t in tasks if (t, m) in at)
+        mine = at.get((first, m))
+        out.append(f"| {label(ref)} | {ref['trainable_params']:,} | "
+                   + " | ".join(ci(at[(t, m)]["accuracy"]) if (t, m) in at else "–" for t in tasks)
+                   + (f" | {train_mb(mine['memory']):.0f} | {mine['seconds'].get('train', 0):.0f} |" if mine and m != "base"
+                      else " | – | – |"))
+    return out + [""]
+
+
 def render_markdown(results: list[dict], engine: dict | None, plots: list[Path], md_dir: Path) -> str:
     good = ok(results)
     lines = ["# Benchmark results", "",
@@ -191,6 +210,7 @@ def render_markdown(results: list[dict], engine: dict | None, plots: list[Path],
         lines += ["No successful runs yet.", ""]
     cfg = good[0]["config"] if good else {}
     if good:
+        lines += headline(good, cfg)
         mach = good[0]["machine"]
         lines += ["## Machine and commands", "",
                   f"- {mach['nproc']} CPUs, {mach['memory_bytes'] / 2**30:.1f} GiB memory, torch {mach['torch']}, "
@@ -206,7 +226,7 @@ def render_markdown(results: list[dict], engine: dict | None, plots: list[Path],
         lines += sorted({r["command"] for r in results}) + ["python bench/render.py", "```", ""]
     findings: list[str] = []
     lines += ["## Accuracy, memory and time", ""]
-    for task in dict.fromkeys(r["task"] for r in good):
+    for task in task_order(good):
         for rows in test_groups(good, task).values():
             compare = sorted((r for r in rows if r["method"] == "base" or r["budget"] == cfg["budget"]), key=order)
             if compare:
@@ -226,6 +246,13 @@ def render_markdown(results: list[dict], engine: dict | None, plots: list[Path],
         lines += ["## Failed runs", ""] + [f"- `{r['name']}`: {r['error'].strip().splitlines()[-1]}"
                                            for r in failed] + [""]
     return "\n".join(lines + engine_section(engine))
+
+
+def task_order(results: list[dict]) -> list[str]:
+    """Tasks in the order the run listed them (``config.tasks``), then any others."""
+    listed = results[0]["config"]["tasks"] if results else []
+    present = list(dict.fromkeys(r["task"] for r in results))
+    return [t for t in listed if t in present] + [t for t in present if t not in listed]
 
 
 def order(r: dict) -> int:
@@ -251,7 +278,7 @@ def plot_accuracy(results: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(r["task"] for r in results))
+    tasks = task_order(results)
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         rows = [r for r in results if r["task"] == task]
@@ -281,7 +308,7 @@ def plot_memory(results: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(r["task"] for r in results))
+    tasks = task_order(results)
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(6 * max(1, len(tasks)), 4.5), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=False):
         rows = sorted((r for r in results if r["task"] == task), key=order)

@@ -383,6 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", "bench/replicate.py", *(sys.argv[1:] if argv is None else argv)])
     paths = {t: write_task(t, cfg, work / "data") for t in {e.task for e in experiments}}
     isolate = args.isolate or not (args.in_process or args.tiny)
+    from smt_core.models import resolve_model
+
+    resolve_model(cfg["model"])  # a packaged GGUF is converted once here, not inside a measured run
     t0, ran = time.time(), 0
     for i, exp in enumerate(experiments, 1):
         if not args.force and finished(results / f"{exp.name}.json", exp, paths[exp.task]):

@@ -82,7 +82,7 @@ def test_replicate_tiny_results_hold_measured_figures(tiny_run):
 def test_replicate_tiny_renders_tables_commands_and_plots(tiny_run):
     out, results = tiny_run
     md = (out / "RESULTS.md").read_text()
-    for heading in ("### piqa: every method", "### arc_easy: every method", "### Budget sweep on piqa"):
+    for heading in ("## Headline (budget 0.2%", "### piqa: every method", "### arc_easy: every method", "### Budget sweep on piqa"):
         assert heading in md
     for method in (*METHODS, "zero-shot base"):
         assert f"| {method} |" in md
