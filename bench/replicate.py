@@ -386,17 +386,21 @@ def main(argv: list[str] | None = None) -> None:
     from smt_core.models import resolve_model
 
     resolve_model(cfg["model"])  # a packaged GGUF is converted once here, not inside a measured run
-    t0, ran = time.time(), 0
+    t0, ran, failed = time.time(), 0, []
     for i, exp in enumerate(experiments, 1):
         if not args.force and finished(results / f"{exp.name}.json", exp, paths[exp.task]):
             print(f"[{i}/{len(experiments)}] {exp.name}: kept the existing result", file=sys.stderr)
             continue
         out = execute(exp, paths[exp.task], work, results, command, isolate)
         ran += 1
+        if out["status"] != "ok":
+            failed.append(exp.name)
         acc, spent = out.get("accuracy", {}).get("value"), time.time() - t0
         print(f"[{i}/{len(experiments)}] {exp.name}: {out['status']} acc={acc} elapsed {spent:.0f}s, "
               f"~{spent / ran * (len(experiments) - i) / 60:.0f} min to go", file=sys.stderr, flush=True)
     render.main(["--results", str(results), "--markdown", str(markdown), "--engine-dir", args.engine_dir])
+    if failed:  # rendered anyway (the failures are listed), but the run is not a success
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -120,3 +120,14 @@ def test_render_shows_the_latest_engine_json(tmp_path):
         os.utime(tmp_path / f"engine-{stamp}.json", (stamp, stamp))
     text = "\n".join(render.engine_section(render.latest_engine(tmp_path)))
     assert "engine-2.json" in text and "| lora | no | 1,234 | 5,678 |" in text and "| old |" not in text
+
+
+def test_replicate_records_a_failing_method_and_exits_1(tiny_llama_dir, tmp_path):
+    cmd = [sys.executable, str(ROOT / "bench" / "replicate.py"), "--tiny", "--model", str(tiny_llama_dir),
+           "--budget", "0.0001", "--sweep-task", "", "--only", "piqa-snell-*", "--results-dir", str(tmp_path / "r"),
+           "--work-dir", str(tmp_path / "w"), "--markdown", str(tmp_path / "R.md"), "--engine-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "r" / "piqa-snell-0.01pct.json").read_text())
+    assert result["status"] == "failed" and "rank" in result["error"]  # SNELL needs rank 2: the budget is too small
+    assert "## Failed runs" in (tmp_path / "R.md").read_text()
