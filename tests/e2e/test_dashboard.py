@@ -281,6 +281,10 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
     seen = page.evaluate("window.seen")
     assert any(re.match(r"^([1-9]|[12]\d|3[0-5])/36 steps", v or "") for v in seen), seen  # live, not just the end
     expect(page.get_by_role("list", name="Events, newest first")).to_contain_text("finished: succeeded")
+    points = len([m for m in service.get(f"/v1/jobs/{job_id}/metrics")["data"] if m["train_loss"] is not None])
+    assert points == 36
+    expect(page.get_by_role("img", name=re.compile(r"^Loss: train loss, 36 points; eval loss"))).to_be_visible()
+    expect(page.get_by_role("img", name=re.compile(r"^Learning rate: learning rate, 36 points"))).to_be_visible()
 
     # the heatmap draws exactly the blocks the API lists, with their scores
     blocks = service.get(f"/v1/jobs/{job_id}/blocks")

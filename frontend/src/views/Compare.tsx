@@ -27,7 +27,7 @@ export function CompareView({ ids }: { ids: string[] }) {
     }
     return out;
   }, [picked]);
-  useLive((ev) => ids.includes(ev.job_id) && (ev.type === "metric" || ev.type === "end" || ev.type === "status"), () => detail.reload(), [picked, detail.reload], 1500);
+  useLive((ev) => ids.includes(ev.job_id) && (ev.type === "metric" || ev.type === "end" || ev.type === "status"), () => detail.reload(), [picked, detail.reload], 3000);
 
   const setIds = (next: string[]) => { location.hash = next.length ? `#/compare?ids=${next.join(",")}` : "#/compare"; };
   const toggle = (id: string, on: boolean) => setIds(on ? [...ids, id] : ids.filter((x) => x !== id));

@@ -1,7 +1,7 @@
 // Job detail: live progress and curves, memory beside full fine-tuning, SMT's block heatmap, artifacts
 // (size, sha256, download, build merged model), the event log, and cancel.
 import { useEffect, useState } from "preact/hooks";
-import { api, ApiError, type Artifact, type Job, type JobEvent } from "../api";
+import { api, ApiError, type Artifact, type Job, type JobEvent, type MetricPoint } from "../api";
 import { Chart, type Series } from "../components/Chart";
 import { Heatmap } from "../components/Heatmap";
 import { elapsed, JobProgress, StatusBadge } from "../components/JobBits";
@@ -37,6 +37,14 @@ function Artifacts({ job }: { job: Job }) {
   const [merging, setMerging] = useState(false);
   const list: Artifact[] = arts.data?.data ?? [];
   const hasMerged = list.some((a) => a.name === "merged.tar");
+  useEffect(() => subscribe((ev) => {
+    const msg = String(ev.data?.message ?? "");
+    if (ev.job_id === job.id && ev.type === "log" && msg.startsWith("merge failed")) {
+      setMerging(false);
+      setMessage(null);
+      setError(`Could not build the merged model: ${msg.replace(/^merge failed:\s*/, "")}`);
+    }
+  }), [job.id]);
   useEffect(() => {  // the merged model appears when the worker is done: look again every few seconds
     if (!merging || hasMerged) { if (hasMerged) setMerging(false); return; }
     const t = setInterval(() => arts.reload(), 3000);
@@ -170,9 +178,19 @@ export function JobDetailView({ id }: { id: string }) {
   const [actionError, setActionError] = useState<string | null>(null);
   const [confirmDelete, setConfirmDelete] = useState(false);
   useTick(1000);
+  // metric events carry the same fields as /metrics rows: merge them in by step instead of refetching the list
+  const [livePts, setLivePts] = useState<Record<number, Partial<MetricPoint>>>({});
+  useEffect(() => setLivePts({}), [id]);
+  useEffect(() => subscribe((ev) => {
+    if (ev.job_id !== id || ev.type !== "metric" || typeof ev.data?.step !== "number") return;
+    const fields: Partial<MetricPoint> = {};
+    for (const k of ["train_loss", "eval_loss", "eval_accuracy", "learning_rate"] as const)
+      if (typeof ev.data[k] === "number") fields[k] = ev.data[k];
+    setLivePts((cur) => ({ ...cur, [ev.data.step]: { ...cur[ev.data.step], ...fields } }));
+  }), [id]);
   useLive((ev) => ev.job_id === id, (ev) => {
     job.reload();
-    if (ev.type === "metric" || ev.type === "end") metrics.reload();
+    if (ev.type === "end") metrics.reload();
   }, [id, job.reload, metrics.reload], 300);
 
   if (job.error && !j) return <section><h1>Job {id}</h1><p class="error" role="alert">Could not load the job: {job.error}</p><p><a href="#/jobs">Back to jobs</a></p></section>;
@@ -187,7 +205,14 @@ export function JobDetailView({ id }: { id: string }) {
     setActionError(null);
     try { await api.deleteJob(j.id); location.hash = "#/jobs"; } catch (e) { setActionError(`Could not delete: ${(e as Error).message}`); setConfirmDelete(false); }
   };
-  const pts = metrics.data?.data ?? [];
+  const byStep = new Map<number, MetricPoint>();
+  for (const p of metrics.data?.data ?? []) byStep.set(p.step, p);
+  for (const [step, p] of Object.entries(livePts)) {
+    const base = byStep.get(+step) ?? { step: +step, train_loss: null, eval_loss: null, eval_accuracy: null,
+                                        learning_rate: null, tokens_per_second: null, memory: null };
+    byStep.set(+step, { ...base, ...p });
+  }
+  const pts = [...byStep.values()].sort((a, b) => a.step - b.step);
   const steps: [number, number] | undefined = j.total_steps ? [1, j.total_steps] : undefined;
   const line = (k: "train_loss" | "eval_loss" | "eval_accuracy" | "learning_rate") =>
     pts.filter((p) => typeof p[k] === "number").map((p) => [p.step, p[k] as number] as [number, number]);

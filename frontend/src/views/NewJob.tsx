@@ -145,8 +145,9 @@ export function NewJobView() {
   const dsList = datasets.data?.data ?? [];
   const current = modelList.find((m) => m.id === model);
   const chosenDs = dsList.find((d) => d.id === trainDs);
-  useEffect(() => { if (!model && modelList.length) setModel(modelList[0].id); }, [modelList.length]);
-  useEffect(() => { if (!trainDs && dsList.length) setTrainDs(dsList[0].id); }, [dsList.length]);
+  // defaults once the lists arrive, never over a choice made meanwhile
+  useEffect(() => { if (modelList.length) setModel((m) => m || modelList[0].id); }, [modelList.length]);
+  useEffect(() => { if (dsList.length) setTrainDs((d) => d || dsList[0].id); }, [dsList.length]);
   useEffect(() => {  // keep only targets the model has
     if (current) setTargets((t) => { const kept = t.filter((x) => current.targets.includes(x)); return kept.length ? kept : current.targets.slice(0, 1); });
   }, [current?.id]);
