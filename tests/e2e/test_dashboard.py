@@ -131,11 +131,14 @@ def page(browser, service):
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     errors: list[str] = []
+    elsewhere: list[str] = []  # every asset is bundled: the page asks nothing of any other origin
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("request", lambda r: None if r.url.startswith((service.url, "data:", "blob:")) else elsewhere.append(r.url))
     pg.goto(service.url + "/")
     yield pg
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+    assert not elsewhere, f"requests to other origins: {elsewhere}"
 
 
 def shot(page: Page, name: str) -> Path:

@@ -319,6 +319,10 @@ export function NewJobView() {
             ))}
           </fieldset>
           {model && <EstimateTable model={model} method={method} estimates={estimates} errors={estErrors} />}
+          {OPTIONS[method].some((f) => (opts[`${method}.${f.key}`] ?? "").trim()) && (
+            <p class="help" role="note">The estimates use each method's default options; the {METHOD_LABELS[method][0]} options set below
+              (block size, rank…) can change the count the run reports.</p>
+          )}
         </fieldset>
 
         <fieldset>
