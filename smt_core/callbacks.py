@@ -25,7 +25,15 @@ EVENTS = ("on_phase", "on_step_end", "on_eval", "on_log", "on_checkpoint", "on_s
 
 
 class Cancelled(Exception):
-    """Raised inside the engine when a ``should_stop`` handler asked the run to stop."""
+    """Raised inside the engine when a ``should_stop`` handler asked the run to stop.
+
+    ``checkpoint`` is True when a checkpoint request also said yes: the trainer then saved a checkpoint at
+    the step boundary before raising, so a run handed to another worker loses nothing.
+    """
+
+    def __init__(self, message: str = "run cancelled", checkpoint: bool = False) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 class Callbacks:
@@ -34,6 +42,7 @@ class Callbacks:
     def __init__(self) -> None:
         self._handlers: dict[str, list[Callable[[dict[str, Any]], None]]] = defaultdict(list)
         self._stoppers: list[Callable[[], bool]] = []
+        self._checkpoint_requests: list[Callable[[], bool]] = []
 
     def add(self, event: str, fn: Callable[[dict[str, Any]], None]) -> Callbacks:
         if event not in EVENTS:
@@ -45,6 +54,11 @@ class Callbacks:
         self._stoppers.append(fn)
         return self
 
+    def add_checkpoint_request(self, fn: Callable[[], bool]) -> Callbacks:
+        """Asked when a stop check fires: True makes the trainer checkpoint before it stops (hand-back)."""
+        self._checkpoint_requests.append(fn)
+        return self
+
     def fire(self, event: str, **payload: Any) -> None:
         for fn in self._handlers.get(event, ()):
             fn(payload)
@@ -52,4 +66,4 @@ class Callbacks:
     def check_stop(self) -> None:
         """Raise :class:`Cancelled` if any stop check says so (called every step and eval batch)."""
         if any(fn() for fn in self._stoppers):
-            raise Cancelled("run cancelled")
+            raise Cancelled("run cancelled", checkpoint=any(fn() for fn in self._checkpoint_requests))

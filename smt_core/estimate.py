@@ -16,12 +16,12 @@ METHODS = ("smt", "snell", "lora", "dora", "full")
 # method -> option -> expected type (or allowed values); the API refuses anything else
 METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "smt": {"block_size": int, "selection_steps": int, "score": ("mean_abs_sum", "abs_mean", "l1", "l2"),
-            "pools": ("global", "attention_mlp")},
-    "snell": {"sparsity": float, "rule": ("released", "paper"), "learn_coefficients": bool, "rank": int},
-    "lora": {"alpha": float, "dropout": float, "rank": int},
-    "dora": {"alpha": float, "dropout": float, "rank": int},
+            "pools": ("global", "attention_mlp"), "head_steps": int},
+    "snell": {"sparsity": float, "rule": ("released", "paper"), "learn_coefficients": bool},
+    "lora": {"alpha": float, "dropout": float},
+    "dora": {"alpha": float, "dropout": float},
     "full": {},
-}
+}  # kept equal to the engine's option dataclasses by tests/core/test_registry.py
 FP32 = 4
 
 

@@ -21,7 +21,7 @@ import torch
 from smt_core import checkpoint, memory
 from smt_core.artifacts import HEAD_PREFIX, library_versions, save_adapter
 from smt_core.base import PrepareContext
-from smt_core.callbacks import Callbacks
+from smt_core.callbacks import Callbacks, Cancelled
 from smt_core.data import BatchPlan, encode, evaluate, loss_fn, split_holdout
 from smt_core.dataformats import DataFormatError, read_jsonl
 from smt_core.models import load_model, load_tokenizer, resolve_model, weights_sha256
@@ -183,8 +183,18 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     tokens = 0
     mem: dict[str, int] = {}
     grads = 0
+    def save_checkpoint(done: int) -> None:
+        path = checkpoint.save(out, done, train_params, opt, method.adapter_tensors(model),
+                               {"method_info": method.adapter_info(), "blocks": blocks})
+        cb.fire("on_checkpoint", step=done, path=str(path))
+
     for step in range(start_step, total_steps):
-        cb.check_stop()
+        try:
+            cb.check_stop()
+        except Cancelled as exc:
+            if exc.checkpoint and step > start_step:  # handed back: keep every finished step
+                save_checkpoint(step)
+            raise
         t0 = time.time()
         batch = next(batches)
         for group in opt.param_groups:
@@ -209,9 +219,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
                 scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
             cb.fire("on_eval", step=done, **scores)
         if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total_steps:
-            path = checkpoint.save(out, done, train_params, opt, method.adapter_tensors(model),
-                                   {"method_info": method.adapter_info(), "blocks": blocks})
-            cb.fire("on_checkpoint", step=done, path=str(path))
+            save_checkpoint(done)
 
     # ---- evaluation and the artifact -----------------------------------------------------------------
     cb.fire("on_phase", phase="evaluating")

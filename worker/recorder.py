@@ -63,6 +63,7 @@ class Recorder:
         for name in ("on_phase", "on_step_end", "on_eval", "on_log", "on_checkpoint", "on_selection", "on_info"):
             cb.add(name, getattr(self, name))
         cb.add_stop_check(self.should_stop)
+        cb.add_checkpoint_request(lambda: self.handback)  # SIGTERM hand-back: checkpoint, lose no step
         return cb
 
     def _write(self, fn, **progress: Any) -> None:

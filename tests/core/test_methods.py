@@ -198,3 +198,19 @@ def test_shira_export_refuses_what_it_cannot_hold_and_names_the_module(tiny_llam
                   method_options={"selection_steps": 1, "block_size": 32}, out_dir=str(tmp_path / "a")))
     with pytest.raises(ExportError, match=r"module model\.layers\.\d+\.self_attn\.\w_proj"):
         export_shira(tmp_path / "a", tmp_path / "shira")
+
+
+def test_a_stop_that_asks_for_a_checkpoint_loses_no_finished_step(tiny_llama_dir, tmp_path):
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.completion_rows(32))
+    spec = {"model": str(tiny_llama_dir), "train_data": str(data), "method": "smt", "budget": 1024, "steps": 6,
+            "batch_size": 4, "checkpoint_every": 0, "method_options": {"selection_steps": 1, "block_size": 16},
+            "out_dir": str(tmp_path / "o")}
+    done, saved = [], []
+    cb = Callbacks().add("on_step_end", lambda p: done.append(p["step"])).add("on_checkpoint", saved.append)
+    cb.add_stop_check(lambda: len(done) >= 4).add_checkpoint_request(lambda: True)
+    with pytest.raises(Cancelled) as exc:
+        run(TrainSpec(**spec), cb)
+    assert exc.value.checkpoint and [s["step"] for s in saved] == [4]
+    resumed = []
+    run(TrainSpec(**spec, resume=True), Callbacks().add("on_step_end", lambda p: resumed.append(p["step"])))
+    assert resumed == [5, 6]
