@@ -49,9 +49,15 @@ def free_port() -> int:
 class Service:
     """A running `sparsetune up` and a REST client with its first key."""
 
-    def __init__(self, url: str, key: str):
-        self.url, self.key = url, key
+    def __init__(self, url: str, key: str, env: dict[str, str]):
+        self.url, self.key, self.env = url, key, env
         self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def cli(self, *args: str) -> dict:
+        """`sparsetune … --json` on the service's home (key administration talks to its database)."""
+        r = subprocess.run([BIN, *args, "--json"], env=self.env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
 
     def get(self, path: str) -> dict:
         r = self.http.get(path)
@@ -103,7 +109,7 @@ def service(tiny_llama_dir, tmp_path_factory):
             if line.startswith("ready on http://"):
                 break
         assert key and lines[-1].startswith("ready on"), (lines, (tmp / "up.log").read_text()[-3000:])
-        svc = Service(f"http://127.0.0.1:{port}", key)
+        svc = Service(f"http://127.0.0.1:{port}", key, env)
         yield svc
         svc.http.close()
     finally:
@@ -164,25 +170,37 @@ def wait_status(page: Page, status: str, timeout_s: float = 240) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_a_wrong_key_is_refused_in_words_and_the_right_key_opens_the_jobs_list(page, service):
+def test_a_wrong_key_is_refused_in_words_a_new_owner_sees_what_to_do_and_a_revoked_key_signs_out(page, service):
     page.get_by_label("API key").fill("st_not_a_key")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("not accepted")
     shot(page, "sign-in-wrong-key")
 
+    fresh = service.cli("keys", "create", "--name", "browser")  # a new owner: nothing to list yet
     page.get_by_label("API key").fill("")  # keyboard only: the field has focus, Enter submits
     page.get_by_label("API key").focus()
-    page.keyboard.type(service.key)
+    page.keyboard.type(fresh["key"])
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
-    assert page.evaluate("sessionStorage.getItem('sparsetune.apiKey')") == service.key
-    if not service.get("/v1/jobs")["data"]:
-        expect(page.get_by_text("No jobs yet")).to_be_visible()
-        expect(page.get_by_role("link", name="New job").last).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('sparsetune.apiKey')") == fresh["key"]
+    expect(page.get_by_text("No jobs yet")).to_be_visible()  # an empty state that says what to do next
+    page.get_by_role("main").get_by_role("link", name="New job").last.click()
+    expect(page.get_by_label("Training dataset")).to_contain_text("No datasets yet: upload one above")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Compare").click()
+    expect(page.get_by_text("No jobs to compare yet")).to_be_visible()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Jobs").click()
     shot(page, "jobs-empty")
 
+    service.cli("keys", "revoke", fresh["id"])  # a key revoked mid-session signs the page out, in words
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="New job").click()
+    expect(page.get_by_role("status").filter(has_text="no longer accepts this API key")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('sparsetune.apiKey')") is None
+    page.get_by_label("API key").fill(service.key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="New job")).to_be_visible()  # back where the user was
+
     page.reload()  # the key lasts for the browser session
-    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+    expect(page.get_by_role("heading", name="New job")).to_be_visible()
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("API key")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('sparsetune.apiKey')") is None
@@ -382,7 +400,7 @@ def test_the_jobs_list_pages_and_filters_and_a_running_job_is_cancelled_from_its
     sign_in(page, service.key)
     first = page.get_by_role("table").get_by_role("row").nth(1)
     expect(first).to_contain_text(long["id"])  # newest first
-    expect(page.get_by_role("button", name="Previous page")).to_be_disabled()
+    expect(page.get_by_role("button", name="Previous page")).to_be_disabled()  # 22+ jobs: two pages of 20
     page.get_by_role("button", name="Next page").click()
     expect(page.get_by_text("Page 2")).to_be_visible()
     expect(page.get_by_role("row").filter(has_text=long["id"])).to_have_count(0)

@@ -70,7 +70,7 @@ export function JobsView({ status }: { status: string }) {
           </tbody>
         </table>
       )}
-      <nav class="pager" aria-label="Pages">
+      {(cursors.length > 1 || page.data?.has_more) && <nav class="pager" aria-label="Pages">
         <button type="button" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
           Previous page
         </button>
@@ -79,7 +79,7 @@ export function JobsView({ status }: { status: string }) {
                 onClick={() => page.data?.last_id && setCursors([...cursors, page.data.last_id])}>
           Next page
         </button>
-      </nav>
+      </nav>}
     </section>
   );
 }
