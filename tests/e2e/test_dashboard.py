@@ -309,15 +309,14 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
 
     # the heatmap draws exactly the blocks the API lists, with their scores
     blocks = service.get(f"/v1/jobs/{job_id}/blocks")
-    want = {(m["name"], b["row"], b["col"]) for m in blocks["modules"] for b in m["blocks"]}
-    assert len(want) == 1536 // (16 * 16)
+    scores = {(m["name"], m["target"], b["row"], b["col"]): b["score"] for m in blocks["modules"] for b in m["blocks"]}
+    assert len(scores) == 1536 // (16 * 16)
     heatmap = page.locator(".heatmap")
-    expect(heatmap).to_have_attribute("data-blocks-count", str(len(want)))
+    expect(heatmap).to_have_attribute("data-blocks-count", str(len(scores)))
     drawn = heatmap.locator("rect.block").evaluate_all(
-        "els => els.map(e => [e.dataset.module, +e.dataset.row, +e.dataset.col, +e.dataset.score])")
-    assert {(m, r, c) for m, r, c, _ in drawn} == want and len(drawn) == len(want)
-    scores = {(m["name"], b["row"], b["col"]): b["score"] for m in blocks["modules"] for b in m["blocks"]}
-    assert all(s == pytest.approx(scores[(m, r, c)]) for m, r, c, s in drawn)
+        "els => els.map(e => [e.dataset.module, e.dataset.target, +e.dataset.row, +e.dataset.col, +e.dataset.score])")
+    assert {tuple(d[:4]) for d in drawn} == set(scores) and len(drawn) == len(scores)
+    assert all(d[4] == pytest.approx(scores[tuple(d[:4])]) for d in drawn)
     # every matrix at its true shape: 2 layers × q, k, v, drawn with width/height in the ratio cols/rows
     mats = heatmap.locator("svg.matrix").evaluate_all(
         "els => els.map(e => [e.dataset.module, +e.dataset.rows, +e.dataset.cols, e.getBoundingClientRect().width,"

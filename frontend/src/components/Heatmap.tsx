@@ -28,7 +28,7 @@ function Matrix({ m, bs, scale, lo, hi }: { m: BlockModule; bs: number; scale: n
   }
   const params = m.blocks.reduce((s, b) => s + b.height * b.width, 0);
   return (
-    <svg class="matrix" width={w} height={h} viewBox={`0 0 ${w} ${h}`} data-module={m.name} data-rows={m.rows}
+    <svg class="matrix" width={w} height={h} viewBox={`0 0 ${w} ${h}`} data-module={m.name} data-target={m.target} data-rows={m.rows}
          data-cols={m.cols} role="img"
          aria-label={`${m.name}: ${m.rows}×${m.cols}, ${m.blocks.length} of ${Math.ceil(m.rows / bs) * Math.ceil(m.cols / bs)} blocks chosen`}>
       <title>{`${m.name} (${m.rows}×${m.cols}): ${m.blocks.length} blocks, ${count(params)} params`}</title>
@@ -39,7 +39,7 @@ function Matrix({ m, bs, scale, lo, hi }: { m: BlockModule; bs: number; scale: n
         const c0 = (b as any).col0 ?? b.col * bs;
         return (
           <rect class="block" x={c0 * scale} y={r0 * scale} width={Math.max(1, b.width * scale)} height={Math.max(1, b.height * scale)}
-                fill={colour(hi > lo ? (b.score - lo) / (hi - lo) : 1)} data-module={m.name} data-row={b.row} data-col={b.col}
+                fill={colour(hi > lo ? (b.score - lo) / (hi - lo) : 1)} data-module={m.name} data-target={m.target} data-row={b.row} data-col={b.col}
                 data-score={b.score}>
             <title>{`layer ${m.layer} ${m.target}: block row ${b.row}, col ${b.col} (${b.height}×${b.width}), score ${num(b.score)}`}</title>
           </rect>

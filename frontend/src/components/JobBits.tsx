@@ -23,6 +23,7 @@ export function JobProgress({ job }: { job: Job }) {
     if (job.phase === "selection") note = " · selecting blocks";
     else if (job.phase === "evaluating" || job.phase === "saving") note = ` · ${job.phase}`;
     else if (left !== null) note = left > 1 ? ` · ETA ${duration(left)}` : " · finishing";
+    else if (!job.total_steps) note = " · preparing";
   }
   else if (job.status === "queued") note = " · waiting for a worker";
   const neverRan = !job.started_at && (job.status === "cancelled" || job.status === "failed");
