@@ -4,7 +4,9 @@ import type { BlockModule, Blocks } from "../api";
 import { count, num, percent } from "../format";
 
 const ORDER = ["q", "k", "v", "o", "gate", "up", "down"];
-const MAX_PX = 132;  // the largest matrix side across the model, in pixels; every matrix shares the scale
+// the largest matrix side across the model, in pixels (smaller for deep models so more layers fit in view);
+// every matrix shares the one scale, so shapes compare truly
+const maxPx = (layers: number) => Math.max(56, Math.min(132, Math.floor(1400 / Math.max(1, layers))));
 
 // viridis, sampled: low scores dark blue, high scores yellow
 const STOPS = ["#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39", "#fde725"];
@@ -56,7 +58,7 @@ export function Heatmap({ blocks }: { blocks: Blocks }) {
     [...new Set(mods.map((m) => m.target))].filter((t) => !ORDER.includes(t)));
   const layers = [...new Set(mods.map((m) => m.layer))].sort((a, b) => a - b);
   const maxSide = Math.max(1, ...mods.map((m) => Math.max(m.rows, m.cols)));
-  const scale = MAX_PX / maxSide;
+  const scale = maxPx(layers.length) / maxSide;
   const scores = mods.flatMap((m) => m.blocks.map((b) => b.score));
   const lo = scores.length ? Math.min(...scores) : 0;
   const hi = scores.length ? Math.max(...scores) : 1;
@@ -90,8 +92,8 @@ export function Heatmap({ blocks }: { blocks: Blocks }) {
           <thead><tr><th scope="col">Layer</th>{targets.map((t) => <th scope="col">{t}</th>)}</tr></thead>
           <tbody>
             {layers.map((l) => (
-              <tr>
-                <th scope="row">{l}</th>
+              <tr data-layer={l}>
+                <th scope="row">{l}<div class="layer-count">{mods.filter((m) => m.layer === l).reduce((n, m) => n + m.blocks.length, 0)} blocks</div></th>
                 {targets.map((t) => {
                   const ms = mods.filter((m) => m.layer === l && m.target === t);
                   return <td>{ms.map((m) => <Matrix m={m} bs={bs} scale={scale} lo={lo} hi={hi} />)}</td>;
