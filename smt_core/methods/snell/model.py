@@ -33,14 +33,18 @@ def snell_rank(budget: int | None, sites: list[Site]) -> int:
 class SnellMethod(Method):
     """SNELL (Shen et al., NeurIPS 2024): kernelized LoRA factors + per-forward competition sparsification.
 
-    ``default_learning_rate`` = 1e-3: the released code trains the factors with AdamW at lr 1e-3 (all of
-    its FGVC/VTAB scripts). The factors start at a small scale (see the package docstring), so like
-    LoRA's A/B they need an lr an order above full fine-tuning's to move ΔW within a few hundred steps.
+    ``default_learning_rate`` = 5e-3, five times the released code's AdamW 1e-3 (its ViT runs last
+    thousands of steps). Why: the factors start small (package docstring) and ΔWˢ is quadratic in ΔW
+    (released rule) — AdamW moves each factor coordinate by ~lr a step, so at 1e-3 ΔWˢ reaches
+    fine-tuning magnitudes only after a few hundred consistent steps. Measured on MiniLM-L6/SST-2 (600
+    rows, 100 steps, batch 16, budget 1%): eval accuracy 0.570 at 1e-3, 0.702 at 5e-3, 0.750 at 1e-2
+    (head alone: 0.551 at 1e-3, 0.570 at 5e-3). 5e-3 rather than 1e-2 leaves margin for causal LMs, whose
+    rate was not swept here.
     """
 
     name = "snell"
     config_class = SnellConfig
-    default_learning_rate = 1e-3
+    default_learning_rate = 5e-3
 
     def __init__(self, config: SnellConfig) -> None:
         super().__init__(config)
