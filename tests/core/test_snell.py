@@ -72,6 +72,21 @@ def test_forward_and_grads_match_dense_reference(rule, learn):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
 
 
+def test_nearly_coinciding_factor_rows_hit_the_eps_clamp_like_the_reference():
+    layer = make_layer(9, 7, (Part("q", 0, 7),), rank=4, sparsity=0.0).double()
+    with torch.no_grad():
+        # first half: ‖B_i − A_j‖² = 2·1e-10 < eps, clamped (no slope); the second half keeps ΔW ≠ 0
+        layer.snell_A["q"][:3, :2] = layer.snell_B["q"][:3, :2] + 1e-5
+    x = torch.randn(2, 9, dtype=torch.float64)
+    a, b = layer.snell_A["q"], layer.snell_B["q"]
+    got = torch.autograd.grad(layer.delta(x).square().sum(), [a, b])
+    dw = reference_delta(a, b, layer.snell_c["q"])
+    want = torch.autograd.grad((x @ reference_sparse(dw, layer.keep(layer.parts[0]), "released").t())
+                               .square().sum(), [a, b])
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("rule", ["released", "paper"])
 def test_forward_matches_reference_in_float32(rule):
     layer = make_layer(23, 9, (Part("k", 0, 9),), rank=4, rule=rule)

@@ -74,7 +74,7 @@ def gate(delta: torch.Tensor, t: torch.Tensor, rule: str) -> torch.Tensor:
     """The detached multiplier g with ΔWˢ = ΔW ⊙ g."""
     mag = delta.detach().abs()
     if rule == "released":
-        return mag.mul_(mag >= t)
+        return mag.masked_fill_(mag < t, 0.0)  # (masked_fill: a bool multiplier would be cast to float first)
     return mag.sub_(t).clamp_min_(0.0)
 
 
@@ -144,10 +144,10 @@ def _factor_grads(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, xf: torch.T
                   want_c: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Gradients of one part, ΔW recomputed half by half; accumulates the input gradient into grad_x."""
     h = a.shape[1] // P
-    dists, live = [], []
+    dists, clamped = [], []
     for p in range(P):
         sq = _sq_distance(a[:, p * h:(p + 1) * h], b[:, p * h:(p + 1) * h])  # (rows, in)
-        live.append(sq >= eps)  # where the clamp passes the gradient (as clamp_min's own backward)
+        clamped.append(sq < eps)  # where the clamp blocks the gradient (as clamp_min's own backward)
         dists.append(sq.clamp_min_(eps).sqrt_())
     delta = dists[0] * c[0]
     for p in range(1, P):
@@ -165,7 +165,7 @@ def _factor_grads(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, xf: torch.T
         if gc is not None:
             gc[p] = (grad_delta * d).sum()
         # d sqrt(max(S, eps)) / dS = 1[S ≥ eps] / (2 sqrt(S))
-        q = (grad_delta * c[p]).div_(d).mul_(0.5).mul_(live[p])  # dL/dS, (rows, in)
+        q = (grad_delta * (0.5 * c[p])).div_(d).masked_fill_(clamped[p], 0.0)  # dL/dS, (rows, in)
         # S = ‖b_i‖² + ‖a_j‖² − 2 b_i·a_j
         gb[:, p * h:(p + 1) * h] = 2 * (q.sum(1, keepdim=True) * bp - q @ ap)
         ga[:, p * h:(p + 1) * h] = 2 * (q.sum(0).unsqueeze(1) * ap - q.t() @ bp)
