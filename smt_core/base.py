@@ -144,10 +144,11 @@ class WrappedLinear(nn.Module):
     Model code sometimes inspects ``proj.weight`` (dtype, device), so the frozen weight and bias show through.
     """
 
-    def __init__(self, base: nn.Module, transposed: bool) -> None:
+    def __init__(self, base: nn.Module, transposed: bool | None = None) -> None:
         super().__init__()
         self.base = base
-        self.transposed = transposed
+        # GPT-2's Conv1D stores its weight (in, out)
+        self.transposed = type(base).__name__ == "Conv1D" if transposed is None else transposed
 
     @property
     def weight(self) -> torch.Tensor:

@@ -107,12 +107,14 @@ def trainable_params(shape: ModelShape, method: str, budget: float | int | None,
         bs = int(options.get("block_size") or default_block_size(shape, targets))
         blocks = max(1, want // (bs * bs))
         return min(blocks * bs * bs, capacity)
-    if method in ("lora", "dora"):
-        per_rank = sum(o + i for o, i in mats)
-        rank = int(options.get("rank") or max(1, round(want / max(per_rank, 1))))
+    per_rank = sum(o + i for o, i in mats)
+    if method in ("lora", "dora"):  # the engine's arithmetic (METHODS.md §3)
         extra = sum(o for o, _ in mats) if method == "dora" else 0  # DoRA's magnitude vector
+        rank = max(0, (want - extra) // max(per_rank, 1))
         return rank * per_rank + extra
-    return min(want, capacity)  # snell: the budget in kept entries of the sparse delta
+    # snell: an even rank split in two halves; the factors are what trains
+    rank = 2 * (want // (2 * max(per_rank, 1)))
+    return rank * per_rank + (2 * len(mats) if options.get("learn_coefficients") else 0)
 
 
 def memory(shape: ModelShape, trainable: int, batch_size: int, max_seq_len: int) -> dict[str, int]:

@@ -13,7 +13,7 @@ from smt_core.artifacts import load_adapter
 from smt_core.merge import merge_adapter
 from tests import factories
 
-METHODS = ["smt", "lora", "dora", "full"]
+METHODS = ["smt", "snell", "lora", "dora", "full"]
 MODELS = {  # fixture name → data factory
     "tiny_llama_dir": factories.completion_rows,
     "tiny_gpt2_dir": factories.completion_rows,

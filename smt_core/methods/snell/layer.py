@@ -7,11 +7,12 @@ import math
 import torch
 from torch import nn
 
+from smt_core.base import WrappedLinear
 from smt_core.methods.snell.kernel import P, PartSpec, SnellDelta, n_keep, sparse_delta
 from smt_core.targets import Part
 
 
-class SnellLayer(nn.Module):
+class SnellLayer(WrappedLinear):
     """Wraps one physical module (``nn.Linear`` or GPT-2 ``Conv1D``; the original stays in ``base``).
 
     Per targeted part (a logical matrix of ``rows`` output rows): factors A (in, r) and B (rows, r), fp32
@@ -23,9 +24,8 @@ class SnellLayer(nn.Module):
     def __init__(self, base: nn.Module, site_name: str, in_features: int, out_features: int,
                  parts: tuple[Part, ...], rank: int, sparsity: float, rule: str,
                  coefficients: tuple[float, ...], learn_coefficients: bool, eps: float) -> None:
-        super().__init__()
+        super().__init__(base)
         assert rank >= P and rank % P == 0, f"SNELL rank must be a positive multiple of {P}, got {rank}"
-        self.base = base
         self.site_name, self.in_features, self.out_features = site_name, in_features, out_features
         self.parts, self.rank, self.sparsity, self.rule, self.eps = parts, rank, sparsity, rule, eps
         self.disabled = False
@@ -38,15 +38,6 @@ class SnellLayer(nn.Module):
             self.snell_B[part.target] = nn.Parameter(_init_factor(part.rows, rank, device))
             c = torch.tensor(coefficients, dtype=torch.float32, device=device)
             self.snell_c[part.target] = nn.Parameter(c, requires_grad=learn_coefficients)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The frozen base weight, for model code that inspects ``proj.weight`` (dtype, device)."""
-        return self.base.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base.bias
 
     def keep(self, part: Part) -> int:
         return n_keep(part.rows, self.in_features, self.sparsity)
