@@ -391,22 +391,24 @@ def test_the_jobs_list_pages_and_filters_and_a_running_job_is_cancelled_from_its
     ds = service.upload(factories.write_jsonl(tmp_path / "many.jsonl", factories.classification_rows(16)))
     body = {"model": "tiny", "training_dataset": ds["id"], "method": "lora", "budget": 1024,
             "hyperparameters": {"steps": 100000, "batch_size": 2, "max_seq_len": 16}}
+    long = service.create_job(**body, suffix="long-run")  # first in the queue: the idle worker starts it
+    batch = []
     for i in range(21):  # cancelled while queued: they never start
-        job = service.create_job(**body, suffix=f"batch-{i}")
-        assert service.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
-    long = service.create_job(**body, suffix="long-run")
+        batch.append(service.create_job(**body, suffix=f"batch-{i}"))
+        assert service.http.post(f"/v1/jobs/{batch[-1]['id']}/cancel").status_code == 200
 
     sign_in(page, service.key)
     first = page.get_by_role("table").get_by_role("row").nth(1)
-    expect(first).to_contain_text(long["id"])  # newest first
+    expect(first).to_contain_text(batch[-1]["id"])  # newest first
+    expect(page.get_by_role("row").filter(has_text=long["id"])).to_have_count(0)
     expect(page.get_by_role("button", name="Previous page")).to_be_disabled()  # 22+ jobs: two pages of 20
     page.get_by_role("button", name="Next page").click()
     expect(page.get_by_text("Page 2")).to_be_visible()
-    expect(page.get_by_role("row").filter(has_text=long["id"])).to_have_count(0)
-    expect(page.get_by_role("row").filter(has_text="batch-0")).to_be_visible()  # the oldest of the batch
+    expect(page.get_by_role("row").filter(has_text=batch[-1]["id"])).to_have_count(0)
+    expect(page.get_by_role("row").filter(has_text=long["id"])).to_be_visible()
     shot(page, "jobs-page-2")
     page.get_by_role("button", name="Previous page").click()
-    expect(page.get_by_role("row").filter(has_text=long["id"])).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text=batch[-1]["id"])).to_be_visible()
     page.get_by_label("Status").select_option("cancelled")
     expect(page.get_by_role("row").filter(has_text="batch-20")).to_be_visible()
     expect(page.get_by_role("row").filter(has_text=long["id"])).to_have_count(0)

@@ -1,149 +1,18 @@
 // Job detail: live progress and curves, memory beside full fine-tuning, SMT's block heatmap, artifacts
 // (size, sha256, download, build merged model), the event log, and cancel.
 import { useEffect, useState } from "preact/hooks";
-import { api, ApiError, type Artifact, type Job, type JobEvent, type MetricPoint } from "../api";
+import { api, ApiError, type Job, type MetricPoint } from "../api";
+import { Artifacts } from "../components/Artifacts";
+import { EventLog } from "../components/EventLog";
 import { Chart, type Series } from "../components/Chart";
 import { Heatmap } from "../components/Heatmap";
 import { elapsed, JobProgress, StatusBadge } from "../components/JobBits";
 import { MemoryChart, type MemoryColumn } from "../components/MemoryChart";
-import { budget, bytes, count, duration, num, percent, time } from "../format";
+import { budget, count, duration, num, percent, time } from "../format";
 import { useLive, useLoad, useTick } from "../hooks";
 import { subscribe } from "../events";
 
 const ACTIVE = ["queued", "running"];
-
-function eventText(ev: JobEvent): string {
-  const d = ev.data ?? {};
-  if (ev.type === "status") return `${d.status}${d.phase ? ` (${d.phase})` : ""}${d.error?.message ? `: ${d.error.message}` : ""}`;
-  if (ev.type === "end") return `finished: ${d.status}${d.error?.message ? `: ${d.error.message}` : ""}`;
-  if (ev.type === "metric") {
-    const parts = ["train_loss", "eval_loss", "eval_accuracy", "learning_rate"].filter((k) => typeof d[k] === "number").map((k) => `${k} ${num(d[k])}`);
-    return `step ${d.step ?? "?"}${d.total_steps ? `/${d.total_steps}` : ""}: ${parts.join(", ")}`;
-  }
-  const extra = Object.entries(d).filter(([k]) => k !== "level" && k !== "message").map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`);
-  return `${d.message ?? ""}${extra.length ? ` (${extra.join(", ")})` : ""}`;
-}
-
-async function sha256Hex(blob: Blob): Promise<string | null> {
-  if (!crypto.subtle) return null;  // only in secure contexts (https or localhost)
-  const digest = await crypto.subtle.digest("SHA-256", await blob.arrayBuffer());
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function Artifacts({ job }: { job: Job }) {
-  const arts = useLoad(() => api.artifacts(job.id), [job.id, job.status]);
-  const [message, setMessage] = useState<string | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [merging, setMerging] = useState(false);
-  const list: Artifact[] = arts.data?.data ?? [];
-  const hasMerged = list.some((a) => a.name === "merged.tar");
-  useEffect(() => subscribe((ev) => {
-    const msg = String(ev.data?.message ?? "");
-    if (ev.job_id === job.id && ev.type === "log" && msg.startsWith("merge failed")) {
-      setMerging(false);
-      setMessage(null);
-      setError(`Could not build the merged model: ${msg.replace(/^merge failed:\s*/, "")}`);
-    }
-  }), [job.id]);
-  useEffect(() => {  // the merged model appears when the worker is done: look again every few seconds
-    if (!merging || hasMerged) { if (hasMerged) setMerging(false); return; }
-    const t = setInterval(() => arts.reload(), 3000);
-    return () => clearInterval(t);
-  }, [merging, hasMerged]);
-
-  const download = async (a: Artifact) => {
-    setError(null);
-    setMessage(`Downloading ${a.name}…`);
-    try {
-      const res = await api.download(job.id, a.name);
-      const blob = await res.blob();
-      const want = res.headers.get("X-Checksum-Sha256") ?? a.sha256;
-      const got = await sha256Hex(blob);
-      if (got && got !== want) { setMessage(null); setError(`${a.name}: the download's sha256 ${got} is not the expected ${want}; try again.`); return; }
-      const url = URL.createObjectURL(blob);
-      const link = document.createElement("a");
-      link.href = url;
-      link.download = a.name;
-      document.body.appendChild(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60_000);
-      setMessage(`Downloaded ${a.name} (${bytes(blob.size)})${got ? ", sha256 checked" : ""}.`);
-    } catch (e) {
-      setMessage(null);
-      setError(`Could not download ${a.name}: ${(e as Error).message}`);
-    }
-  };
-  const merge = async () => {
-    setError(null);
-    try {
-      const r = await api.buildMerged(job.id);
-      setMerging(r.status !== "ready");
-      setMessage(r.status === "ready" ? "The merged model is ready." : "Building the merged model; it appears in this list when ready.");
-      arts.reload();
-    } catch (e) {
-      setError(`Could not build the merged model: ${(e as Error).message}`);
-    }
-  };
-
-  return (
-    <section aria-labelledby="artifacts-title" class="card">
-      <h2 id="artifacts-title">Artifacts</h2>
-      {arts.error && <p class="error" role="alert">Could not load artifacts: {arts.error}</p>}
-      {!arts.error && list.length === 0 && (
-        <p class="empty">{ACTIVE.includes(job.status) ? "The adapter and its config appear here when the job succeeds." :
-          job.status === "succeeded" ? "No artifacts were stored." : `No artifacts: the job ${job.status}.`}</p>
-      )}
-      {list.length > 0 && (
-        <table class="artifacts">
-          <thead><tr><th scope="col">Name</th><th scope="col" class="num">Size</th><th scope="col">sha256</th><th scope="col">Created</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
-          <tbody>
-            {list.map((a) => (
-              <tr data-artifact={a.name}>
-                <th scope="row"><code>{a.name}</code></th>
-                <td class="num">{bytes(a.bytes)}</td>
-                <td><code class="sha">{a.sha256}</code></td>
-                <td>{time(a.created_at)}</td>
-                <td><button type="button" onClick={() => download(a)} aria-label={`Download ${a.name}`}>Download</button></td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
-      {job.status === "succeeded" && !hasMerged && (
-        <p><button type="button" onClick={merge} disabled={merging}>{merging ? "Building merged model…" : "Build merged model"}</button>{" "}
-          <span class="help">A standard Hugging Face model folder (safetensors) with the adapter merged in, as <code>merged.tar</code>.</span></p>
-      )}
-      {message && <p role="status">{message}</p>}
-      {error && <p class="error" role="alert">{error}</p>}
-    </section>
-  );
-}
-
-function EventLog({ job }: { job: Job }) {
-  const initial = useLoad(() => api.events(job.id), [job.id]);
-  const [live, setLive] = useState<JobEvent[]>([]);
-  useEffect(() => subscribe((ev) => { if (ev.job_id === job.id) setLive((l) => [ev, ...l].slice(0, 500)); }), [job.id]);
-  const seen = new Set<string>();
-  const all = [...live, ...(initial.data?.data ?? [])].filter((e) => !seen.has(e.id) && !!seen.add(e.id))
-    .sort((a, b) => Number(b.id) - Number(a.id));
-  return (
-    <section aria-labelledby="events-title" class="card">
-      <h2 id="events-title">Event log</h2>
-      {initial.error && <p class="error" role="alert">Could not load events: {initial.error}</p>}
-      {all.length === 0 && !initial.error && <p class="empty">No events yet.</p>}
-      {all.length > 0 && (
-        <ol class="events" aria-label="Events, newest first" reversed>
-          {all.map((e) => (
-            <li class={`ev ev-${e.type} ${e.data?.level ? `lvl-${e.data.level}` : ""}`} data-event-id={e.id}>
-              <time>{time(e.created_at)}</time> <span class="ev-type">{e.type}</span> <span>{eventText(e)}</span>
-            </li>
-          ))}
-        </ol>
-      )}
-    </section>
-  );
-}
 
 function Blocks({ job }: { job: Job }) {
   const blocks = useLoad(() => api.blocks(job.id).catch((e: ApiError) => { if (e.status === 404) return null; throw e; }), [job.id]);

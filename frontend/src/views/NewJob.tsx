@@ -1,124 +1,12 @@
 // New job: model, dataset (upload or pick; errors shown by line), method, budget, what every method would
 // train and need in memory for this model (before launch), hyperparameters with defaults, method options.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, ApiError, METHODS, type Dataset, type Estimate, type LineError, type Method } from "../api";
-import { bytes, count, newId, percent } from "../format";
+import { api, ApiError, METHODS, type Dataset, type Estimate, type Method } from "../api";
+import { ErrorList } from "../components/ErrorList";
+import { EstimateTable } from "../components/EstimateTable";
+import { bytes, count, newId } from "../format";
 import { useLoad } from "../hooks";
-
-const METHOD_LABELS: Record<Method, [string, string]> = {
-  smt: ["SMT", "sparse matrix tuning: trains the most-changed blocks of the chosen projections"],
-  snell: ["SNELL", "sparse tuning with a kernelised low-rank update and a sparsity rule"],
-  lora: ["LoRA", "low-rank adapters (PEFT)"],
-  dora: ["DoRA", "weight-decomposed low-rank adapters (PEFT)"],
-  full: ["Full fine-tuning", "every weight trains; the budget is ignored"],
-};
-
-interface OptionField { key: string; label: string; kind: "int" | "float" | "bool" | string[]; placeholder: string }
-const OPTIONS: Record<Method, OptionField[]> = {
-  smt: [
-    { key: "block_size", label: "Block size", kind: "int", placeholder: "largest power of two ≤ 256 dividing the sides" },
-    { key: "selection_steps", label: "Selection steps", kind: "int", placeholder: "100, or one epoch if shorter" },
-    { key: "score", label: "Block score", kind: ["mean_abs_sum", "abs_mean", "l1", "l2"], placeholder: "mean_abs_sum" },
-    { key: "pools", label: "Block pools", kind: ["global", "attention_mlp"], placeholder: "global" },
-  ],
-  snell: [
-    { key: "sparsity", label: "Sparsity", kind: "float", placeholder: "0.9" },
-    { key: "rule", label: "Sparsity rule", kind: ["released", "paper"], placeholder: "released" },
-    { key: "rank", label: "Rank", kind: "int", placeholder: "from the budget" },
-    { key: "learn_coefficients", label: "Learn coefficients", kind: "bool", placeholder: "false" },
-  ],
-  lora: [
-    { key: "rank", label: "Rank", kind: "int", placeholder: "from the budget" },
-    { key: "alpha", label: "Alpha", kind: "float", placeholder: "2 × rank" },
-    { key: "dropout", label: "Dropout", kind: "float", placeholder: "0" },
-  ],
-  dora: [
-    { key: "rank", label: "Rank", kind: "int", placeholder: "from the budget" },
-    { key: "alpha", label: "Alpha", kind: "float", placeholder: "2 × rank" },
-    { key: "dropout", label: "Dropout", kind: "float", placeholder: "0" },
-  ],
-  full: [],
-};
-
-/** "0.01", "1%", "4096" or "1e6" → a fraction or a count; null when it is not a valid budget. */
-export function parseBudget(text: string): number | null {
-  const t = text.trim().replace(/_/g, "");
-  if (!t) return null;
-  const pct = t.endsWith("%");
-  const v = Number(pct ? t.slice(0, -1) : t);
-  if (!Number.isFinite(v) || v <= 0) return null;
-  if (pct) return v < 100 ? v / 100 : null;
-  if (v < 1) return v;
-  return Number.isInteger(v) ? v : null;
-}
-
-function ErrorList({ error }: { error: ApiError }) {
-  const lines: LineError[] = error.details ?? [];
-  return (
-    <div class="error" role="alert">
-      <p>{error.message}</p>
-      {lines.length > 0 && (
-        <ul class="line-errors" aria-label="Problems by line">
-          {lines.map((d) => (
-            <li>{d.line !== undefined ? `Line ${d.line}` : "File"}{d.field ? `, field “${d.field}”` : ""}: {d.message}</li>
-          ))}
-          {error.total !== null && error.total > lines.length && <li>…and {error.total - lines.length} more</li>}
-        </ul>
-      )}
-    </div>
-  );
-}
-
-function EstimateTable({ model, method, estimates, errors }: {
-  model: string; method: Method; estimates: Partial<Record<Method, Estimate>>; errors: Partial<Record<Method, string>>;
-}) {
-  const full = estimates.full?.memory.peak;
-  // the budget as a count; a method whose smallest unit exceeds it gets a warning
-  const over = (e: Estimate): number => {
-    if (e.method === "full" || e.budget === null) return 0;
-    const cap = e.budget >= 1 ? e.budget : Math.floor(e.budget * e.total_params);
-    return e.trainable_params > cap ? cap : 0;
-  };
-  return (
-    <table class="estimate" aria-label="Estimated trainable parameters and training memory by method">
-      <caption>What each method would train on <strong>{model}</strong> and need in memory (estimated before launch)</caption>
-      <thead>
-        <tr>
-          <th scope="col">Method</th><th scope="col" class="num">Trainable params</th><th scope="col" class="num">Share of model</th>
-          <th scope="col" class="num">Weights</th><th scope="col" class="num">Gradients</th>
-          <th scope="col" class="num">Optimizer state</th><th scope="col" class="num">Activations</th>
-          <th scope="col" class="num">Training memory</th><th scope="col" class="num">vs full</th>
-        </tr>
-      </thead>
-      <tbody>
-        {METHODS.map((m) => {
-          const e = estimates[m];
-          const err = errors[m];
-          return (
-            <tr class={m === method ? "selected" : ""} data-method={m} aria-current={m === method ? "true" : undefined}>
-              <th scope="row">{METHOD_LABELS[m][0]}</th>
-              {err ? <td colSpan={8} class="muted">{err}</td> : !e ? <td colSpan={8} class="muted">…</td> : (
-                <>
-                  <td class={`num${over(e) ? " over" : ""}`} data-trainable={e.trainable_params}
-                      title={over(e) ? `More than the budget of ${count(over(e))} parameters: the smallest unit of this method on these targets is larger` : undefined}>
-                    {over(e) ? "⚠ " : ""}{count(e.trainable_params)}
-                  </td>
-                  <td class="num">{percent(e.trainable_params / e.total_params, 3)}</td>
-                  <td class="num">{bytes(e.memory.weights)}</td>
-                  <td class="num">{bytes(e.memory.gradients)}</td>
-                  <td class="num">{bytes(e.memory.optimizer)}</td>
-                  <td class="num">{bytes(e.memory.activations)}</td>
-                  <td class="num"><strong>{bytes(e.memory.peak)}</strong></td>
-                  <td class="num">{full && e.memory.peak ? percent(e.memory.peak / full, 0) : "—"}</td>
-                </>
-              )}
-            </tr>
-          );
-        })}
-      </tbody>
-    </table>
-  );
-}
+import { METHOD_LABELS, OPTIONS, parseBudget } from "../methods";
 
 export function NewJobView() {
   const models = useLoad(() => api.models(), []);

@@ -1,0 +1,55 @@
+// Before launch: every method's trainable parameters and estimated training memory for the chosen model.
+import { METHODS, type Estimate, type Method } from "../api";
+import { bytes, count, percent } from "../format";
+import { METHOD_LABELS } from "../methods";
+
+export function EstimateTable({ model, method, estimates, errors }: {
+  model: string; method: Method; estimates: Partial<Record<Method, Estimate>>; errors: Partial<Record<Method, string>>;
+}) {
+  const full = estimates.full?.memory.peak;
+  // the budget as a count; a method whose smallest unit exceeds it gets a warning
+  const over = (e: Estimate): number => {
+    if (e.method === "full" || e.budget === null) return 0;
+    const cap = e.budget >= 1 ? e.budget : Math.floor(e.budget * e.total_params);
+    return e.trainable_params > cap ? cap : 0;
+  };
+  return (
+    <table class="estimate" aria-label="Estimated trainable parameters and training memory by method">
+      <caption>What each method would train on <strong>{model}</strong> and need in memory (estimated before launch)</caption>
+      <thead>
+        <tr>
+          <th scope="col">Method</th><th scope="col" class="num">Trainable params</th><th scope="col" class="num">Share of model</th>
+          <th scope="col" class="num">Weights</th><th scope="col" class="num">Gradients</th>
+          <th scope="col" class="num">Optimizer state</th><th scope="col" class="num">Activations</th>
+          <th scope="col" class="num">Training memory</th><th scope="col" class="num">vs full</th>
+        </tr>
+      </thead>
+      <tbody>
+        {METHODS.map((m) => {
+          const e = estimates[m];
+          const err = errors[m];
+          return (
+            <tr class={m === method ? "selected" : ""} data-method={m} aria-current={m === method ? "true" : undefined}>
+              <th scope="row">{METHOD_LABELS[m][0]}</th>
+              {err ? <td colSpan={8} class="muted">{err}</td> : !e ? <td colSpan={8} class="muted">…</td> : (
+                <>
+                  <td class={`num${over(e) ? " over" : ""}`} data-trainable={e.trainable_params}
+                      title={over(e) ? `More than the budget of ${count(over(e))} parameters: the smallest unit of this method on these targets is larger` : undefined}>
+                    {over(e) ? "⚠ " : ""}{count(e.trainable_params)}
+                  </td>
+                  <td class="num">{percent(e.trainable_params / e.total_params, 3)}</td>
+                  <td class="num">{bytes(e.memory.weights)}</td>
+                  <td class="num">{bytes(e.memory.gradients)}</td>
+                  <td class="num">{bytes(e.memory.optimizer)}</td>
+                  <td class="num">{bytes(e.memory.activations)}</td>
+                  <td class="num"><strong>{bytes(e.memory.peak)}</strong></td>
+                  <td class="num">{full && e.memory.peak ? percent(e.memory.peak / full, 0) : "—"}</td>
+                </>
+              )}
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}
