@@ -16,20 +16,18 @@ export const OPTIONS: Record<Method, OptionField[]> = {
     { key: "selection_steps", label: "Selection steps", kind: "int", placeholder: "100, or one epoch if shorter" },
     { key: "score", label: "Block score", kind: ["mean_abs_sum", "abs_mean", "l1", "l2"], placeholder: "mean_abs_sum" },
     { key: "pools", label: "Block pools", kind: ["global", "attention_mlp"], placeholder: "global" },
+    { key: "head_steps", label: "Head warm-up steps", kind: "int", placeholder: "20 (a new classification head only)" },
   ],
   snell: [
     { key: "sparsity", label: "Sparsity", kind: "float", placeholder: "0.9" },
     { key: "rule", label: "Sparsity rule", kind: ["released", "paper"], placeholder: "released" },
-    { key: "rank", label: "Rank", kind: "int", placeholder: "from the budget" },
     { key: "learn_coefficients", label: "Learn coefficients", kind: "bool", placeholder: "false" },
   ],
   lora: [
-    { key: "rank", label: "Rank", kind: "int", placeholder: "from the budget" },
     { key: "alpha", label: "Alpha", kind: "float", placeholder: "2 × rank" },
     { key: "dropout", label: "Dropout", kind: "float", placeholder: "0" },
   ],
   dora: [
-    { key: "rank", label: "Rank", kind: "int", placeholder: "from the budget" },
     { key: "alpha", label: "Alpha", kind: "float", placeholder: "2 × rank" },
     { key: "dropout", label: "Dropout", kind: "float", placeholder: "0" },
   ],

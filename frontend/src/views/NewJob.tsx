@@ -209,7 +209,7 @@ export function NewJobView() {
           {model && <EstimateTable model={model} method={method} estimates={estimates} errors={estErrors} />}
           {OPTIONS[method].some((f) => (opts[`${method}.${f.key}`] ?? "").trim()) && (
             <p class="help" role="note">The estimates use each method's default options; the {METHOD_LABELS[method][0]} options set below
-              (block size, rank…) can change the count the run reports.</p>
+              (block size, sparsity…) can change the count the run reports.</p>
           )}
         </fieldset>
 
