@@ -427,3 +427,15 @@ def test_the_jobs_list_pages_and_filters_and_a_running_job_is_cancelled_from_its
     expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
     expect(page.get_by_role("row").filter(has_text=long["id"])).to_have_count(0)
     assert service.http.get(f"/v1/jobs/{long['id']}").status_code == 404
+
+
+def test_the_new_job_form_offers_exactly_the_method_options_the_api_takes():
+    from smt_core.estimate import METHOD_OPTIONS, METHODS
+
+    source = (ROOT / "frontend" / "src" / "methods.ts").read_text()
+    table = source[source.index("export const OPTIONS"):]
+    offered = {}
+    for method in METHODS:
+        body = re.search(rf"\b{method}: \[(.*?)\n  \]", table, re.S)
+        offered[method] = set(re.findall(r'key: "(\w+)"', body.group(1))) if body else set()
+    assert offered == {m: set(opts) for m, opts in METHOD_OPTIONS.items()}
