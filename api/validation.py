@@ -14,8 +14,10 @@ from api.schemas import JobCreate
 from smt_core.estimate import METHOD_OPTIONS, METHODS, budget_count, model_shape
 from smt_core.spec import LOGICAL_TARGETS
 
+ZERO_ALLOWED = {"head_steps"}  # integer options for which 0 means "skip"
 
-def _check_options(method: str, options: dict[str, Any]) -> None:
+
+def check_options(method: str, options: dict[str, Any]) -> None:
     allowed = METHOD_OPTIONS[method]
     for key, value in options.items():
         if key not in allowed:
@@ -29,8 +31,9 @@ def _check_options(method: str, options: dict[str, Any]) -> None:
             if not isinstance(value, bool):
                 raise invalid(f"method_options.{key}", "must be true or false")
         elif kind is int:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise invalid(f"method_options.{key}", f"must be an integer >= 1, got {value!r}")
+            low = 0 if key in ZERO_ALLOWED else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise invalid(f"method_options.{key}", f"must be an integer >= {low}, got {value!r}")
         elif kind is float:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise invalid(f"method_options.{key}", f"must be a number >= 0, got {value!r}")
@@ -81,7 +84,7 @@ def validate_job(session: Session, owner_id: str, body: JobCreate) -> dict[str, 
         if missing:
             raise invalid("targets", f"{shape.architecture} has no {','.join(missing)} projection")
     _check_budget(body.method, body.budget, shape.total_params if shape else None)
-    _check_options(body.method, body.method_options)
+    check_options(body.method, body.method_options)
     if body.method in ("lora", "dora") and shape is not None and "rank" not in body.method_options:
         want = budget_count(body.budget, shape.total_params) or 0
         per_rank = sum(o + i for t in body.targets for o, i in [shape.targets[t]]) * shape.layers

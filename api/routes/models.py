@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -11,6 +12,7 @@ from api.deps import CurrentOwner
 from api.errors import APIError, invalid, not_found
 from api.routes.common import envelope, errors
 from api.schemas import EstimatePublic, ListPage, ModelPublic
+from api.validation import check_options
 from smt_core.estimate import METHODS, estimate, model_shape
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -36,7 +38,9 @@ def read_estimate(_: CurrentOwner, model_id: Annotated[str, Path(max_length=200)
                   budget: Annotated[float | None, Query()] = 0.01,
                   batch_size: Annotated[int, Query(ge=1, le=4096)] = 8,
                   max_seq_len: Annotated[int, Query(ge=8, le=131072)] = 256,
-                  targets: Annotated[str, Query(max_length=64)] = "q,k,v") -> dict:
+                  targets: Annotated[str, Query(max_length=64)] = "q,k,v",
+                  method_options: Annotated[str | None, Query(max_length=2000,
+                                                              description="JSON object, as in a job")] = None) -> dict:
     """Trainable parameters and training memory by component, before launch."""
     if model_id not in catalog.allowed_models():
         raise not_found("model", model_id)
@@ -55,4 +59,20 @@ def read_estimate(_: CurrentOwner, model_id: Annotated[str, Path(max_length=200)
     missing = [t for t in tlist if t not in shape.targets]
     if missing or not tlist:
         raise invalid("targets", f"{shape.architecture} has no {','.join(missing) or 'targets'} projection")
-    return {"model": model_id, "object": "estimate", **estimate(cfg, method, b, tlist, batch_size, max_seq_len)}
+    options = _parse_options(method, method_options)
+    return {"model": model_id, "object": "estimate",
+            **estimate(cfg, method, b, tlist, batch_size, max_seq_len, options)}
+
+
+def _parse_options(method: str, text: str | None) -> dict:
+    """The job body's method_options, passed as JSON in the query (block_size changes SMT's count)."""
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError:
+        raise invalid("method_options", "must be a JSON object") from None
+    if not isinstance(options, dict):
+        raise invalid("method_options", "must be a JSON object")
+    check_options(method, options)
+    return options

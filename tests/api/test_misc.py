@@ -76,3 +76,14 @@ print("clean")
     out = subprocess.run([sys.executable, "-c", code, key], capture_output=True, text=True, timeout=60,
                          env=os.environ.copy())
     assert out.stdout.strip() == "clean", out.stderr[-2000:]
+
+
+def test_estimate_takes_the_method_options_a_job_would_use(client, auth):
+    base = "/v1/models/cfg-llama/estimate?method=smt&budget=1600"
+    default = client.get(base, headers=auth).json()["trainable_params"]
+    small = client.get(base + '&method_options={"block_size": 16}', headers=auth).json()["trainable_params"]
+    assert small % 256 == 0 and 1600 - 256 < small <= 1600, "16×16 blocks fill the budget to within one block"
+    assert small != default
+    bad = client.get(base + '&method_options={"bogus": 1}', headers=auth)
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "method_options.bogus"
+    assert client.get(base + "&method_options=[1]", headers=auth).json()["error"]["param"] == "method_options"

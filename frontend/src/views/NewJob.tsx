@@ -45,7 +45,8 @@ export function NewJobView() {
     ? "Enter a fraction of the model in (0, 1) such as 0.01 or 1%, or a whole number of parameters such as 4096." : null;
 
   // every method's estimate for this model, refreshed (debounced) when the inputs change
-  const estKey = JSON.stringify([model, budgetValue, targets, hp.batch_size, hp.max_seq_len]);
+  const chosenOptions = JSON.stringify(OPTIONS[method].map((f) => [f.key, (opts[`${method}.${f.key}`] ?? "").trim()]));
+  const estKey = JSON.stringify([model, budgetValue, targets, hp.batch_size, hp.max_seq_len, method, chosenOptions]);
   useEffect(() => {
     if (!model || budgetValue === null || targets.length === 0) return;
     const bs = Number(hp.batch_size) || 8;
@@ -54,7 +55,10 @@ export function NewJobView() {
     const t = setTimeout(async () => {
       const results = await Promise.all(METHODS.map(async (m) => {
         try {
-          return [m, await api.estimate(model, { method: m, budget: budgetValue, batch_size: bs, max_seq_len: sl, targets: targets.join(",") }), null] as const;
+          const p: Record<string, string | number> = { method: m, budget: budgetValue, batch_size: bs, max_seq_len: sl, targets: targets.join(",") };
+          const own = m === method ? typedOptions(m, opts) : {};
+          if (Object.keys(own).length) p.method_options = JSON.stringify(own);  // e.g. SMT's block_size changes the count
+          return [m, await api.estimate(model, p), null] as const;
         } catch (e) {
           return [m, null, (e as Error).message] as const;
         }
@@ -95,12 +99,7 @@ export function NewJobView() {
     if (hp.steps.trim()) h.steps = Number(hp.steps);
     else if (hp.epochs.trim()) h.epochs = Number(hp.epochs);
     if (hp.learning_rate.trim()) h.learning_rate = Number(hp.learning_rate);
-    const options: Record<string, unknown> = {};
-    for (const f of OPTIONS[method]) {
-      const v = (opts[`${method}.${f.key}`] ?? "").trim();
-      if (!v) continue;
-      options[f.key] = f.kind === "int" || f.kind === "float" ? Number(v) : f.kind === "bool" ? v === "true" : v;
-    }
+    const options = typedOptions(method, opts);
     return {
       model, training_dataset: trainDs, validation_dataset: validDs || null, method,
       budget: method === "full" ? null : budgetValue, targets, hyperparameters: h, method_options: options,
@@ -208,8 +207,7 @@ export function NewJobView() {
           </fieldset>
           {model && <EstimateTable model={model} method={method} estimates={estimates} errors={estErrors} />}
           {OPTIONS[method].some((f) => (opts[`${method}.${f.key}`] ?? "").trim()) && (
-            <p class="help" role="note">The estimates use each method's default options; the {METHOD_LABELS[method][0]} options set below
-              (block size, sparsity…) can change the count the run reports.</p>
+            <p class="help" role="note">The {METHOD_LABELS[method][0]} row uses the options set below; the other methods use their defaults.</p>
           )}
         </fieldset>
 
@@ -269,4 +267,15 @@ export function NewJobView() {
       </form>
     </section>
   );
+}
+
+/** The form's option strings for ``method`` as the typed JSON a job (and an estimate) takes; empty ones left out. */
+function typedOptions(method: Method, opts: Record<string, string>): Record<string, unknown> {
+  const options: Record<string, unknown> = {};
+  for (const f of OPTIONS[method]) {
+    const v = (opts[`${method}.${f.key}`] ?? "").trim();
+    if (!v) continue;
+    options[f.key] = f.kind === "int" || f.kind === "float" ? Number(v) : f.kind === "bool" ? v === "true" : v;
+  }
+  return options;
 }
