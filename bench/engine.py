@@ -7,6 +7,9 @@ each process is dropped as warm-up). SMT's selection warm-up is timed apart (``p
 
     python bench/engine.py                      # SmolLM2-135M, batch 4, seq 128, budget 1%, q,k,v
     python bench/engine.py --model /tmp/tiny --steps 3 --repeats 1 --methods smt,lora   # quick look
+
+The ``floor`` row is the least any method adapting every layer must do: the same forward and a backward of
+input gradients only (no weight gradient, no optimizer). A method's step cannot beat it.
 """
 
 from __future__ import annotations
@@ -35,8 +38,44 @@ def make_data(path: Path, rows: int, seq: int) -> Path:
     return path
 
 
+def floor_worker(args: argparse.Namespace) -> None:
+    """The floor for any method that adapts every layer: everything frozen, a backward of input gradients
+    only (the embeddings' output is made to require grad), on the same batch shape as the methods."""
+    import torch
+
+    from smt_core import memory
+    from smt_core.models import load_model, resolve_model
+
+    torch.manual_seed(0)
+    model, _ = load_model(resolve_model(args.model), "causal_lm")
+    model.train()
+    model.config.use_cache = False
+    if args.checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.get_input_embeddings().register_forward_hook(lambda m, i, o: o.requires_grad_(True))
+    ids = torch.randint(0, model.config.vocab_size, (args.batch_size, args.seq))
+    meter = memory.ActivationMeter(model)
+    seconds = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        with meter.track():
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        seconds.append(time.perf_counter() - t0)
+    mem = memory.snapshot(model, [], None, meter.max, torch.device("cpu"), gradients=0)
+    n = sum(p.numel() for p in model.parameters())
+    print(json.dumps({"method": "floor", "checkpointing": args.checkpointing, "targets": "-",
+                      "trainable_params": 0, "delta_nonzeros": None, "total_params": n, "artifact_bytes": 0,
+                      "step_seconds": seconds[1:], "memory": mem, "prepare_s": 0, "final_loss": float(loss)}))
+
+
 def worker(args: argparse.Namespace) -> None:
     """One configuration in this process: train, collect per-step figures, print one JSON line."""
+    if args.method == "floor":
+        floor_worker(args)
+        return
     from smt_core import Callbacks, TrainSpec, run
 
     steps: list[dict] = []
@@ -72,7 +111,8 @@ def train_bytes(mem: dict) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--methods", default="smt,lora,dora,full,snell")
+    ap.add_argument("--methods", default="smt,lora,dora,full,snell,floor",
+                    help="registered methods, and floor: frozen model, input-gradient backward only")
     ap.add_argument("--budget", type=float, default=0.01)
     ap.add_argument("--targets", default="q,k,v")
     ap.add_argument("--batch-size", type=int, default=4)
@@ -93,7 +133,7 @@ def main() -> None:
 
     from smt_core.registry import available_methods
 
-    methods = [m for m in args.methods.split(",") if m in available_methods()]
+    methods = [m for m in args.methods.split(",") if m in available_methods() or m == "floor"]
     configs = [(m, ck) for ck in ([False] if args.no_checkpointing_runs else [False, True]) for m in methods]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,6 +169,8 @@ def main() -> None:
         row["step_vs_full"] = row["step_s"] / full["step_s"] if full else None
         row["mem_vs_full_plain"] = row["train_bytes"] / full_plain["train_bytes"] if full_plain else None
         row["step_vs_lora"] = row["step_s"] / lora["step_s"] if lora else None
+        floor = next((r for r in rows if r["method"] == "floor" and r["checkpointing"] == row["checkpointing"]), None)
+        row["step_vs_floor"] = row["step_s"] / floor["step_s"] if floor else None
         row["mem_vs_lora"] = row["train_bytes"] / lora["train_bytes"] if lora else None
     result = {"config": {k: v for k, v in vars(args).items() if k not in ("worker", "method", "checkpointing", "data")},
               "machine": {"cpus": os.cpu_count(), "platform": sys.platform}, "created_at": int(time.time()),
@@ -142,7 +184,8 @@ def main() -> None:
 def render(rows: list[dict]) -> str:
     mb = 1 / 2**20
     head = ("| method | ckpt | trainable | ΔW nonzeros | artifact MB | weights MB | trainable MB | grads MB | "
-            "optim MB | activ MB | train MB | peak RSS MB | step s | step/full | mem/full plain | step/LoRA | mem/LoRA |")
+            "optim MB | activ MB | train MB | peak RSS MB | step s | step/full | step/floor | mem/full plain | "
+            "step/LoRA | mem/LoRA |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         m = r["memory"]
@@ -154,7 +197,8 @@ def render(rows: list[dict]) -> str:
                      f"{f(r['delta_nonzeros'], '{:,}')} | {r['artifact_bytes'] * mb:.1f} | {m['weights'] * mb:.0f} | "
                      f"{m['trainable'] * mb:.1f} | {m['gradients'] * mb:.1f} | {m['optimizer'] * mb:.1f} | "
                      f"{m['activations'] * mb:.0f} | {r['train_bytes'] * mb:.0f} | {m['peak'] * mb:.0f} | "
-                     f"{r['step_s']:.3f} | {f(r['step_vs_full'])} | {f(r['mem_vs_full_plain'])} | "
+                     f"{r['step_s']:.3f} | {f(r['step_vs_full'])} | {f(r.get('step_vs_floor'))} | "
+                     f"{f(r['mem_vs_full_plain'])} | "
                      f"{f(r['step_vs_lora'])} | {f(r['mem_vs_lora'])} |")
     return "\n".join(lines)
 
