@@ -278,10 +278,13 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
     # before launch: every method's trainable parameters and memory, as the estimate endpoint says
     table = page.get_by_role("table", name=re.compile("Estimated trainable parameters"))
     for method in ("smt", "snell", "lora", "dora", "full"):
+        # the chosen method's row is estimated with the options set in the form, the others with defaults
+        own = '&method_options={"block_size": 16, "selection_steps": 2}' if method == "smt" else ""
         est = service.get(f"/v1/models/tiny/estimate?method={method}&budget=1536&batch_size=4&max_seq_len=32"
-                          "&targets=q,k,v")
+                          f"&targets=q,k,v{own}")
         expect(table.locator(f"tr[data-method={method}] [data-trainable]")).to_have_attribute(
             "data-trainable", str(est["trainable_params"]))
+    smt_estimate = table.locator("tr[data-method=smt] [data-trainable]").get_attribute("data-trainable")
     shot(page, "new-job")
 
     page.get_by_role("button", name="Launch job").click()
@@ -298,6 +301,8 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
     expect(page.locator("section[data-job-id]")).to_have_attribute("data-status", "running", timeout=120_000)
     shot(page, "job-detail-running")
     wait_status(page, "succeeded")
+    assert service.get(f"/v1/jobs/{job_id}")["trainable_params"] == int(smt_estimate), \
+        "the estimate shown before launch is the count the run got"
     expect(progress).to_have_attribute("aria-valuetext", re.compile(r"^36/36 steps"))
     seen = page.evaluate("window.seen")
     assert any(re.match(r"^([1-9]|[12]\d|3[0-5])/36 steps", v or "") for v in seen), seen  # live, not just the end
