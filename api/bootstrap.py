@@ -52,12 +52,13 @@ def start_worker() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "worker"], env=env, start_new_session=True, stdout=sys.stderr)
 
 
-def stop_worker(proc: subprocess.Popen) -> None:
-    """SIGTERM lets the worker hand its running job back (it resumes from its checkpoint next time)."""
+def stop_process_group(proc: subprocess.Popen, grace: float = 60) -> None:
+    """SIGTERM to the process's group, SIGKILL after ``grace`` seconds. For the worker, SIGTERM lets it hand
+    its running job back (it resumes from its checkpoint next time)."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(60)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
@@ -91,5 +92,5 @@ def serve(host: str, port: int) -> int:
     try:
         server.run()
     finally:
-        stop_worker(worker)
+        stop_process_group(worker)
     return 0

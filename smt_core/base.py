@@ -88,6 +88,7 @@ class Method(ABC):
     default_learning_rate: ClassVar[float]
     uses_budget: ClassVar[bool] = True
     prepare_phase: ClassVar[str] = "training"  # the job phase shown while prepare() runs
+    sparse_delta: ClassVar[bool] = False  # sparse_deltas() gives the delta (a SHiRA export can hold it)
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config

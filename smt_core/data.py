@@ -52,11 +52,16 @@ def encode_pair(tok, prompt: str, completion: str, max_len: int, add_eos: bool =
     return p + c, [IGNORE] * len(p) + c, truncated
 
 
+def chat_ids(tok, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+    """Token ids of a conversation under the tokenizer's chat template (it may return ids or an encoding)."""
+    out = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt)
+    return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+
 def encode_chat(tok, messages: list[dict[str, str]], max_len: int) -> tuple[list[int], list[int], bool]:
     """Chat template over the whole conversation; labels on assistant turns only (prefix rendering)."""
     def render(msgs, gen):
-        out = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen)
-        return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
+        return chat_ids(tok, msgs, gen)
 
     ids = render(messages, False)
     labels = [IGNORE] * len(ids)
@@ -223,8 +228,7 @@ def _score_row(model, tok, ex: Example, fmt: str, max_len: int, device) -> int:
     else:  # chat: answer the last assistant turn from the conversation before it
         msgs = row["messages"]
         last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        out = tok.apply_chat_template(msgs[:last], tokenize=True, add_generation_prompt=True)
-        prompt_ids = list(out["input_ids"] if hasattr(out, "keys") else out)[-max_len:]
+        prompt_ids = chat_ids(tok, msgs[:last], True)[-max_len:]
         gold = msgs[last]["content"]
     max_new = len(tok(gold, add_special_tokens=False)["input_ids"]) + 2
     return int(normalize_answer(generate_answer(model, tok, prompt_ids, max_new, device)) == normalize_answer(gold))

@@ -188,6 +188,12 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
                                {"method_info": method.adapter_info(), "blocks": blocks})
         cb.fire("on_checkpoint", step=done, path=str(path))
 
+    def run_eval(done: int) -> dict[str, Any]:
+        with amp():
+            scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
+        cb.fire("on_eval", step=done, **scores)
+        return scores
+
     for step in range(start_step, total_steps):
         try:
             cb.check_stop()
@@ -215,9 +221,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
                 trained_tokens=tokens, seconds=dt, memory=mem)
         done = step + 1
         if spec.eval_every and done % spec.eval_every == 0 and done < total_steps and eval_enc.examples:
-            with amp():
-                scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
-            cb.fire("on_eval", step=done, **scores)
+            run_eval(done)
         if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total_steps:
             save_checkpoint(done)
 
@@ -225,9 +229,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     cb.fire("on_phase", phase="evaluating")
     scores: dict[str, Any] = {"eval_loss": None, "eval_accuracy": None}
     if eval_enc.examples:
-        with amp():
-            scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
-        cb.fire("on_eval", step=total_steps, **scores)
+        scores = run_eval(total_steps)
     cb.fire("on_phase", phase="saving")
     tail = losses[-min(len(losses), 10):]
     metrics = {

@@ -151,7 +151,9 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
         result = run(spec, rec.callbacks())
         files = {name: Path(p) for name, p in result.files.items() if name in ("adapter.safetensors",
                                                                                 "adapter_config.json")}
-        if spec.method in ("smt", "snell"):
+        from smt_core.registry import get_method
+
+        if get_method(spec.method).sparse_delta:  # a SHiRA export can hold only a sparse delta
             shira = _shira_tar(result.out_dir, work, spec.model, rec)
             if shira is not None:
                 files["peft-shira.tar"] = shira

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.bootstrap import stop_process_group
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,13 +113,7 @@ def service(tiny_llama_dir, tmp_path_factory):
         yield svc
         svc.http.close()
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGTERM)
-            try:
-                up.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(up.pid, signal.SIGKILL)
-                up.wait(10)
+        stop_process_group(up, grace=60)
         log.close()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from api.bootstrap import stop_process_group
 from tests import factories
 from tests.api.fixtures import ROOT
 from tests.e2e.test_http import free_port
@@ -104,13 +105,7 @@ def test_up_embedded_with_jobs_commands(tiny_llama_dir, tmp_path):
         r = cli({**env, "SPARSETUNE_API_KEY": "st_bad_key"}, "jobs", "list")
         assert r.returncode == 2 and "invalid or revoked API key" in r.stderr
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGTERM)
-            try:
-                up.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(up.pid, signal.SIGKILL)
-                up.wait(10)
+        stop_process_group(up, grace=90)
         log.close()
     assert up.returncode == 0
     # a second start on the same home migrates (a no-op) and creates no key

@@ -30,6 +30,7 @@ class SMTMethod(Method):
     config_class = SMTConfig
     default_learning_rate = 1e-3
     prepare_phase = "selection"
+    sparse_delta = True
 
     def __init__(self, config: SMTConfig) -> None:
         super().__init__(config)
@@ -182,30 +183,30 @@ class SMTMethod(Method):
         self._inject(model, self.chosen, values)
         return model
 
+    def _block_deltas(self, sites: list[Site], tensors: dict[str, torch.Tensor]):
+        """Yield (site, physical row0, col0, delta (h, w)) for every saved block."""
+        chosen, values = self._blocks_from_tensors(sites, tensors)
+        offsets: dict[tuple[int, int], int] = {}
+        for b in chosen:
+            off = offsets.get((b.site, b.part), 0)
+            offsets[(b.site, b.part)] = off + b.size
+            site = sites[b.site]
+            delta = values[(b.site, b.part)][off:off + b.size].view(b.height, b.width)
+            yield site, site.parts[b.part].row0 + b.row, b.col, delta
+
     def merge(self, model: nn.Module, sites: list[Site], tensors: dict[str, torch.Tensor],
               info: dict[str, Any]) -> None:
-        chosen, values = self._blocks_from_tensors(sites, tensors)
-        offsets: dict[tuple[int, int], int] = {}
-        for b in chosen:
-            off = offsets.get((b.site, b.part), 0)
-            delta = values[(b.site, b.part)][off:off + b.size].view(b.height, b.width)
-            add_to_weight(sites[b.site], sites[b.site].parts[b.part].row0 + b.row, delta, b.col)
-            offsets[(b.site, b.part)] = off + b.size
+        for site, r0, c0, delta in self._block_deltas(sites, tensors):
+            add_to_weight(site, r0, delta, c0)
 
     def sparse_deltas(self, model, sites, tensors, info):
-        chosen, values = self._blocks_from_tensors(sites, tensors)
         per_module: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-        offsets: dict[tuple[int, int], int] = {}
-        for b in chosen:
-            site = sites[b.site]
-            off = offsets.get((b.site, b.part), 0)
-            offsets[(b.site, b.part)] = off + b.size
-            r0 = site.parts[b.part].row0 + b.row
-            rr, cc = torch.meshgrid(torch.arange(r0, r0 + b.height), torch.arange(b.col, b.col + b.width),
-                                    indexing="ij")
+        for site, r0, c0, delta in self._block_deltas(sites, tensors):
+            h, w = delta.shape
+            rr, cc = torch.meshgrid(torch.arange(r0, r0 + h), torch.arange(c0, c0 + w), indexing="ij")
             idx, vals = per_module.setdefault(site.name, ([], []))
             idx.append(torch.stack([rr.reshape(-1), cc.reshape(-1)]))
-            vals.append(values[(b.site, b.part)][off:off + b.size])
+            vals.append(delta.reshape(-1))
         return {name: (torch.cat(i, 1), torch.cat(v)) for name, (i, v) in per_module.items()}
 
     def report(self, model: nn.Module) -> dict[str, Any]:

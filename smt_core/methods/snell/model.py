@@ -45,6 +45,7 @@ class SnellMethod(Method):
     name = "snell"
     config_class = SnellConfig
     default_learning_rate = 5e-3
+    sparse_delta = True
 
     def __init__(self, config: SnellConfig) -> None:
         super().__init__(config)
