@@ -150,6 +150,10 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     idempotency_expires_at: Mapped[float | None] = mapped_column(Double)
+    # routing: the pool whose queue the job is sent to (picked by estimated peak memory), and who claimed it
+    pool: Mapped[str | None] = mapped_column(String(64))
+    estimated_memory: Mapped[int | None] = mapped_column(BigInteger)
+    worker_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class Event(Base):
@@ -206,3 +210,20 @@ class Checkpoint(Base):
     blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"))
     fencing_token: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Double, default=now)
+
+
+class Worker(Base):
+    """One row per worker process, upserted by its heartbeat: who serves which pool, on what device, doing what."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    pool: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(255))
+    device_memory: Mapped[int | None] = mapped_column(BigInteger)
+    current_job_id: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16), default="idle")  # idle | busy | stopped
+    started_at: Mapped[float] = mapped_column(Double, default=now)
+    last_seen_at: Mapped[float] = mapped_column(Double, default=now, index=True)

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from tests.api.fixtures import alembic, create_database, drop_database
 
 TABLES = {"owners", "api_keys", "blobs", "blob_chunks", "datasets", "jobs", "events", "metric_points",
-          "block_selections", "artifacts", "checkpoints"}
+          "block_selections", "artifacts", "checkpoints", "workers"}
 
 
 def _tables(url: str) -> set[str]:
