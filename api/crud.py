@@ -16,6 +16,7 @@ from api.errors import APIError, conflict
 from api.models import FINISHED, Artifact, Checkpoint, Dataset, Event, Job, JobStatus
 from api.schemas import JobCreate
 from api.security import new_id
+from api.storable import is_plausible_id
 
 IDEMPOTENCY_SECONDS = 24 * 3600
 
@@ -23,7 +24,7 @@ IDEMPOTENCY_SECONDS = 24 * 3600
 def page(session: Session, stmt: Select, model: Any, limit: int, after: str | None) -> tuple[list[Any], bool]:
     """Newest first, keyset pagination on (created_at, id); ``after`` is the last id of the previous page."""
     if after is not None:
-        anchor = session.scalar(stmt.where(model.id == after))
+        anchor = session.scalar(stmt.where(model.id == after)) if is_plausible_id(after) else None
         if anchor is None:
             raise APIError(422, f"after: no item {after!r} in this list", param="after")
         stmt = stmt.where(or_(model.created_at < anchor.created_at,

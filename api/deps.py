@@ -13,6 +13,7 @@ from api.db import session_factory
 from api.errors import APIError, not_found
 from api.models import Dataset, Job, Owner
 from api.security import authenticate
+from api.storable import is_plausible_id
 
 bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 
@@ -43,7 +44,7 @@ CurrentOwner = Annotated[Owner, Depends(get_current_owner)]
 
 def get_owned_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep, owner: CurrentOwner) -> Job:
     """Another owner's job is indistinguishable from a missing one (404)."""
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id) if is_plausible_id(job_id) else None
     if job is None or job.owner_id != owner.id:
         raise not_found("job", job_id)
     return job
@@ -51,7 +52,7 @@ def get_owned_job(job_id: Annotated[str, Path(max_length=64)], session: SessionD
 
 def get_owned_dataset(dataset_id: Annotated[str, Path(max_length=64)], session: SessionDep,
                       owner: CurrentOwner) -> Dataset:
-    ds = session.get(Dataset, dataset_id)
+    ds = session.get(Dataset, dataset_id) if is_plausible_id(dataset_id) else None
     if ds is None or ds.owner_id != owner.id:
         raise not_found("dataset", dataset_id)
     return ds

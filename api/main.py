@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import errors, logs
+from api import errors, logs, ratelimit
 from api.routes import artifacts, datasets, events, health, jobs, models
 from api.settings import get_settings
 
@@ -40,6 +40,7 @@ def create_app() -> FastAPI:
                                    "duration_ms": round((time.perf_counter() - start) * 1000, 1)})
         return response
 
+    ratelimit.install(app, settings)  # outermost: a throttled request costs no database work
     for module in (health, datasets, jobs, events, artifacts, models):
         app.include_router(module.router)
     if DASHBOARD.is_dir():  # the built dashboard, if any, is served at / (it uses only the public API)

@@ -6,6 +6,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api import storable
+
 T = TypeVar("T")
 
 
@@ -86,6 +88,14 @@ class JobCreate(Strict):
     def _no_bool_budget(cls, v: Any) -> Any:
         if isinstance(v, bool):
             raise ValueError("must be a number")
+        return v
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        """NaN, Infinity, NUL, lone surrogates and deep nesting are a 422 here, not a database error later."""
+        if not isinstance(v, BaseModel):
+            storable.check_value(v)
         return v
 
 

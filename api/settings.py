@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     # alias -> local folder or hub id; the packaged aliases are always allowed as well
     models: dict[str, str] = Field(default_factory=dict, validation_alias="SPARSETUNE_MODELS")
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, validation_alias="SPARSETUNE_MAX_UPLOAD_BYTES")
+    max_line_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="SPARSETUNE_MAX_LINE_BYTES")
+    # token buckets per API key (per client IP without one): sustained requests/s and burst; rate 0 = unlimited
+    rate_reads_per_second: float = Field(default=100.0, ge=0, validation_alias="SPARSETUNE_RATE_READS_PER_SECOND")
+    rate_reads_burst: int = Field(default=200, ge=1, validation_alias="SPARSETUNE_RATE_READS_BURST")
+    rate_writes_per_second: float = Field(default=20.0, ge=0, validation_alias="SPARSETUNE_RATE_WRITES_PER_SECOND")
+    rate_writes_burst: int = Field(default=40, ge=1, validation_alias="SPARSETUNE_RATE_WRITES_BURST")
     chunk_bytes: int = Field(default=4 * 1024 * 1024, validation_alias="SPARSETUNE_CHUNK_BYTES")
     lease_seconds: float = Field(default=120.0, validation_alias="SPARSETUNE_LEASE_SECONDS")
     reconcile_seconds: float = Field(default=30.0, validation_alias="SPARSETUNE_RECONCILE_SECONDS")

@@ -11,6 +11,7 @@ from api import catalog
 from api.errors import invalid
 from api.models import Dataset
 from api.schemas import JobCreate
+from api.storable import is_plausible_id
 from smt_core.estimate import METHOD_OPTIONS, METHODS, budget_count, model_shape
 from smt_core.spec import LOGICAL_TARGETS
 
@@ -61,7 +62,7 @@ def _check_budget(method: str, budget: int | float | None, total: int | None) ->
 def _owned_dataset(session: Session, owner_id: str, ds_id: str | None, param: str) -> Dataset | None:
     if ds_id is None:
         return None
-    ds = session.get(Dataset, ds_id)
+    ds = session.get(Dataset, ds_id) if is_plausible_id(ds_id) else None
     if ds is None or ds.owner_id != owner_id:
         raise invalid(param, f"no dataset {ds_id!r}")
     return ds

@@ -8,6 +8,7 @@ One format a file, detected from the first valid object's keys; every line is ch
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,24 @@ def _check(fmt: str, obj: dict[str, Any]) -> list[tuple[str | None, str]]:
     return problems
 
 
-def validate_lines(lines: list[bytes] | list[str], max_errors: int = MAX_ERRORS) -> tuple[ValidationReport, list[dict]]:
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]}… is out of range")
+    return value
+
+
+def parse_line(text: str) -> Any:
+    """Strict JSON: NaN, Infinity and numbers beyond a double are refused, as a JSON parser elsewhere would."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def validate_lines(lines: list[bytes] | list[str], max_errors: int = MAX_ERRORS,
+                   max_line_bytes: int | None = None) -> tuple[ValidationReport, list[dict]]:
     """Validate JSONL lines; returns the report and the parsed rows (valid ones only)."""
     fmt: str | None = None
     rows: list[dict[str, Any]] = []
@@ -132,18 +150,28 @@ def validate_lines(lines: list[bytes] | list[str], max_errors: int = MAX_ERRORS)
             errors.append(LineError(line, fld, msg))
 
     for number, raw in enumerate(lines, start=1):
+        size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+        if max_line_bytes is not None and size > max_line_bytes:
+            err(number, None, f"line is {size} bytes, over the {max_line_bytes}-byte limit")
+            continue
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError:
                 err(number, None, "not valid UTF-8")
                 continue
+        if raw.startswith("\ufeff"):
+            err(number, None, "starts with a byte order mark; save the file as UTF-8 without BOM")
+            continue
         text = raw.strip()
         if not text:
             continue
         try:
-            obj = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
+            obj = parse_line(text)
+        except RecursionError:
+            err(number, None, "not valid JSON (nested too deeply)")
+            continue
+        except ValueError as exc:  # JSONDecodeError, NaN/Infinity, out-of-range or over-long numbers
             err(number, None, f"not valid JSON ({exc.__class__.__name__}: {str(exc)[:80]})")
             continue
         if not isinstance(obj, dict):

@@ -18,6 +18,7 @@ from api.routes.common import AfterQuery, LimitQuery, envelope, errors
 from api.schemas import DatasetPublic, Deleted, ListPage
 from api.security import new_id
 from api.settings import get_settings
+from api.storable import string_problem
 from smt_core.dataformats import validate_lines
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -34,9 +35,9 @@ def _read_limited(upload: UploadFile, limit: int) -> bytes:
 def create_dataset(session: SessionDep, owner: CurrentOwner,
                    file: Annotated[UploadFile, File(description="a JSONL file in one of the four formats")]) -> dict:
     """Upload and validate a JSONL dataset."""
-    limit = get_settings().max_upload_bytes
-    data = _read_limited(file, limit)
-    report, _rows = validate_lines(data.splitlines())
+    settings = get_settings()
+    data = _read_limited(file, settings.max_upload_bytes)
+    report, _rows = validate_lines(data.splitlines(), max_line_bytes=settings.max_line_bytes)
     if report.total_errors:
         first = report.errors[0]
         where = f"line {first.line}" + (f" field {first.field!r}" if first.field else "")
@@ -44,7 +45,8 @@ def create_dataset(session: SessionDep, owner: CurrentOwner,
                        param="file", details=[e.to_dict() for e in report.errors], total=report.total_errors)
     if not report.rows or report.format is None:
         raise APIError(422, "file: no rows", param="file")
-    filename = os.path.basename(file.filename or "data.jsonl")[:255] or "data.jsonl"
+    name = "".join(c for c in os.path.basename(file.filename or "") if c.isprintable() and not string_problem(c))
+    filename = name[:255] or "data.jsonl"  # NUL, control characters and lone surrogates cannot be stored
     blob = get_store().write_bytes(session, data)
     assert blob.sha256 == hashlib.sha256(data).hexdigest(), "blob store computed another sha256"
     ds = Dataset(id=new_id("ds"), owner_id=owner.id, filename=filename, format=report.format, rows=report.rows,

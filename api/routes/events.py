@@ -26,11 +26,11 @@ LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)
 Accept = Annotated[str | None, Header()]
 
 
-def _last_id(value: str | None) -> int:
+def _last_id(value: str | None, param: str = "Last-Event-ID") -> int:
     if value is None or value == "":
         return 0
-    if not value.isdigit():
-        raise APIError(422, "Last-Event-ID: must be an event id", param="Last-Event-ID")
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):  # a bigint; "²".isdigit() is True
+        raise APIError(422, f"{param}: must be an event id", param=param)
     return int(value)
 
 
@@ -76,7 +76,7 @@ def list_events(request: Request, session: SessionDep, job: JobDep, accept: Acce
         return EventSourceResponse(_stream(request, job.id, job.owner_id, start), ping=10)
     stmt = select(Event).where(Event.job_id == job.id)
     if after is not None:
-        stmt = stmt.where(Event.id < _last_id(after))
+        stmt = stmt.where(Event.id < _last_id(after, "after"))
     rows = list(session.scalars(stmt.order_by(Event.id.desc()).limit(limit + 1)))
     return envelope([crud.event_public(e) for e in rows[:limit]], len(rows) > limit)
 

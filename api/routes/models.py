@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -50,6 +51,8 @@ def read_estimate(_: CurrentOwner, model_id: Annotated[str, Path(max_length=200)
     if cfg is None:
         raise APIError(404, f"model {model_id!r}: no local config.json to estimate from", param="model_id")
     b: float | int | None = budget
+    if budget is not None and not math.isfinite(budget):
+        raise invalid("budget", f"must be a finite number, got {budget}")
     if budget is not None and budget >= 1:
         b = int(budget)
     elif budget is not None and budget <= 0:

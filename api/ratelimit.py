@@ -1,0 +1,162 @@
+"""Rate limits: a token bucket per API key (per client IP without one), one for reads and one for writes.
+
+Over the limit a request gets 429 in the one error shape with ``Retry-After`` (whole seconds until a token is
+back). With a Redis broker the buckets live in Redis (one Lua script, Redis's clock), so every API process
+shares them; otherwise (embedded mode) they live in this process. A Redis outage lets requests through rather
+than failing them: the limiter protects the service, it must not become the reason it is down.
+
+Written here rather than taken from ``limits``: that library has fixed and sliding windows but no token
+bucket, and its Redis extra pins redis<8 (we ship redis 8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import error_body
+from api.settings import Settings
+
+log = logging.getLogger("sparsetune.api")
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LIMITED_PREFIX = "/v1"  # health checks, Prometheus, docs and the dashboard's static files are never limited
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_second: float  # sustained rate; <= 0 means unlimited
+    burst: int  # bucket size: requests allowed at once after a quiet spell
+
+
+class Bucket(Protocol):
+    async def take(self, key: str, rate: Rate) -> float:
+        """0 if a token was taken, else the seconds until one is available."""
+
+
+class MemoryBuckets:
+    """Buckets in this process (embedded mode): a dict of (tokens, last refill) under one lock."""
+
+    def __init__(self, clock=time.monotonic, max_keys: int = 100_000) -> None:
+        self._clock, self._max_keys = clock, max_keys
+        self._state: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    async def take(self, key: str, rate: Rate) -> float:
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._state.get(key, (float(rate.burst), now))
+            tokens = min(float(rate.burst), tokens + (now - last) * rate.per_second)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / rate.per_second
+            if wait == 0.0:
+                tokens -= 1
+            if len(self._state) >= self._max_keys and key not in self._state:
+                self._state.clear()  # bounded memory under a flood of distinct keys; buckets start full again
+            self._state[key] = (tokens, now)
+        return wait
+
+
+# KEYS[1] bucket; ARGV rate, burst. Returns {taken (1|0), wait seconds as a string (Lua floats are truncated)}.
+TOKEN_BUCKET_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'ts', string.format('%.6f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return string.format('%.6f', wait)
+"""
+
+
+class RedisBuckets:
+    """Buckets shared by every API process through Redis; one round trip per request."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self._url, self._namespace = url, namespace
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._script = None
+
+    def _script_for_this_loop(self):
+        """asyncio connections belong to the loop that opened them (uvicorn has one; each TestClient its own)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            import redis.asyncio as aioredis
+
+            client = aioredis.Redis.from_url(self._url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            self._script, self._loop = client.register_script(TOKEN_BUCKET_LUA), loop
+        return self._script
+
+    async def take(self, key: str, rate: Rate) -> float:
+        try:
+            script = self._script_for_this_loop()
+            wait = await script(keys=[f"{self._namespace}:{key}"], args=[rate.per_second, rate.burst])
+        except Exception:  # noqa: BLE001 - fail open: an unreachable Redis must not turn into 5xx or 429
+            log.warning("rate limiter: redis unavailable, request let through", exc_info=True)
+            return 0.0
+        return float(wait)
+
+
+def client_identity(scope: Scope) -> str:
+    """The API key's lookup prefix (no database read), or the client's IP when no key-shaped bearer is sent."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            parts = token.strip().split("_", 2)
+            if scheme.lower() == "bearer" and len(parts) == 3 and parts[0] == "st" and parts[1].isalnum() \
+                    and len(parts[1]) <= 32:
+                return f"key:{parts[1]}"
+            break
+    client = scope.get("client")
+    return f"ip:{client[0] if client else 'unknown'}"
+
+
+class RateLimitMiddleware:
+    """Pure ASGI (no per-request task or body buffering): checks one bucket, then passes the request on."""
+
+    def __init__(self, app: ASGIApp, buckets: Bucket, reads: Rate, writes: Rate) -> None:
+        self.app, self.buckets, self.reads, self.writes = app, buckets, reads, writes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIX):
+            return await self.app(scope, receive, send)
+        write = scope["method"] in WRITE_METHODS
+        rate = self.writes if write else self.reads
+        if rate.per_second <= 0:
+            return await self.app(scope, receive, send)
+        who = client_identity(scope)
+        wait = await self.buckets.take(f"{'w' if write else 'r'}:{who}", rate)
+        if wait <= 0:
+            return await self.app(scope, receive, send)
+        retry = max(1, math.ceil(wait))
+        kind = "writes" if write else "reads"
+        scope_word = "this API key" if who.startswith("key:") else "this client address"
+        body = error_body(429, f"rate limit exceeded: {rate.per_second:g} {kind} per second (bursts of "
+                          f"{rate.burst}) for {scope_word}; retry after {retry} s")
+        await JSONResponse(body, status_code=429, headers={"Retry-After": str(retry)})(scope, receive, send)
+
+
+def buckets_for(settings: Settings) -> Bucket:
+    broker = settings.broker_url or ""
+    if broker.startswith(("redis://", "rediss://")):
+        return RedisBuckets(broker, f"sparsetune:ratelimit:{settings.queue_name}")
+    return MemoryBuckets()
+
+
+def install(app, settings: Settings) -> None:
+    """Add the limiter as the outermost middleware, so a throttled request costs no database work."""
+    reads = Rate(settings.rate_reads_per_second, settings.rate_reads_burst)
+    writes = Rate(settings.rate_writes_per_second, settings.rate_writes_burst)
+    app.add_middleware(RateLimitMiddleware, buckets=buckets_for(settings), reads=reads, writes=writes)
