@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     return serve(args.host, args.port)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A worker alone (another machine, or one per GPU): same database and broker as the API."""
+    env = dict(os.environ)
+    if args.pool:
+        env["SPARSETUNE_WORKER_POOL"] = args.pool
+    os.execve(sys.executable, [sys.executable, "-m", "worker"], env)
+    return 0  # not reached
+
+
 # ---- the parser ------------------------------------------------------------------------------------------
 def _client_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-url", help="default $SPARSETUNE_API_URL or http://127.0.0.1:8000; key from $SPARSETUNE_API_KEY")
@@ -208,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.set_defaults(handler=cmd_up)
+
+    w = sub.add_parser("worker", help="one worker process (run one per GPU; other machines join with the "
+                                      "same DATABASE_URL and BROKER_URL)")
+    w.add_argument("--pool", help="the pool to serve (SPARSETUNE_POOLS); default $SPARSETUNE_WORKER_POOL or the largest")
+    w.set_defaults(handler=cmd_worker)
 
     keys = sub.add_parser("keys", help="API keys (local: talks to the database)").add_subparsers(dest="keys_cmd", required=True)
     k = keys.add_parser("create", help="print a new key (a new owner unless --owner)")

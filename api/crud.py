@@ -70,14 +70,15 @@ def find_idempotent(session: Session, owner_id: str, key: str, digest: str) -> J
 
 
 def create_job(session: Session, owner_id: str, body: JobCreate, hp: dict[str, Any],
-               idempotency_key: str | None) -> Job:
+               idempotency_key: str | None, pool: str | None = None, estimated_memory: int | None = None) -> Job:
     now = time.time()
     job = Job(id=new_id("job"), owner_id=owner_id, model=body.model, method=body.method, budget=body.budget,
               training_dataset_id=body.training_dataset, validation_dataset_id=body.validation_dataset,
               targets=list(body.targets), hyperparameters=hp, method_options=dict(body.method_options),
               seed=body.seed, suffix=body.suffix, meta=dict(body.metadata), status=JobStatus.queued,
               created_at=now, idempotency_key=idempotency_key, request_hash=request_hash(body),
-              idempotency_expires_at=now + IDEMPOTENCY_SECONDS if idempotency_key else None)
+              idempotency_expires_at=now + IDEMPOTENCY_SECONDS if idempotency_key else None,
+              pool=pool, estimated_memory=estimated_memory)
     session.add(job)
     try:
         session.flush()
@@ -138,7 +139,8 @@ def job_public(job: Job) -> dict[str, Any]:
         "created_at": int(job.created_at), "started_at": _ts(job.started_at),
         "finished_at": _ts(job.finished_at), "hyperparameters": job.hyperparameters,
         "method_options": job.method_options, "seed": job.seed, "suffix": job.suffix, "metadata": job.meta,
-        "attempts": job.attempts, "checkpoint_step": job.checkpoint_step,
+        "attempts": job.attempts, "checkpoint_step": job.checkpoint_step, "pool": job.pool,
+        "estimated_memory": job.estimated_memory, "worker": job.worker_id,
     }
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import errors, logs, ratelimit
-from api.routes import artifacts, datasets, events, health, jobs, models
+from api.routes import artifacts, datasets, events, health, jobs, models, workers
 from api.settings import get_settings
 
 log = logging.getLogger("sparsetune.api")
@@ -41,7 +41,7 @@ def create_app() -> FastAPI:
         return response
 
     ratelimit.install(app, settings)  # outermost: a throttled request costs no database work
-    for module in (health, datasets, jobs, events, artifacts, models):
+    for module in (health, datasets, jobs, events, artifacts, models, workers):
         app.include_router(module.router)
     if DASHBOARD.is_dir():  # the built dashboard, if any, is served at / (it uses only the public API)
         app.mount("/", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")

@@ -45,29 +45,34 @@ def producer() -> Celery:
     return app
 
 
-def send(task: str, job_id: str) -> bool:
+def send(task: str, job_id: str, queue: str) -> bool:
     """Best effort: if the broker is down the reconciler re-enqueues queued jobs later."""
     try:
-        producer().send_task(task, args=[job_id], queue=get_settings().queue_name)
+        producer().send_task(task, args=[job_id], queue=queue)
         return True
     except Exception:  # noqa: BLE001 - the job row is already committed; the reconciler catches up
         log.warning("enqueue failed for %s; the reconciler will retry", job_id, exc_info=True)
         return False
 
 
-def queue_depth() -> int | None:
-    """Messages waiting in the broker's queue (not those being worked on), or None if it cannot tell."""
+def queue_depth(queue: str | None = None) -> int | None:
+    """Messages waiting in a broker queue (not those being worked on), or None if it cannot tell."""
     try:
         with producer().connection_for_read() as conn:
-            ok = conn.default_channel.queue_declare(queue=get_settings().queue_name, passive=True)
+            ok = conn.default_channel.queue_declare(queue=queue or get_settings().queue_name, passive=True)
             return int(ok.message_count)
     except Exception:  # noqa: BLE001 - unknown is a valid answer; callers fall back to re-sending
         return None
 
 
-def enqueue(job_id: str) -> bool:
-    return send(TASK_RUN_JOB, job_id)
+def enqueue(job_id: str, queue: str | None = None) -> bool:
+    """Send the job to ``queue``, or to the queue of the pool it is routed to now (see api.pools)."""
+    from api import pools
+
+    return send(TASK_RUN_JOB, job_id, queue or pools.queue_of(job_id))
 
 
 def enqueue_merge(job_id: str) -> bool:
-    return send(TASK_MERGE_JOB, job_id)
+    from api import pools
+
+    return send(TASK_MERGE_JOB, job_id, pools.queue_of(job_id))

@@ -136,6 +136,24 @@ class JobPublic(BaseModel):
     metadata: dict[str, Any]
     attempts: int
     checkpoint_step: int | None
+    pool: str | None = None  # the worker pool it is routed to (smallest that fits its estimated memory)
+    estimated_memory: int | None = None  # estimated peak training bytes per device, as shown before launch
+    worker: str | None = None  # the worker that claimed it last
+
+
+class WorkerPublic(BaseModel):
+    id: str
+    object: Literal["worker"] = "worker"
+    host: str
+    pid: int
+    pool: str
+    pool_memory: int | None  # what the pool promises per worker (bytes; null = unlimited)
+    device: str
+    device_memory: int | None
+    status: Literal["idle", "busy", "stopped", "lost"]  # lost: no heartbeat for three intervals
+    current_job: str | None  # only when the job is the caller's own; another owner's job shows as busy
+    started_at: int
+    last_seen_at: int
 
 
 class EventPublic(BaseModel):

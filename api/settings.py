@@ -10,6 +10,24 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: Any, name: str) -> int:
+    """A memory size as bytes: an integer, or a number with a unit ("24GiB", "80 GB", "512MiB")."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a size such as 24GiB, got {value!r}")
+    if isinstance(value, int | float):
+        number, unit = float(value), ""
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        number, unit = (float(digits) if digits else -1.0), text[len(digits):]
+    if unit not in _UNITS or number <= 0:
+        raise ValueError(f"{name}: expected a positive size such as 24GiB or 80GB, got {value!r}")
+    return int(number * _UNITS[unit])
+
 
 class Settings(BaseSettings):
     """Unset DATABASE_URL / BROKER_URL mean the embedded default: SQLite and a filesystem broker in ``home``."""
@@ -39,6 +57,11 @@ class Settings(BaseSettings):
     queue_name: str = Field(default="sparsetune", validation_alias="SPARSETUNE_QUEUE")
     sse_poll_seconds: float = Field(default=0.5, validation_alias="SPARSETUNE_SSE_POLL_SECONDS")
     log_level: str = Field(default="INFO", validation_alias="SPARSETUNE_LOG_LEVEL")
+    # worker pools: name -> memory one worker of the pool offers (bytes, or "24GiB"/"80GB"); empty = one
+    # unlimited pool named "default" on ``queue_name``. Jobs go to the smallest pool their estimate fits.
+    pools: dict[str, int] = Field(default_factory=dict, validation_alias="SPARSETUNE_POOLS")
+    worker_pool: str | None = Field(default=None, validation_alias="SPARSETUNE_WORKER_POOL")
+    heartbeat_seconds: float = Field(default=10.0, gt=0, validation_alias="SPARSETUNE_HEARTBEAT_SECONDS")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -48,6 +71,20 @@ class Settings(BaseSettings):
         if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(p, str) for k, p in v.items()):
             raise ValueError("SPARSETUNE_MODELS must be a JSON object of alias -> path or hub id")
         return v
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _parse_pools(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip() else {}
+        if not isinstance(v, dict):
+            raise ValueError('SPARSETUNE_POOLS must be a JSON object of pool name -> memory, e.g. {"gpu-24g": "24GiB"}')
+        out = {}
+        for name, size in v.items():
+            if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+                raise ValueError(f"SPARSETUNE_POOLS: pool name {name!r} must be letters, digits, '-' or '_'")
+            out[name] = parse_bytes(size, f"SPARSETUNE_POOLS[{name!r}]")
+        return out
 
     @field_validator("child_memory_bytes", mode="before")
     @classmethod

@@ -1,4 +1,8 @@
-"""``python -m worker``: one Celery worker, solo pool (training runs in a spawned child per job)."""
+"""``python -m worker``: one Celery worker, solo pool (training runs in a spawned child per job).
+
+It consumes the queue of its pool (SPARSETUNE_WORKER_POOL, else the largest configured pool). Run one per
+GPU with CUDA_VISIBLE_DEVICES set; workers on other machines join by pointing at the same database and broker.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import sys
 import threading
 import time
 
+from api import pools
 from api.settings import get_settings
 from worker.celery_app import app
 
@@ -26,10 +31,14 @@ def _exit_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
+    try:
+        pool = pools.worker_pool(settings)
+    except ValueError as exc:
+        raise SystemExit(f"sparsetune worker: {exc}") from None
     if os.environ.get("SPARSETUNE_EXIT_WITH_PARENT") == "1":
         _exit_with_parent()
-    args = ["worker", "--pool", "solo", "--concurrency", "1", "-Q", settings.queue_name,
-            "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *(argv or [])]
+    args = ["worker", "--pool", "solo", "--concurrency", "1", "-Q", pool.queue,
+            "-n", f"{pool.name}-{os.getpid()}@%h", "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *(argv or [])]
     app.worker_main(args)
 
 

@@ -1,5 +1,5 @@
 """The Celery app and its configuration (shared with the api's producer in api.queue): JSON only, late acks,
-prefetch 1, explicit task names, never eager. Each worker also runs the reconciler thread."""
+prefetch 1, explicit task names, never eager. Each worker also runs the reconciler and heartbeat threads."""
 
 from __future__ import annotations
 
@@ -26,13 +26,15 @@ def _json_logs(logger, **_: object) -> None:
 
 @worker_ready.connect
 def _start_reconciler(**_: object) -> None:
-    from worker import reconciler
+    from worker import heartbeat, reconciler
 
+    heartbeat.start()
     reconciler.start()
 
 
 @worker_shutdown.connect
 def _stop_reconciler(**_: object) -> None:
-    from worker import reconciler
+    from worker import heartbeat, reconciler
 
     reconciler.stop()
+    heartbeat.stop()

@@ -21,7 +21,7 @@ class LostLease(RuntimeError):
     """Another worker holds the job now (or it finished): stop without writing anything."""
 
 
-def claim(job_id: str) -> int | None:
+def claim(job_id: str, worker_id: str | None = None) -> int | None:
     """Take the job if it is free; returns the new fencing token, or None (a duplicate message: no-op)."""
     now, lease = time.time(), get_settings().lease_seconds
     with session_scope() as s:
@@ -30,13 +30,15 @@ def claim(job_id: str) -> int | None:
             .where(Job.id == job_id, or_(Job.status == JobStatus.queued,
                                          and_(Job.status == JobStatus.running, Job.lease_expires_at < now)))
             .values(status=JobStatus.running, fencing_token=Job.fencing_token + 1, lease_expires_at=now + lease,
-                    attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now), child_pid=None)
+                    attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now), child_pid=None,
+                    worker_id=worker_id)
             .returning(Job.fencing_token)
         ).scalar()
         if token is None:
             return None
         job = s.get(Job, job_id)
-        add_event(s, job, "status", {"status": "running", "phase": job.phase, "attempt": job.attempts})
+        add_event(s, job, "status", {"status": "running", "phase": job.phase, "attempt": job.attempts,
+                                     "pool": job.pool, "worker": worker_id})
         return token
 
 

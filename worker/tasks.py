@@ -19,7 +19,7 @@ from api.db import session_scope
 from api.models import Job, JobStatus
 from api.queue import TASK_MERGE_JOB, TASK_RUN_JOB, enqueue
 from api.settings import get_settings
-from worker import leases
+from worker import heartbeat, leases
 from worker.celery_app import app
 from worker.child import EXIT_HANDBACK, EXIT_LOST, EXIT_RETRY, merge_main, train_main
 
@@ -30,11 +30,15 @@ _ctx = multiprocessing.get_context("spawn")
 @app.task(name=TASK_RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_job(job_id: str) -> str:
     """Run one job if this worker can claim it."""
-    token = leases.claim(job_id)
+    token = leases.claim(job_id, heartbeat.WORKER_ID)
     if token is None:
         return "skipped"
     log.info("claimed", extra={"job_id": job_id})
-    outcome = supervise(job_id, token)
+    heartbeat.set_current_job(job_id)
+    try:
+        outcome = supervise(job_id, token)
+    finally:
+        heartbeat.set_current_job(None)
     log.info("done", extra={"job_id": job_id, "status": outcome})
     return outcome
 

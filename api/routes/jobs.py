@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 
-from api import crud, queue
+from api import crud, pools, queue
 from api.deps import CurrentOwner, JobDep, SessionDep
 from api.errors import APIError
 from api.models import BlockSelection, Job, JobStatus, MetricPoint
@@ -29,9 +29,13 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, respon
             response.status_code = 200
             return crud.job_public(earlier)
     hp = validate_job(session, owner.id, body)
-    job = crud.create_job(session, owner.id, body, hp, idempotency_key)
+    peak = pools.estimated_peak(body.model, body.method, body.budget, list(body.targets), hp, body.method_options)
+    pool = pools.pick(peak, pools.live_pools(session))
+    if pool is None:
+        raise APIError(422, pools.too_big_message(peak), param="hyperparameters")
+    job = crud.create_job(session, owner.id, body, hp, idempotency_key, pool.name, peak)
     session.commit()
-    if queue.enqueue(job.id):  # only after the commit: a worker must find the row
+    if queue.enqueue(job.id, pool.queue):  # only after the commit: a worker must find the row
         job.enqueued_at = job.created_at
         session.commit()
     return crud.job_public(job)

@@ -51,3 +51,21 @@ def test_migrations_up_down_up_on_sqlite(tmp_path):
     assert _tables(url) == set()
     alembic(url, "upgrade", "head")
     assert _tables(url) == TABLES
+
+
+def test_migrations_match_the_models(tmp_path):
+    """The tables the code declares are exactly the tables the migrations build (no forgotten migration)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from api.models import Base
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    alembic(url, "upgrade", "head")
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []

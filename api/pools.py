@@ -1,0 +1,127 @@
+"""Worker pools: which Celery queue a job goes to, picked by the job's estimated peak memory.
+
+Pools are configured in settings (name -> memory one worker of the pool offers). A job goes to the smallest
+pool its estimate fits, preferring a pool that has a live worker (a recent heartbeat), so a job whose pool
+lost its last worker moves up to a larger one instead of waiting. With no pools configured there is one
+unlimited pool, ``default``, on the plain queue name: the embedded single-machine setup.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api import catalog
+from api.models import Job, Worker
+from api.settings import Settings, get_settings
+from smt_core.estimate import estimate
+
+DEFAULT_POOL = "default"
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    memory: int | None  # bytes one worker offers; None = unlimited
+    queue: str
+
+
+def configured(settings: Settings | None = None) -> list[Pool]:
+    """The pools, smallest first."""
+    settings = settings or get_settings()
+    if not settings.pools:
+        return [Pool(DEFAULT_POOL, None, settings.queue_name)]
+    return sorted((Pool(n, m, f"{settings.queue_name}.{n}") for n, m in settings.pools.items()),
+                  key=lambda p: (p.memory, p.name))
+
+
+def by_name(name: str | None) -> Pool | None:
+    return next((p for p in configured() if p.name == name), None)
+
+
+def worker_pool(settings: Settings | None = None) -> Pool:
+    """The pool this worker process serves: SPARSETUNE_WORKER_POOL, else the largest (it can run anything)."""
+    settings = settings or get_settings()
+    pools = configured(settings)
+    if settings.worker_pool is None:
+        return pools[-1]
+    for p in pools:
+        if p.name == settings.worker_pool:
+            return p
+    raise ValueError(f"SPARSETUNE_WORKER_POOL={settings.worker_pool!r} is not a configured pool; "
+                     f"expected one of {', '.join(p.name for p in pools)}")
+
+
+def estimated_peak(model: str, method: str, budget: Any, targets: list[str], hyperparameters: dict[str, Any],
+                   method_options: dict[str, Any]) -> int | None:
+    """The same estimate the dashboard shows before launch (smt_core.estimate), per device; None if the
+    model has no local config.json to read."""
+    cfg = catalog.model_config(model)
+    if cfg is None:
+        return None
+    devices = max(1, int(hyperparameters.get("num_devices") or 1))
+    per_device_batch = max(1, int(hyperparameters["batch_size"]) // devices)
+    est = estimate(cfg, method, budget, targets, per_device_batch, int(hyperparameters["max_seq_len"]),
+                   method_options)
+    return int(est["memory"]["peak"])
+
+
+def live_pools(session: Session, settings: Settings | None = None) -> set[str]:
+    """Pools with at least one worker whose heartbeat is recent (three intervals)."""
+    settings = settings or get_settings()
+    since = time.time() - 3 * settings.heartbeat_seconds
+    return set(session.scalars(select(Worker.pool).where(Worker.last_seen_at >= since,
+                                                         Worker.status != "stopped").distinct()))
+
+
+def fitting(peak: int | None) -> list[Pool]:
+    """Pools whose workers can hold ``peak`` bytes, smallest first (unknown estimate: the largest only)."""
+    pools = configured()
+    if peak is None:
+        return pools[-1:]
+    return [p for p in pools if p.memory is None or p.memory >= peak]
+
+
+def pick(peak: int | None, live: set[str] | None = None) -> Pool | None:
+    """The smallest fitting pool with a live worker, else the smallest fitting pool; None if none fits."""
+    fits = fitting(peak)
+    if live:
+        for p in fits:
+            if p.name in live:
+                return p
+    return fits[0] if fits else None
+
+
+def too_big_message(peak: int) -> str:
+    largest = configured()[-1]
+    return (f"the job needs about {peak / 2**30:.1f} GiB (estimated peak training memory) but the largest worker "
+            f"pool, {largest.name}, offers {largest.memory / 2**30:.1f} GiB; try method smt or lora instead of "
+            "full, a smaller batch_size or max_seq_len, or add a larger pool")
+
+
+def reroute(session: Session, job: Job) -> Pool:
+    """Keep the job's pool while it has a live worker; otherwise move it to the smallest live pool that fits
+    (a job whose worker host is gone is taken by a pool that can hold it). Updates ``job.pool``."""
+    current = by_name(job.pool)
+    live = live_pools(session)
+    if current is not None and (current.name in live or not live):
+        return current
+    chosen = pick(job.estimated_memory, live) or current or configured()[-1]
+    if chosen.name != job.pool:
+        job.pool = chosen.name
+    return chosen
+
+
+def queue_of(job_id: str) -> str:
+    """The queue a message about ``job_id`` goes to now."""
+    from api.db import session_scope
+
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return configured()[0].queue
+        return reroute(s, job).queue

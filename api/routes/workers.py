@@ -1,0 +1,38 @@
+"""The worker fleet as the heartbeats describe it: host, pool, device, status, the job in hand."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from api import pools
+from api.deps import CurrentOwner, SessionDep
+from api.models import Job, Worker
+from api.routes.common import envelope, errors
+from api.schemas import ListPage, WorkerPublic
+from api.settings import get_settings
+
+router = APIRouter(prefix="/v1/workers", tags=["workers"])
+SHOWN_FOR = 24 * 3600  # stopped or lost workers stay listed this long, then drop off
+
+
+@router.get("", response_model=ListPage[WorkerPublic], responses=errors())
+def list_workers(session: SessionDep, owner: CurrentOwner) -> dict:
+    """Workers seen in the last day, newest first. Another owner's job in hand shows only as ``busy``."""
+    now = time.time()
+    lost_after = 3 * get_settings().heartbeat_seconds
+    rows = session.scalars(select(Worker).where(Worker.last_seen_at >= now - SHOWN_FOR)
+                           .order_by(Worker.started_at.desc(), Worker.id.desc()).limit(500)).all()
+    job_ids = {w.current_job_id for w in rows if w.current_job_id}
+    mine = set(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.owner_id == owner.id))) if job_ids else set()
+    memory = {p.name: p.memory for p in pools.configured()}
+    data = []
+    for w in rows:
+        status = w.status if w.status == "stopped" or now - w.last_seen_at <= lost_after else "lost"
+        data.append({"id": w.id, "object": "worker", "host": w.host, "pid": w.pid, "pool": w.pool,
+                     "pool_memory": memory.get(w.pool), "device": w.device, "device_memory": w.device_memory,
+                     "status": status, "current_job": w.current_job_id if w.current_job_id in mine else None,
+                     "started_at": int(w.started_at), "last_seen_at": int(w.last_seen_at)})
+    return envelope(data, False)

@@ -1,0 +1,109 @@
+"""Each worker process says it is alive: host, pool, device and memory, current job, every few seconds.
+
+The row is what ``GET /v1/workers`` lists and what routing reads (a pool with no recent heartbeat has no
+live worker, so the reconciler moves its jobs to a larger pool that fits). The beat runs in a thread so a
+long training job does not silence it; a worker killed outright simply stops beating and is shown as lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import threading
+import time
+
+from api import pools
+from api.db import session_scope
+from api.models import Worker
+from api.settings import get_settings
+
+log = logging.getLogger("sparsetune.heartbeat")
+WORKER_ID = f"wk_{socket.gethostname()[:40]}_{os.getpid()}_{secrets.token_hex(3)}"[:64]
+_current_job: str | None = None
+_stop = threading.Event()
+_thread: threading.Thread | None = None
+
+
+def set_current_job(job_id: str | None) -> None:
+    """Called by the task around a run; the next beat (sent at once) reports it."""
+    global _current_job
+    _current_job = job_id
+    try:
+        beat()
+    except Exception:  # noqa: BLE001 - the periodic beat will catch up; a job must not fail over this
+        log.warning("heartbeat failed", exc_info=True)
+
+
+def detect_device() -> tuple[str, int | None]:
+    """The GPU this process sees (first of CUDA_VISIBLE_DEVICES, via nvidia-smi), else the CPU and its RAM
+    (or the training child's memory cap, if smaller). Torch is not imported: the worker stays light."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+    if visible not in ("", "-1"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits",
+                                  "-i", visible], capture_output=True, text=True, timeout=10, check=True).stdout
+            name, mib = out.strip().splitlines()[0].rsplit(",", 1)
+            return name.strip(), int(float(mib)) * 2**20
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            pass
+    name = "cpu"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
+    except OSError:
+        pass
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cap = get_settings().child_memory_bytes
+    return f"{name} ({os.cpu_count()} cores)", min(ram, cap) if cap else ram
+
+
+_device: tuple[str, int | None] | None = None
+
+
+def beat(status: str | None = None) -> None:
+    """Upsert this worker's row."""
+    global _device
+    if _device is None:
+        _device = detect_device()
+    pool = pools.worker_pool()
+    now = time.time()
+    with session_scope() as s:
+        row = s.get(Worker, WORKER_ID)
+        if row is None:
+            row = Worker(id=WORKER_ID, host=socket.gethostname(), pid=os.getpid(), started_at=now)
+            s.add(row)
+        row.pool, row.queue = pool.name, pool.queue
+        row.device, row.device_memory = _device
+        row.current_job_id = _current_job
+        row.status = status or ("busy" if _current_job else "idle")
+        row.last_seen_at = now
+
+
+def _loop() -> None:
+    interval = get_settings().heartbeat_seconds
+    while not _stop.wait(interval):
+        try:
+            beat()
+        except Exception:  # noqa: BLE001 - a database hiccup must not kill the thread; try again next tick
+            log.warning("heartbeat failed", exc_info=True)
+
+
+def start() -> None:
+    global _thread
+    beat()
+    if _thread is None or not _thread.is_alive():
+        _stop.clear()
+        _thread = threading.Thread(target=_loop, name="sparsetune-heartbeat", daemon=True)
+        _thread.start()
+
+
+def stop() -> None:
+    """A warm shutdown says so, so the listing tells a stopped worker from a lost one."""
+    _stop.set()
+    try:
+        beat("stopped")
+    except Exception:  # noqa: BLE001 - shutting down anyway
+        log.warning("final heartbeat failed", exc_info=True)
