@@ -1,15 +1,26 @@
-"""Engines and sessions: one engine per process and URL; SQLite gets WAL, a busy timeout and foreign keys."""
+"""Engines and sessions: one engine per process and URL; SQLite gets WAL, a busy timeout and foreign keys.
+Also the one rule for riding out a database restart: which errors mean "the connection went away" and how
+long a worker keeps retrying a write before it gives up.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, wraps
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.settings import get_settings
+
+T = TypeVar("T")
+P = ParamSpec("P")
+log = logging.getLogger("sparsetune.db")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -32,7 +43,10 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # pre-ping: after a database restart the pool's dead connections are replaced on checkout, so the api
+    # recovers by itself; a connect timeout keeps a request from hanging on an unreachable host
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                         connect_args={"connect_timeout": 5})
 
 
 @lru_cache
@@ -65,3 +79,39 @@ def session_scope() -> Iterator[Session]:
 def reset_engines() -> None:
     """Forget cached engines (tests switch databases; a spawned child starts fresh anyway)."""
     _engine_for.cache_clear()
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """The database went away (restart, failover, network) or refuses connections for now: worth retrying.
+    A bad statement or a constraint violation is not."""
+    return isinstance(exc, DBAPIError) and (exc.connection_invalidated
+                                            or isinstance(exc, OperationalError | InterfaceError))
+
+
+def retry_on_disconnect(fn: Callable[[], T], what: str, seconds: float | None = None) -> T:
+    """Run ``fn`` (one whole transaction) again with backoff while the database is away, for up to ``seconds``
+    (default: the lease, since past it another worker may take the job anyway); then re-raise.
+
+    Retrying is safe because ``fn`` opens its own session: a transaction cut by the outage was rolled back,
+    and its fencing-token check runs again on each attempt."""
+    budget = get_settings().lease_seconds if seconds is None else seconds
+    deadline, delay = time.monotonic() + budget, 0.1
+    while True:
+        try:
+            return fn()
+        except DBAPIError as exc:
+            if not is_disconnect(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable during %s; retrying in %.1fs", what, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def retried(what: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Decorator form of :func:`retry_on_disconnect` for a function that is one whole transaction."""
+    def wrap(fn: Callable[P, T]) -> Callable[P, T]:
+        @wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            return retry_on_disconnect(lambda: fn(*args, **kwargs), what)
+        return call
+    return wrap

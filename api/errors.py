@@ -11,13 +11,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.db import is_disconnect
 
 log = logging.getLogger("sparsetune.api")
 
 CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
          405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
          422: "invalid_request", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}
+
+RETRY_AFTER_SECONDS = 5  # a database restart usually takes a few seconds
 
 
 class APIError(Exception):
@@ -89,6 +94,16 @@ def install(app: FastAPI) -> None:
         first = details[0] if details else {"field": None, "message": "invalid request"}
         message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
         return JSONResponse(error_body(422, message, first["field"], details=details), status_code=422)
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        """A database restart is a 503 the client can retry, not a 500; the pool reconnects by itself."""
+        if not is_disconnect(exc):
+            log.exception("unhandled database error", exc_info=exc)
+            return JSONResponse(error_body(500, "internal error"), status_code=500)
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        return JSONResponse(error_body(503, "database unavailable, retry shortly"), status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

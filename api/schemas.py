@@ -62,11 +62,17 @@ class Hyperparameters(Strict):
     batch_size: int = Field(default=8, ge=1, le=4096)
     max_seq_len: int = Field(default=256, ge=8, le=131072)
     lr_warmup_steps: int = Field(default=0, ge=0)
+    # data-parallel processes for the job (one per GPU, or gloo processes on a CPU worker); batch_size is global
+    num_devices: int = Field(default=1, ge=1, le=64)
+    # recompute activations in the backward pass: less memory, more time (an out-of-memory suggests it)
+    gradient_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> Hyperparameters:
         if self.steps is not None and self.epochs is not None:
             raise ValueError("give steps or epochs, not both")
+        if self.batch_size % self.num_devices:
+            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by num_devices ({self.num_devices})")
         return self
 
 

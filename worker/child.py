@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api import logs
 from api.blobstore import get_store
-from api.db import reset_engines, session_scope
+from api.db import reset_engines, retry_on_disconnect, session_scope
 from api.models import Artifact, Checkpoint, Dataset, Job, JobStatus
 from api.settings import get_settings
 from worker import leases, tarball
@@ -69,7 +69,9 @@ def build_spec(job: Job, work: Path, s) -> Any:
         epochs=hp.get("epochs") if hp.get("steps") is None else None, learning_rate=hp.get("learning_rate"),
         batch_size=hp["batch_size"], max_seq_len=hp["max_seq_len"], lr_warmup_steps=hp.get("lr_warmup_steps", 0),
         method_options=dict(job.method_options), seed=job.seed, resume=resumed_at is not None,
-        checkpoint_every=get_settings().checkpoint_every)
+        num_devices=int(hp.get("num_devices", 1)),  # > 1: smt_core.run starts the other ranks beside this child
+        checkpoint_every=get_settings().checkpoint_every,
+        gradient_checkpointing=bool(hp.get("gradient_checkpointing", False)))
 
 
 def _store_artifacts(job_id: str, token: int, files: dict[str, Path], metrics: dict[str, Any]) -> None:
@@ -125,6 +127,22 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
+def out_of_memory_message(exc: BaseException, method: str | None) -> str:
+    """Say that memory ran out, under which cap, and what usually fits instead (in the order to try)."""
+    cap = get_settings().child_memory_bytes
+    under = f" under its cap (SPARSETUNE_CHILD_MEMORY_BYTES={cap}, {cap / 2**30:.1f} GiB)" if cap else ""
+    tries = ["a smaller hyperparameters.batch_size or max_seq_len",
+             "activation checkpointing (hyperparameters.gradient_checkpointing: true)"]
+    if method == "full":
+        tries.append("a sparse method (smt or snell) instead of full, which keeps no optimizer state for "
+                     "frozen weights")
+    else:
+        tries.append("a smaller budget")
+    tries.append("a larger SPARSETUNE_CHILD_MEMORY_BYTES on the worker" if cap else "a worker with more memory")
+    return (f"the training process ran out of memory{under}. Try {', '.join(tries[:-1])}, or {tries[-1]}. "
+            f"({exc.__class__.__name__}: {str(exc)[:300]})")
+
+
 def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
     """Entry point of the spawned child. Exit codes: 0 outcome recorded, 75 handed back, 76 lease lost."""
     _cap_memory()
@@ -139,12 +157,14 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=home))
     from smt_core import Cancelled  # torch-free; the engine itself is imported inside the try below
 
+    method = None
     try:
         from smt_core import run
 
         with session_scope() as s:
             leases.fenced(s, job_id, token, child_pid=os.getpid())
             job = s.get(Job, job_id)
+            method = job.method
             spec = build_spec(job, work, s)
         if spec.resume:
             rec.on_log({"level": "info", "message": "restored the stored checkpoint; resuming"})
@@ -157,7 +177,7 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
             shira = _shira_tar(result.out_dir, work, spec.model, rec)
             if shira is not None:
                 files["peft-shira.tar"] = shira
-        _store_artifacts(job_id, token, files, result.metrics)
+        retry_on_disconnect(lambda: _store_artifacts(job_id, token, files, result.metrics), "storing artifacts")
     except Cancelled:
         if rec.lost:
             raise SystemExit(EXIT_LOST) from None
@@ -166,14 +186,12 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
         leases.finish(job_id, token, JobStatus.cancelled, None)
     except leases.LostLease:
         raise SystemExit(EXIT_LOST) from None
-    except DBAPIError as exc:  # a database hiccup is not the job's fault: retried, not failed
+    except DBAPIError as exc:  # the database stayed away past the retries: not the job's fault, handed back
         log.warning("database error; handing the job back: %s", exc.__class__.__name__, extra={"job_id": job_id})
         raise SystemExit(EXIT_RETRY) from None
     except Exception as exc:  # noqa: BLE001 - any engine error fails this job with its message
-        cap = get_settings().child_memory_bytes
         if _out_of_memory(exc):
-            _fail(job_id, token, "out_of_memory", "the training process ran out of memory"
-                  + (f" (cap SPARSETUNE_CHILD_MEMORY_BYTES={cap})" if cap else "") + f": {str(exc)[:300]}")
+            _fail(job_id, token, "out_of_memory", out_of_memory_message(exc, method))
         else:
             log.exception("job failed", extra={"job_id": job_id})
             code = "invalid_request" if isinstance(exc, ValueError) else "training_failed"

@@ -2,6 +2,7 @@
 
 A claim succeeds on a queued job or a running job whose lease expired, and bumps the fencing token; every
 later write by that run says ``WHERE fencing_token = :token``, so a run that lost its lease writes nothing.
+Each transaction here is retried through a short database outage (``retried``), its fence checked again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from sqlalchemy import and_, func, or_, update
 from sqlalchemy.orm import Session
 
 from api.crud import add_event
-from api.db import session_scope
+from api.db import retried, session_scope
 from api.models import Job, JobStatus
 from api.settings import get_settings
 
@@ -21,6 +22,7 @@ class LostLease(RuntimeError):
     """Another worker holds the job now (or it finished): stop without writing anything."""
 
 
+@retried("claim")
 def claim(job_id: str, worker_id: str | None = None) -> int | None:
     """Take the job if it is free; returns the new fencing token, or None (a duplicate message: no-op)."""
     now, lease = time.time(), get_settings().lease_seconds
@@ -51,6 +53,7 @@ def fenced(s: Session, job_id: str, token: int, **values: object) -> None:
         raise LostLease(f"job {job_id}: fencing token {token} is stale")
 
 
+@retried("lease renewal")
 def renew(job_id: str, token: int) -> bool:
     """Extend the lease; returns cancel_requested. Raises LostLease if the job is no longer ours."""
     now = time.time()
@@ -64,6 +67,7 @@ def renew(job_id: str, token: int) -> bool:
     return bool(flag)
 
 
+@retried("hand-back")
 def hand_back(job_id: str, token: int, message: str, count_attempt: bool = True) -> bool:
     """Put a running job back in the queue (it resumes from its checkpoint); False if it was not ours."""
     with session_scope() as s:
@@ -93,7 +97,11 @@ def finish(job_id: str, token: int, status: JobStatus, error: dict | None = None
         add_event(sess, job, "end", {"status": status.value, "error": error})
 
     if s is not None:
-        _do(s)
+        _do(s)  # the caller's transaction: the caller retries it whole
     else:
-        with session_scope() as sess:
-            _do(sess)
+        @retried("finishing the job")
+        def _own() -> None:
+            with session_scope() as sess:
+                _do(sess)
+
+        _own()

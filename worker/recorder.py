@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from api.blobstore import get_store
 from api.crud import add_event
-from api.db import get_engine, session_scope
+from api.db import get_engine, retry_on_disconnect, session_scope
 from api.models import BlockSelection, Checkpoint, Job, MetricPoint
 from smt_core.callbacks import Callbacks
 from worker import leases, tarball
@@ -67,12 +67,16 @@ class Recorder:
         return cb
 
     def _write(self, fn, **progress: Any) -> None:
-        """One fenced transaction: the job row update (if any) and the rows ``fn`` adds."""
-        try:
+        """One fenced transaction: the job row update (if any) and the rows ``fn`` adds. Retried whole through
+        a short database outage (training waits meanwhile rather than running ahead of its records)."""
+        def transaction() -> None:
             with session_scope() as s:
                 leases.fenced(s, self.job_id, self.token, **progress)
                 job = s.get(Job, self.job_id)
                 fn(s, job)
+
+        try:
+            retry_on_disconnect(transaction, "recording progress")
         except leases.LostLease:
             self.lost = True
 

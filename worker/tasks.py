@@ -14,8 +14,9 @@ import os
 import signal
 
 from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
 
-from api.db import session_scope
+from api.db import retry_on_disconnect, session_scope
 from api.models import Job, JobStatus
 from api.queue import TASK_MERGE_JOB, TASK_RUN_JOB, enqueue
 from api.settings import get_settings
@@ -56,6 +57,10 @@ def supervise(job_id: str, token: int) -> str:
             if proc.is_alive():
                 try:
                     leases.renew(job_id, token)
+                except DBAPIError:
+                    # the database stayed away past the retries: the child notices too and hands the job back
+                    log.warning("lease renewal failed", extra={"job_id": job_id})
+                    continue
                 except leases.LostLease:
                     # finished or cancelled meanwhile, or another worker took it: the child stops at its
                     # next step by itself; terminate only a child that does not
@@ -85,9 +90,7 @@ def after_exit(job_id: str, token: int, code: int | None) -> str:
         return "handed back"
     how = (f"signal {-code}" if code is not None and code < 0 else
            "database unreachable" if code == EXIT_RETRY else f"exit code {code}")
-    with session_scope() as s:
-        job = s.get(Job, job_id)
-        attempts, step = job.attempts, job.checkpoint_step
+    attempts, step = retry_on_disconnect(lambda: _attempts_and_checkpoint(job_id), "reading the job")
     if attempts < get_settings().max_attempts:
         where = f"from its checkpoint at step {step}" if step else "from the start"
         if leases.hand_back(job_id, token, f"training process died ({how}); resuming {where}"):
@@ -99,6 +102,12 @@ def after_exit(job_id: str, token: int, code: int | None) -> str:
     except leases.LostLease:
         return "lost"
     return "failed"
+
+
+def _attempts_and_checkpoint(job_id: str) -> tuple[int, int | None]:
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        return job.attempts, job.checkpoint_step
 
 
 def _install_sigterm(stop):

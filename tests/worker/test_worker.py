@@ -13,6 +13,7 @@ import pytest
 
 from tests import factories
 from tests.api.fixtures import set_models, start_worker, stop_process, wait_for
+from tests.jobs import create, events_of, finished, job_of
 
 
 @pytest.fixture(scope="module")
@@ -37,35 +38,6 @@ def live_worker(models, tmp_path_factory) -> Iterator[subprocess.Popen]:
 def dataset(client, auth) -> str:
     data = "".join(json.dumps(r) + "\n" for r in factories.completion_rows(48)).encode()
     return client.post("/v1/datasets", headers=auth, files={"file": ("pc.jsonl", data)}).json()["id"]
-
-
-def create(client, auth, dataset: str, steps: int, model: str = "tiny-llama") -> str:
-    body = {"model": model, "training_dataset": dataset, "method": "smt", "budget": 4096,
-            "hyperparameters": {"steps": steps, "batch_size": 4, "max_seq_len": 32},
-            "method_options": {"block_size": 16, "selection_steps": 2}}
-    r = client.post("/v1/jobs", headers=auth, json=body)
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-def job_of(client, auth, job_id: str) -> dict:
-    return client.get(f"/v1/jobs/{job_id}", headers=auth).json()
-
-
-def finished(client, auth, job_id: str) -> dict | None:
-    job = job_of(client, auth, job_id)
-    return job if job["status"] in ("succeeded", "failed", "cancelled") else None
-
-
-def events_of(client, auth, job_id: str) -> list[dict]:
-    """All the job's events, oldest first (following the pages)."""
-    out, after = [], ""
-    while True:
-        page = client.get(f"/v1/jobs/{job_id}/events?limit=100{after}", headers=auth).json()
-        out += page["data"]
-        if not page["has_more"]:
-            return out[::-1]
-        after = f"&after={page['last_id']}"
 
 
 @pytest.mark.timeout(240)
