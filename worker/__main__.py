@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("SPARSETUNE_EXIT_WITH_PARENT") == "1":
         _exit_with_parent()
     args = ["worker", "--pool", "solo", "--concurrency", "1", "-Q", pool.queue,
-            "-n", f"{pool.name}-{os.getpid()}@%h", "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *(argv or [])]
+            "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *(argv or [])]
     app.worker_main(args)
 
 

@@ -17,7 +17,13 @@ export interface Job {
   metrics: Record<string, unknown> | null; memory: Memory | null; error: { code: string; message: string } | null;
   created_at: number; started_at: number | null; finished_at: number | null;
   hyperparameters: Record<string, unknown>; method_options: Record<string, unknown>; seed: number;
-  suffix: string | null; attempts: number;
+  suffix: string | null; attempts: number; pool?: string | null; estimated_memory?: number | null;
+  worker?: string | null;
+}
+export interface Worker {
+  id: string; host: string; pid: number; pool: string; pool_memory: number | null; device: string;
+  device_memory: number | null; status: "idle" | "busy" | "stopped" | "lost"; current_job: string | null;
+  started_at: number; last_seen_at: number;
 }
 export interface Dataset {
   id: string; filename: string; format: string; rows: number; bytes: number; sha256: string;
@@ -128,5 +134,6 @@ export const api = {
   events: (id: string) => getJSON<Page<JobEvent>>(`/v1/jobs/${id}/events?limit=100`),
   artifacts: (id: string) => getJSON<Page<Artifact>>(`/v1/jobs/${id}/artifacts`),
   buildMerged: (id: string) => sendJSON<{ status: string }>(`/v1/jobs/${id}/artifacts/merged`, undefined),
+  workers: () => getJSON<Page<Worker>>("/v1/workers"),
   download: (id: string, name: string) => request(`/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}`),
 };

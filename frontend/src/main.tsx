@@ -9,6 +9,7 @@ import { JobsView } from "./views/Jobs";
 import { NewJobView } from "./views/NewJob";
 import { JobDetailView } from "./views/JobDetail";
 import { CompareView } from "./views/Compare";
+import { WorkersView } from "./views/Workers";
 import "./style.css";
 
 function LiveBadge() {
@@ -26,6 +27,7 @@ function route(hash: string) {
   if (path === "/jobs/new") return <NewJobView />;
   const m = path.match(/^\/jobs\/(job_[\w-]+)$/);
   if (m) return <JobDetailView id={m[1]} />;
+  if (path === "/workers") return <WorkersView />;
   if (path === "/compare") return <CompareView ids={(params.get("ids") ?? "").split(",").filter(Boolean)} />;
   return <JobsView status={params.get("status") ?? ""} />;
 }
@@ -63,6 +65,7 @@ function App() {
           {nav("#/jobs", "Jobs", here === "/jobs" || here === "" || here === "/")}
           {nav("#/jobs/new", "New job", here === "/jobs/new")}
           {nav("#/compare", "Compare", here === "/compare")}
+          {nav("#/workers", "Workers", here === "/workers")}
         </nav>
         <LiveBadge />
         <button type="button" class="link" onClick={() => signOut(null)}>Sign out</button>
