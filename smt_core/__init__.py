@@ -11,9 +11,17 @@ __version__ = "0.1.0"
 
 
 def run(spec: TrainSpec, callbacks: Callbacks | None = None):
-    """Train one adapter as ``spec`` says; returns a :class:`smt_core.trainer.RunResult`."""
-    from smt_core.trainer import train  # torch is imported only when training is asked for
+    """Train one adapter as ``spec`` says; returns a :class:`smt_core.trainer.RunResult`.
 
+    ``spec.num_devices > 1`` starts the other ranks here (this process is rank 0) unless a process group
+    already exists (e.g. under torchrun)."""
+    from smt_core import distributed  # torch is imported only when training is asked for
+    from smt_core.trainer import train
+
+    if spec.num_devices > 1 and not distributed.is_active():
+        from smt_core.launch import launch
+
+        return launch(spec, callbacks or Callbacks())
     return train(spec, callbacks or Callbacks())
 
 

@@ -62,6 +62,8 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--eval-every", type=int, default=0)
     t.add_argument("--max-eval-rows", type=int)
     t.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if present)")
+    t.add_argument("--num-devices", type=int, default=1,
+                   help="data-parallel processes: one per GPU, or gloo processes on CPU (--batch-size is global)")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint if present")
     t.add_argument("--out", required=True, help="output folder")
     t.set_defaults(handler=cmd_train)
@@ -96,7 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          weight_decay=args.weight_decay, method_options=_options(args.method_option),
                          seed=args.seed, resume=args.resume, gradient_checkpointing=args.gradient_checkpointing,
                          checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                         max_eval_rows=args.max_eval_rows, device=args.device, out_dir=args.out)
+                         max_eval_rows=args.max_eval_rows, device=args.device,
+                         num_devices=args.num_devices, out_dir=args.out)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     cb = Callbacks()

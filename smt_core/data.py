@@ -144,11 +144,30 @@ class BatchPlan:
             self._perm = (epoch, torch.randperm(self.n, generator=g))
         return self._perm[1][pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
 
-    def iterate(self, examples: list[Example], pad_id: int, device, start: int = 0) -> Iterator[dict]:
+    def iterate(self, examples: list[Example], pad_id: int, device, start: int = 0, rank: int = 0,
+                world: int = 1) -> Iterator[dict]:
+        """Batches from ``start`` on; with ``world`` > 1, only rank ``rank``'s share of each global batch."""
         step = start
         while True:
-            yield to_device(collate([examples[i] for i in self.indices(step)], pad_id), device)
+            batch = collate([examples[i] for i in self.indices(step)], pad_id)
+            yield to_device(shard(batch, rank, world) if world > 1 else batch, device)
             step += 1
+
+
+def shard(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+    """One rank's rows of a global batch: contiguous, sizes differing by at most one (an epoch's short last
+    batch can leave a rank none). Padded to the global batch's width, so every row sees the same input as
+    in a single-process run."""
+    rows = torch.arange(batch["input_ids"].shape[0]).tensor_split(world)[rank]  # (rows of this rank,)
+    return {k: v[rows] for k, v in batch.items()}
+
+
+def loss_items(batch: dict[str, torch.Tensor]) -> int:
+    """What the model's mean loss averages over: labelled next tokens (causal LM), or rows (classification)."""
+    labels = batch["labels"]
+    if labels.dim() == 1:
+        return int(labels.shape[0])
+    return int((labels[:, 1:] != IGNORE).sum())
 
 
 def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
@@ -203,7 +222,7 @@ def evaluate(model, tok, enc: Encoded, fmt: str, batch_size: int, max_len: int, 
                 chunk = exs[i:i + batch_size]
                 batch = to_device(collate(chunk, pad), device)
                 out = model(**batch)
-                n = len(chunk) if fmt == "classification" else int((batch["labels"][:, 1:] != IGNORE).sum())
+                n = loss_items(batch)
                 total_loss += float(out.loss) * max(n, 1)
                 total_n += max(n, 1)
                 if fmt == "classification":

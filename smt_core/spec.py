@@ -37,6 +37,7 @@ class TrainSpec:
     eval_every: int = 0  # steps between evaluations (0: only at the end)
     max_eval_rows: int | None = None  # cap evaluation cost on large eval sets
     device: str | None = None  # None: cuda if present, else cpu
+    num_devices: int = 1  # data-parallel processes (one per GPU, or gloo CPU processes); batch_size is global
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, str):
@@ -65,6 +66,11 @@ class TrainSpec:
             raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
         if self.lr_warmup_steps < 0:
             raise ValueError(f"lr_warmup_steps: must be >= 0, got {self.lr_warmup_steps}")
+        if isinstance(self.num_devices, bool) or not isinstance(self.num_devices, int) or self.num_devices < 1:
+            raise ValueError(f"num_devices: must be an integer >= 1, got {self.num_devices!r}")
+        if self.batch_size % self.num_devices:
+            raise ValueError(f"batch_size: {self.batch_size} must be divisible by num_devices "
+                             f"({self.num_devices}): each device takes an equal share of every batch")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
 

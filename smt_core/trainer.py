@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
-from smt_core import checkpoint, memory
+from smt_core import checkpoint, distributed, memory
 from smt_core.artifacts import HEAD_PREFIX, library_versions, save_adapter
 from smt_core.base import PrepareContext
 from smt_core.callbacks import Callbacks, Cancelled
-from smt_core.data import BatchPlan, encode, evaluate, loss_fn, split_holdout
+from smt_core.data import BatchPlan, encode, evaluate, loss_fn, loss_items, split_holdout
 from smt_core.dataformats import DataFormatError, read_jsonl
 from smt_core.models import load_model, load_tokenizer, resolve_model, weights_sha256
 from smt_core.registry import get_method
@@ -72,12 +72,20 @@ def _file_sha256(path: str) -> str:
 
 
 def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
+    """One run; in a data-parallel run (``spec.num_devices`` processes, see smt_core.launch) every rank calls
+    it: each takes its share of every global batch and the summed gradients make the single-process update.
+    Rank 0 alone evaluates, writes checkpoints and the artifact, and returns the metrics."""
     started = time.time()
+    world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
+    if world != spec.num_devices:
+        raise ValueError(f"num_devices: the spec asks for {spec.num_devices} but {world} process(es) run; "
+                         "start it with smt_core.run")
+    solo_cb, cb = cb, distributed.shared_callbacks(cb)  # cb.check_stop now stops every rank at once
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
     random.seed(spec.seed)
-    device = pick_device(spec.device)
+    device = pick_device(spec.device) if world == 1 else distributed.device_for(spec.device)
     method = get_method(spec.method).from_options(spec.method_options)
 
     # ---- data and model ------------------------------------------------------------------------------
@@ -117,8 +125,13 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     amp = autocast_for(device)
 
     def amp_loss(m, batch):
-        with amp():
-            return loss_fn(m, batch)
+        """The loss to backpropagate: with several ranks, this rank's token-weighted share of the global
+        batch's mean (a collective: every rank calls it at the same point)."""
+        def loss_of(b):
+            with amp():
+                return loss_fn(m, b)
+
+        return distributed.weighted_loss(loss_of, batch, loss_items(batch))
 
     train_enc = encode(rows, fmt, tok, spec.max_seq_len, label_names)
     eval_enc = encode(eval_rows, fmt, tok, spec.max_seq_len, label_names)
@@ -147,7 +160,8 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     else:
         cb.fire("on_phase", phase=method.prepare_phase)
         ctx = PrepareContext(model=model, sites=sites, budget=budget, base_params=base_params, device=device,
-                             callbacks=cb, batches=lambda: plan.iterate(train_enc.examples, pad, device),
+                             callbacks=cb, batches=lambda: plan.iterate(train_enc.examples, pad, device,
+                                                                        rank=rank, world=world),
                              loss_fn=amp_loss, steps_per_epoch=plan.steps_per_epoch, head_parameters=head)
         model = method.prepare(ctx)
         start_step, blocks = 0, method.blocks_report()
@@ -160,6 +174,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     head_ids = {id(p) for p in head}
     params = [p for p in params if id(p) not in head_ids]
     train_params = params + head
+    distributed.broadcast_params(train_params)  # replicas start from rank 0's values
     lr = spec.learning_rate or method.default_learning_rate
     # a random new head needs a higher rate than the pretrained weights' small corrections
     head_lr = spec.head_learning_rate or max(lr, HEAD_LEARNING_RATE)
@@ -178,7 +193,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     # ---- training ------------------------------------------------------------------------------------
     cb.fire("on_phase", phase="training")
     meter = memory.ActivationMeter(model)
-    batches = plan.iterate(train_enc.examples, pad, device, start=start_step)
+    batches = plan.iterate(train_enc.examples, pad, device, start=start_step, rank=rank, world=world)
     losses: list[float] = []
     tokens = 0
     mem: dict[str, int] = {}
@@ -190,7 +205,8 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
 
     def run_eval(done: int) -> dict[str, Any]:
         with amp():
-            scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device, cb.check_stop)
+            scores = evaluate(model, tok, eval_enc, fmt, spec.batch_size, spec.max_seq_len, device,
+                              solo_cb.check_stop)  # rank 0 alone: not a collective stop check
         cb.fire("on_eval", step=done, **scores)
         return scores
 
@@ -198,7 +214,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         try:
             cb.check_stop()
         except Cancelled as exc:
-            if exc.checkpoint and step > start_step:  # handed back: keep every finished step
+            if exc.checkpoint and step > start_step and main:  # handed back: keep every finished step
                 save_checkpoint(step)
             raise
         t0 = time.time()
@@ -208,22 +224,33 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         with meter.track():
             loss = amp_loss(model, batch)
         loss.backward()
+        distributed.sync_gradients(train_params)  # the sum of the ranks' weighted gradients
         grads = max(grads, memory.grad_bytes(train_params))
         opt.step()
         opt.zero_grad(set_to_none=True)
-        n_tok = int(batch["attention_mask"].sum())
+        step_loss, n_tok = distributed.sum_scalars([loss.item(), int(batch["attention_mask"].sum())])
+        n_tok = int(n_tok)
         tokens += n_tok
-        losses.append(loss.item())
+        losses.append(step_loss)
         dt = time.time() - t0
         mem = memory.snapshot(model, train_params, opt, meter.max, device, gradients=grads)
         cb.fire("on_step_end", step=step + 1, total_steps=total_steps, train_loss=losses[-1],
                 learning_rate=opt.param_groups[0]["lr"], tokens_per_second=n_tok / max(dt, 1e-9),
                 trained_tokens=tokens, seconds=dt, memory=mem)
         done = step + 1
+        if not main:
+            continue
         if spec.eval_every and done % spec.eval_every == 0 and done < total_steps and eval_enc.examples:
             run_eval(done)
         if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total_steps:
             save_checkpoint(done)
+
+    trained = dict(method.adapter_tensors(model))
+    for n, p in head_named.items():
+        trained[HEAD_PREFIX + n] = p.detach()
+    distributed.check_replicas(trained)  # the last collective: every rank trained the same tensors
+    if not main:
+        return RunResult({}, out, {}, blocks)
 
     # ---- evaluation and the artifact -----------------------------------------------------------------
     cb.fire("on_phase", phase="evaluating")
@@ -245,9 +272,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         "memory": mem,
         "seconds": time.time() - started,
     }
-    tensors = dict(method.adapter_tensors(model))
-    for n, p in head_named.items():
-        tensors[HEAD_PREFIX + n] = p.detach()
+    tensors = trained
     manifest = {
         "format": "sparsetune-adapter/1",
         "engine_version": library_versions()["sparsetune"],
@@ -272,6 +297,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
                             "schedule": "linear", "lr_warmup_steps": spec.lr_warmup_steps,
                             "steps": total_steps, "epochs": spec.epochs, "batch_size": spec.batch_size,
                             "max_seq_len": spec.max_seq_len, "weight_decay": spec.weight_decay,
+                            "num_devices": spec.num_devices,
                             "gradient_checkpointing": spec.gradient_checkpointing},
         "label_names": label_names,
         "head_tensors": sorted(k for k in tensors if k.startswith(HEAD_PREFIX)),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
+from smt_core import distributed
 from smt_core.base import Method, PrepareContext, add_to_weight, replace_module
 from smt_core.methods.smt.config import SMTConfig
 from smt_core.methods.smt.layer import SliceCache, SMTLinear
@@ -51,8 +53,10 @@ class SMTMethod(Method):
         if ctx.head_parameters and self.config.head_steps:
             self._train_head(ctx)
         grad_sums = self._warm_up(ctx)
-        self.chosen, self.candidates = select(ctx.sites, grad_sums, ctx.budget, self.block_size,
-                                              self.config.score, self.config.pools)
+        chosen, self.candidates = select(ctx.sites, grad_sums, ctx.budget, self.block_size,
+                                         self.config.score, self.config.pools)
+        # every rank trains rank 0's blocks (the summed gradients agree, but a tie must not split them)
+        self.chosen = [Block(*b) for b in distributed.broadcast_json([dataclasses.astuple(b) for b in chosen])]
         del grad_sums  # as large as the eligible matrices: free before training starts
         self._inject(ctx.model, self.chosen)
         return ctx.model
@@ -66,6 +70,7 @@ class SMTMethod(Method):
             ctx.callbacks.check_stop()
             loss = ctx.loss_fn(ctx.model, next(batches))
             loss.backward()
+            distributed.sync_gradients(ctx.head_parameters)
             opt.step()
             opt.zero_grad(set_to_none=True)
         ctx.callbacks.fire("on_log", message=f"smt: trained the new head alone for {self.config.head_steps} steps",
@@ -90,6 +95,8 @@ class SMTMethod(Method):
                 loss = ctx.loss_fn(ctx.model, next(batches))
                 loss.backward()
                 for s, w, acc in zip(ctx.sites, weights, sums, strict=True):
+                    if w.grad is None:  # this rank's share of the batch was empty
+                        continue
                     g = w.grad.t() if s.transposed else w.grad  # (out, in)
                     acc += g.float()
                     w.grad = None
@@ -101,6 +108,7 @@ class SMTMethod(Method):
                 w.grad = None
             for p, flag in zip(ctx.head_parameters, head_flags, strict=True):
                 p.requires_grad_(flag)
+        distributed.all_reduce_(sums)  # each rank summed its token-weighted share: the total is the global sum
         self.selection_steps_run = steps
         return sums
 

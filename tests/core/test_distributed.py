@@ -1,0 +1,163 @@
+"""Data parallel (issue 8): two gloo processes on CPU against one process on the same global batch.
+
+The single-process run is the reference: with the same seed and global batch, two ranks must select the same
+SMT blocks and end with the same block deltas (and LoRA with the same adapter tensors) to float tolerance.
+41 training rows in batches of 4 make every epoch end on a one-row batch, so one rank gets an empty shard
+there; the causal-LM rows have different numbers of labelled tokens, so an unweighted per-rank mean would
+not add up to the single-process loss.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import torch
+
+from smt_core import Callbacks, Cancelled, TrainSpec, run
+from smt_core.artifacts import load_adapter
+from smt_core.cli import main as cli_main
+from tests import factories
+
+COMMON = {"budget": 3000, "steps": 12, "batch_size": 4, "max_seq_len": 32, "learning_rate": 1e-2,
+          "checkpoint_every": 0, "holdout_fraction": 0.0, "max_eval_rows": 4}
+SMT_OPTIONS = {"block_size": 16}  # selection_steps: one epoch (11 steps, the short last batch included)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dp-data")
+    train = factories.write_jsonl(tmp / "train.jsonl", factories.completion_rows(41))
+    evals = factories.write_jsonl(tmp / "eval.jsonl", factories.completion_rows(4, seed=1))
+    return str(train), str(evals)
+
+
+@pytest.fixture(scope="module")
+def single(tiny_llama_dir, data, tmp_path_factory):
+    """The one-process reference runs, {method: (metrics, out_dir)}, each computed once for the module."""
+    cache: dict = {}
+
+    def get(method: str):
+        if method not in cache:
+            out = tmp_path_factory.mktemp(f"single-{method}")
+            r = run(_spec(tiny_llama_dir, data, method, out))
+            cache[method] = (r.metrics, out)
+        return cache[method]
+
+    return get
+
+
+def _spec(model_dir, data, method, out, **kw) -> TrainSpec:
+    opts = SMT_OPTIONS if method == "smt" else {}
+    return TrainSpec(model=str(model_dir), train_data=data[0], eval_data=data[1], method=method,
+                     method_options=opts, out_dir=str(out), **{**COMMON, **kw})
+
+
+def _assert_same_adapter(a_dir, b_dir) -> dict[str, torch.Tensor]:
+    a, a_manifest = load_adapter(a_dir)
+    b, _ = load_adapter(b_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].dtype in (torch.int32, torch.int64):
+            assert torch.equal(a[k], b[k]), f"{k} differs"  # SMT block tables: the selection itself
+        else:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=f"{k} differs")
+    return a
+
+
+def test_smt_on_two_ranks_selects_and_trains_what_one_process_does(tiny_llama_dir, data, single, tmp_path,
+                                                                   capsys):
+    ref_metrics, ref_out = single("smt")
+    out = tmp_path / "dp"
+    args = ["--json", "train", "--model", str(tiny_llama_dir), "--data", data[0], "--eval", data[1],
+            "--method", "smt", "--budget", "3000", "--steps", "12", "--batch-size", "4", "--max-seq-len", "32",
+            "--learning-rate", "1e-2", "--checkpoint-every", "0", "--max-eval-rows", "4",
+            "--method-option", "block_size=16", "--num-devices", "2", "--out", str(out)]
+    assert cli_main(args) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+
+    tensors = _assert_same_adapter(ref_out, out)
+    tables = [v for k, v in tensors.items() if k.endswith(".blocks")]
+    assert tables and sum(int(t[:, 2].mul(t[:, 3]).sum()) for t in tables) == ref_metrics["trainable_params"]
+    assert all(v.abs().max() > 0 for k, v in tensors.items() if k.endswith(".values")), "blocks must train"
+    # the reported figures are the global batch's, not rank 0's share
+    assert metrics["trained_tokens"] == ref_metrics["trained_tokens"]
+    assert metrics["train_loss"] == pytest.approx(ref_metrics["train_loss"], rel=1e-5)
+    assert metrics["eval_loss"] == pytest.approx(ref_metrics["eval_loss"], rel=1e-5)
+    assert load_adapter(out)[1]["hyperparameters"]["num_devices"] == 2
+
+
+def test_lora_on_two_ranks_trains_what_one_process_does(tiny_llama_dir, data, single, tmp_path):
+    ref_metrics, ref_out = single("lora")
+    r = run(_spec(tiny_llama_dir, data, "lora", tmp_path / "dp", num_devices=2))
+    tensors = _assert_same_adapter(ref_out, tmp_path / "dp")
+    assert any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in tensors.items())
+    assert r.metrics["train_loss"] == pytest.approx(ref_metrics["train_loss"], rel=1e-5)
+
+
+def test_a_stop_reaches_every_rank_and_the_resumed_run_matches_one_process(tiny_llama_dir, data, single,
+                                                                           tmp_path):
+    _, ref_out = single("smt")
+    out = tmp_path / "dp"
+    done, saved, warnings = [], [], []
+    cb = Callbacks().add("on_step_end", lambda p: done.append(p["step"])).add("on_checkpoint", saved.append)
+    cb.add("on_log", lambda p: warnings.append(p) if p["level"] == "warning" else None)
+    cb.add_stop_check(lambda: len(done) >= 5).add_checkpoint_request(lambda: True)
+    with pytest.raises(Cancelled) as exc:
+        run(_spec(tiny_llama_dir, data, "smt", out, num_devices=2), cb)
+    assert exc.value.checkpoint and [s["step"] for s in saved] == [5]
+    assert not warnings, "rank 1 must stop by itself at the same step, not be killed"
+    resumed: list[int] = []
+    run(_spec(tiny_llama_dir, data, "smt", out, num_devices=2, resume=True),
+        Callbacks().add("on_step_end", lambda p: resumed.append(p["step"])))
+    assert resumed == list(range(6, 13))
+    _assert_same_adapter(ref_out, out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _collectives(rank: int, port: int) -> None:
+    """Runs in each of two spawned processes (torch.multiprocessing spawn; only ints cross)."""
+    import torch.distributed as dist
+
+    from smt_core import distributed
+
+    store = dist.TCPStore("127.0.0.1", port, 2, is_master=rank == 0)
+    distributed.init(rank, 2, store, "gloo")
+    try:
+        got = distributed.broadcast_json({"blocks": [[0, 1, 16, 16, 0.125]], "rank": rank})
+        assert got == {"blocks": [[0, 1, 16, 16, 0.125]], "rank": 0}
+        a, b = torch.full((3,), float(rank + 1)), torch.full((2, 2), rank + 1, dtype=torch.float64)
+        distributed.all_reduce_([a, b], op="mean")
+        assert torch.equal(a, torch.full((3,), 1.5)) and torch.equal(b, torch.full((2, 2), 1.5, dtype=torch.float64))
+        distributed.check_replicas({"same": torch.ones(4)})  # identical: passes
+        with pytest.raises(RuntimeError, match=r"replicas diverged: rank\(s\) \[1\]"):
+            distributed.check_replicas({"same": torch.ones(4), "other": torch.tensor([float(rank)])})
+    finally:
+        distributed.teardown()
+
+
+def test_collectives_carry_json_and_catch_diverged_replicas():
+    import torch.multiprocessing as mp
+
+    mp.spawn(_collectives, args=(_free_port(),), nprocs=2, join=True)
+
+
+def test_bad_device_counts_are_refused_with_the_field_named(tiny_llama_dir, data, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="num_devices"):
+        _spec(tiny_llama_dir, data, "smt", tmp_path, num_devices=0)
+    with pytest.raises(ValueError, match="batch_size: 6 must be divisible by num_devices"):
+        _spec(tiny_llama_dir, data, "smt", tmp_path, num_devices=4, batch_size=6)
+    from smt_core.launch import check_devices
+
+    # no GPU here: pretend one is visible to check the refusal of more devices than GPUs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"num_devices: 2 asked, but only 1 GPU"):
+        check_devices(_spec(tiny_llama_dir, data, "smt", tmp_path, num_devices=2))
+    assert check_devices(_spec(tiny_llama_dir, data, "smt", tmp_path, num_devices=2, device="cpu")) == "gloo"
