@@ -26,17 +26,18 @@ DEFAULT_POOL = "default"
 @dataclass(frozen=True)
 class Pool:
     name: str
-    memory: int | None  # bytes one worker offers; None = unlimited
+    memory: int | None  # bytes per device one worker offers; None = unlimited
     queue: str
+    devices: int | None = 1  # devices one worker sees (a job's num_devices must fit); None = any (CPU)
 
 
 def configured(settings: Settings | None = None) -> list[Pool]:
     """The pools, smallest first."""
     settings = settings or get_settings()
     if not settings.pools:
-        return [Pool(DEFAULT_POOL, None, settings.queue_name)]
-    return sorted((Pool(n, m, f"{settings.queue_name}.{n}") for n, m in settings.pools.items()),
-                  key=lambda p: (p.memory, p.name))
+        return [Pool(DEFAULT_POOL, None, settings.queue_name, None)]
+    return sorted((Pool(n, c["memory"], f"{settings.queue_name}.{n}", c["devices"]) for n, c in settings.pools.items()),
+                  key=lambda p: (p.memory, p.devices, p.name))
 
 
 def by_name(name: str | None) -> Pool | None:
@@ -63,11 +64,15 @@ def estimated_peak(model: str, method: str, budget: Any, targets: list[str], hyp
     cfg = catalog.model_config(model)
     if cfg is None:
         return None
-    devices = max(1, int(hyperparameters.get("num_devices") or 1))
+    devices = devices_of(hyperparameters)
     per_device_batch = max(1, int(hyperparameters["batch_size"]) // devices)
     est = estimate(cfg, method, budget, targets, per_device_batch, int(hyperparameters["max_seq_len"]),
                    method_options)
     return int(est["memory"]["peak"])
+
+
+def devices_of(hyperparameters: dict[str, Any]) -> int:
+    return max(1, int(hyperparameters.get("num_devices") or 1))
 
 
 def live_pools(session: Session, settings: Settings | None = None) -> set[str]:
@@ -78,17 +83,18 @@ def live_pools(session: Session, settings: Settings | None = None) -> set[str]:
                                                          Worker.status != "stopped").distinct()))
 
 
-def fitting(peak: int | None) -> list[Pool]:
-    """Pools whose workers can hold ``peak`` bytes, smallest first (unknown estimate: the largest only)."""
-    pools = configured()
+def fitting(peak: int | None, devices: int = 1) -> list[Pool]:
+    """Pools whose workers can hold ``peak`` bytes per device on ``devices`` devices, smallest first (unknown
+    estimate: the largest only)."""
+    pools = [p for p in configured() if p.devices is None or p.devices >= devices]
     if peak is None:
         return pools[-1:]
     return [p for p in pools if p.memory is None or p.memory >= peak]
 
 
-def pick(peak: int | None, live: set[str] | None = None) -> Pool | None:
+def pick(peak: int | None, live: set[str] | None = None, devices: int = 1) -> Pool | None:
     """The smallest fitting pool with a live worker, else the smallest fitting pool; None if none fits."""
-    fits = fitting(peak)
+    fits = fitting(peak, devices)
     if live:
         for p in fits:
             if p.name in live:
@@ -96,8 +102,13 @@ def pick(peak: int | None, live: set[str] | None = None) -> Pool | None:
     return fits[0] if fits else None
 
 
-def too_big_message(peak: int) -> str:
-    largest = configured()[-1]
+def too_big_message(peak: int | None, devices: int = 1) -> str:
+    pools = configured()
+    most = max(p.devices or 0 for p in pools)
+    if all(p.devices is not None for p in pools) and devices > most:
+        return (f"num_devices {devices} is more than any worker pool offers (at most {most} devices per worker); "
+                "lower hyperparameters.num_devices or add a pool of multi-device workers")
+    largest = pools[-1]
     return (f"the job needs about {peak / 2**30:.1f} GiB (estimated peak training memory) but the largest worker "
             f"pool, {largest.name}, offers {largest.memory / 2**30:.1f} GiB; try method smt or lora instead of "
             "full, a smaller batch_size or max_seq_len, or add a larger pool")
@@ -110,7 +121,7 @@ def reroute(session: Session, job: Job) -> Pool:
     live = live_pools(session)
     if current is not None and (current.name in live or not live):
         return current
-    chosen = pick(job.estimated_memory, live) or current or configured()[-1]
+    chosen = pick(job.estimated_memory, live, devices_of(job.hyperparameters)) or current or configured()[-1]
     if chosen.name != job.pool:
         job.pool = chosen.name
     return chosen

@@ -57,9 +57,10 @@ class Settings(BaseSettings):
     queue_name: str = Field(default="sparsetune", validation_alias="SPARSETUNE_QUEUE")
     sse_poll_seconds: float = Field(default=0.5, validation_alias="SPARSETUNE_SSE_POLL_SECONDS")
     log_level: str = Field(default="INFO", validation_alias="SPARSETUNE_LOG_LEVEL")
-    # worker pools: name -> memory one worker of the pool offers (bytes, or "24GiB"/"80GB"); empty = one
+    # worker pools: name -> memory per device of one worker (bytes, or "24GiB"/"80GB"), or {"memory", "devices"}
+    # for workers that see several GPUs (jobs with hyperparameters.num_devices > 1); empty = one
     # unlimited pool named "default" on ``queue_name``. Jobs go to the smallest pool their estimate fits.
-    pools: dict[str, int] = Field(default_factory=dict, validation_alias="SPARSETUNE_POOLS")
+    pools: dict[str, dict[str, int]] = Field(default_factory=dict, validation_alias="SPARSETUNE_POOLS")
     worker_pool: str | None = Field(default=None, validation_alias="SPARSETUNE_WORKER_POOL")
     heartbeat_seconds: float = Field(default=10.0, gt=0, validation_alias="SPARSETUNE_HEARTBEAT_SECONDS")
 
@@ -75,15 +76,25 @@ class Settings(BaseSettings):
     @field_validator("pools", mode="before")
     @classmethod
     def _parse_pools(cls, v: Any) -> Any:
+        """Each pool is a size ("24GiB") or {"memory": size, "devices": n} for workers that see n GPUs."""
         if isinstance(v, str):
             v = json.loads(v) if v.strip() else {}
         if not isinstance(v, dict):
             raise ValueError('SPARSETUNE_POOLS must be a JSON object of pool name -> memory, e.g. {"gpu-24g": "24GiB"}')
         out = {}
-        for name, size in v.items():
+        for name, spec in v.items():
             if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
                 raise ValueError(f"SPARSETUNE_POOLS: pool name {name!r} must be letters, digits, '-' or '_'")
-            out[name] = parse_bytes(size, f"SPARSETUNE_POOLS[{name!r}]")
+            where = f"SPARSETUNE_POOLS[{name!r}]"
+            if isinstance(spec, dict):
+                if set(spec) - {"memory", "devices"} or "memory" not in spec:
+                    raise ValueError(f'{where}: expected {{"memory": "80GiB", "devices": 4}}')
+                devices = spec.get("devices", 1)
+                if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
+                    raise ValueError(f"{where}: devices must be a positive integer")
+                out[name] = {"memory": parse_bytes(spec["memory"], where), "devices": devices}
+            else:
+                out[name] = {"memory": parse_bytes(spec, where), "devices": 1}
         return out
 
     @field_validator("child_memory_bytes", mode="before")

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
-@router.post("", status_code=201, response_model=JobPublic, responses={200: {"model": JobPublic}, **errors(409)})
+@router.post("", status_code=201, response_model=JobPublic, responses={200: {"model": JobPublic}, **errors(400, 409)})
 def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, response: Response,
                idempotency_key: IdempotencyKey = None) -> dict:
     """Create a fine-tuning job; it is queued once the row is committed."""
@@ -30,9 +30,10 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, respon
             return crud.job_public(earlier)
     hp = validate_job(session, owner.id, body)
     peak = pools.estimated_peak(body.model, body.method, body.budget, list(body.targets), hp, body.method_options)
-    pool = pools.pick(peak, pools.live_pools(session))
+    devices = pools.devices_of(hp)
+    pool = pools.pick(peak, pools.live_pools(session), devices)
     if pool is None:
-        raise APIError(422, pools.too_big_message(peak), param="hyperparameters")
+        raise APIError(422, pools.too_big_message(peak, devices), param="hyperparameters")
     job = crud.create_job(session, owner.id, body, hp, idempotency_key, pool.name, peak)
     session.commit()
     if queue.enqueue(job.id, pool.queue):  # only after the commit: a worker must find the row
