@@ -31,6 +31,7 @@ def test_create_job_queues_with_resolved_fields(client, auth, dataset):
     assert job["status"] == "queued" and job["phase"] is None and job["cancel_requested"] is False
     assert job["targets"] == ["q", "k", "v"] and job["holdout_fraction"] == 0.1
     assert job["hyperparameters"]["steps"] == 4 and job["hyperparameters"]["epochs"] is None
+    assert job["hyperparameters"]["num_devices"] == 1  # data parallel only when asked for
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth).json()["id"] == job["id"]
     events = client.get(f"/v1/jobs/{job['id']}/events", headers=auth).json()["data"]
     assert [e["type"] for e in events] == ["status"] and events[0]["data"]["status"] == "queued"
@@ -53,6 +54,8 @@ def test_create_job_queues_with_resolved_fields(client, auth, dataset):
     ({"hyperparameters": {"steps": 4, "epochs": 1}}, "hyperparameters", "not both"),
     ({"hyperparameters": {"batch_size": 0}}, "hyperparameters.batch_size", "greater than or equal"),
     ({"hyperparameters": {"lr": 0.1}}, "hyperparameters.lr", "unknown field"),
+    ({"hyperparameters": {"num_devices": 0}}, "hyperparameters.num_devices", "greater than or equal"),
+    ({"hyperparameters": {"batch_size": 6, "num_devices": 4}}, "hyperparameters", "divisible by num_devices"),
     ({"training_dataset": "ds_missing"}, "training_dataset", "no dataset"),
     ({"validation_dataset": "ds_missing"}, "validation_dataset", "no dataset"),
 ])
