@@ -140,7 +140,7 @@ def job_public(job: Job) -> dict[str, Any]:
         "finished_at": _ts(job.finished_at), "hyperparameters": job.hyperparameters,
         "method_options": job.method_options, "seed": job.seed, "suffix": job.suffix, "metadata": job.meta,
         "attempts": job.attempts, "checkpoint_step": job.checkpoint_step, "pool": job.pool,
-        "estimated_memory": job.estimated_memory, "worker": job.worker_id,
+        "estimated_memory": job.estimated_memory, "worker": job.worker_id, "merge_status": job.merge_status,
     }
 
 

@@ -145,6 +145,7 @@ class JobPublic(BaseModel):
     pool: str | None = None  # the worker pool it is routed to (smallest that fits its estimated memory)
     estimated_memory: int | None = None  # estimated peak training bytes per device, as shown before launch
     worker: str | None = None  # the worker that claimed it last
+    merge_status: Literal["requested", "running", "done", "failed"] | None = None  # merged.tar, once asked for
 
 
 class WorkerPublic(BaseModel):

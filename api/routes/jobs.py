@@ -77,9 +77,15 @@ def delete_job(session: SessionDep, job: JobDep) -> dict:
 
 
 @router.get("/{job_id}/metrics", response_model=ListPage[MetricPointPublic], responses=errors(404))
-def list_metrics(session: SessionDep, job: JobDep) -> dict[str, Any]:
-    """The job's metrics by step (a resumed run's repeated steps appear once)."""
-    rows = session.scalars(select(MetricPoint).where(MetricPoint.job_id == job.id).order_by(MetricPoint.step))
+def list_metrics(session: SessionDep, job: JobDep,
+                 after_step: Annotated[int | None, Query(ge=0, description="only steps after this one")] = None
+                 ) -> dict[str, Any]:
+    """The job's metrics by step (a resumed run's repeated steps appear once); ``after_step`` lets a client
+    that already has the first steps fetch only the new ones."""
+    stmt = select(MetricPoint).where(MetricPoint.job_id == job.id)
+    if after_step is not None:
+        stmt = stmt.where(MetricPoint.step > after_step)
+    rows = session.scalars(stmt.order_by(MetricPoint.step))
     data = [{"step": m.step, "train_loss": m.train_loss, "eval_loss": m.eval_loss,
              "eval_accuracy": m.eval_accuracy, "learning_rate": m.learning_rate,
              "tokens_per_second": m.tokens_per_second, "memory": m.memory} for m in rows]

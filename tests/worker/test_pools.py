@@ -103,7 +103,9 @@ def test_jobs_route_by_estimated_memory_and_heartbeats_list_the_fleet(client, au
     for job, pool in ((small, "small"), (large, "large")):
         done = wait_for(lambda j=job: finished(client, auth, j["id"]), 180, 0.5, f"the {pool} job to finish")
         assert done["status"] == "succeeded", done["error"]
-        assert done["worker"] == ids[pool] and done["attempts"] == 1
+        assert done["worker"] == ids[pool] and done["attempts"] == 1 and done["merge_status"] is None
+    newer = client.get(f"/v1/jobs/{small['id']}/metrics?after_step=1", headers=auth).json()["data"]
+    assert [m["step"] for m in newer] == [2, 3]  # a client that has step 1 fetches only the rest
 
     # too big for every pool: refused at submission, saying why, and nothing is written
     n_jobs = len(client.get("/v1/jobs?limit=100", headers=auth).json()["data"])
