@@ -64,7 +64,9 @@ def paired_difference(a: list[int], b: list[int], samples: int, seed: int) -> di
 # ---- loading --------------------------------------------------------------------------------------------
 
 def load_results(folder: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    """bench/replicate.py's experiment JSONs (other benchmarks' JSONs in the same folder are skipped)."""
+    found = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json")))
+    return [r for r in found if isinstance(r, dict) and "task" in r and "status" in r]
 
 
 def latest_engine(folder: Path) -> dict[str, Any] | None:
