@@ -31,7 +31,7 @@ def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-@router.post("", status_code=201, response_model=DatasetPublic, responses=errors(413))
+@router.post("", status_code=201, response_model=DatasetPublic, responses=errors(400, 413))
 def create_dataset(session: SessionDep, owner: CurrentOwner,
                    file: Annotated[UploadFile, File(description="a JSONL file in one of the four formats")]) -> dict:
     """Upload and validate a JSONL dataset."""

@@ -1,0 +1,360 @@
+"""API load benchmark: the service on Postgres with 10,000 jobs and their events, no worker consuming.
+
+A fresh database on the local Postgres server (``alembic upgrade head``), jobs and events bulk-inserted for one
+owner, uvicorn as a subprocess, and open-loop load on loopback at fixed rates of a mix of listing jobs,
+reading a job, reading its events and creating jobs. Every request has a scheduled send time (``i / rate``
+after the start) and its latency runs from that time, not from when the client got round to sending it, so a
+slow server cannot slow the load down and hide its own queueing (coordinated omission).
+
+Also measured: first-page list latency at 1,000 and at 10,000 jobs of the same owner (sequential requests),
+and the Postgres plans (EXPLAIN ANALYZE) of the list, read and events queries.
+
+    python bench/api_load.py                                # rates 50..400 req/s, 20 s each, 2 workers
+    python bench/api_load.py --rates 100 --seconds 5 --jobs 2000      # a quick look
+
+Writes bench/results/api_load.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("SPARSETUNE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("SPARSETUNE_BENCH_REDIS", "redis://127.0.0.1:6379/14")
+MIX = {"list_jobs": 3, "read_job": 3, "list_events": 3, "create_job": 1}  # per 10 requests
+TINY_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+              "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 1000, "tie_word_embeddings": True}
+P99_TARGET_MS = 100.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+# ---------------------------------------------------------------- database: create, seed, explain, drop
+
+def create_database() -> tuple[str, str]:
+    import psycopg
+
+    name = f"st_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
+                   env={**os.environ, "DATABASE_URL": url}, capture_output=True, timeout=120)
+    return name, url
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def seed_jobs(engine, owner_id: str, dataset_id: str, start: int, count: int, events_per_job: int,
+              rng: random.Random) -> list[str]:
+    """Bulk-insert ``count`` finished jobs (created over the last 30 days) and their events."""
+    from sqlalchemy import insert
+    from sqlalchemy.orm import Session
+
+    from api.models import Event, Job, JobStatus
+    from api.security import new_id
+
+    now = time.time()
+    jobs, events = [], []
+    for i in range(start, start + count):
+        created = now - 30 * 86400 * rng.random()
+        status = rng.choices([JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled], [8, 1, 1])[0]
+        job_id = new_id("job")
+        jobs.append({"id": job_id, "owner_id": owner_id, "model": "cfg-llama", "method": "smt", "budget": 0.01,
+                     "training_dataset_id": dataset_id, "targets": ["q", "k", "v"],
+                     "hyperparameters": {"steps": 100, "batch_size": 8, "max_seq_len": 256},
+                     "method_options": {}, "seed": i, "meta": {"run": i}, "status": status,
+                     "steps_completed": 100, "total_steps": 100, "trainable_params": 1310720,
+                     "total_params": 134515008, "metrics": {"train_loss": 1.5 + rng.random()},
+                     "created_at": created, "started_at": created + 1, "finished_at": created + 600})
+        kinds = ["status"] + ["metric"] * max(0, events_per_job - 2) + ["end"]
+        for k, kind in enumerate(kinds[:events_per_job]):
+            events.append({"job_id": job_id, "owner_id": owner_id, "type": kind, "created_at": created + k,
+                           "data": {"step": k, "train_loss": 2.0 - k / 100} if kind == "metric"
+                           else {"status": status.value}})
+    with Session(engine) as session:
+        session.execute(insert(Job), jobs)
+        session.execute(insert(Event), events)
+        session.commit()
+    return [j["id"] for j in jobs]
+
+
+def explain(engine, owner_id: str, job_id: str) -> dict[str, str]:
+    """EXPLAIN ANALYZE of the statements the routes run, compiled from the same SQLAlchemy expressions."""
+    from sqlalchemy import select, text
+    from sqlalchemy.dialects import postgresql
+
+    from api.models import ApiKey, Event, Job
+
+    statements = {
+        "list_jobs": select(Job).where(Job.owner_id == owner_id)
+        .order_by(Job.created_at.desc(), Job.id.desc()).limit(21),
+        "read_job": select(Job).where(Job.id == job_id),
+        "list_events": select(Event).where(Event.job_id == job_id).order_by(Event.id.desc()).limit(101),
+        "authenticate": select(ApiKey).where(ApiKey.prefix == "abcdef012345"),
+    }
+    plans = {}
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+        for name, stmt in statements.items():
+            sql = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+            rows = conn.execute(text("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + sql)).scalars()
+            plans[name] = "\n".join(rows)
+    return plans
+
+
+# ---------------------------------------------------------------- the server
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(env: dict[str, str], workers: int, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    stop_server(proc)
+    raise RuntimeError("the API did not start:\n" + log.read_text()[-3000:])
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+# ---------------------------------------------------------------- load
+
+class Target:
+    """What each kind of request asks for; keys are spread round-robin (the limits are per key)."""
+
+    def __init__(self, keys: list[str], job_ids: list[str], dataset_id: str, rng: random.Random) -> None:
+        self.headers = [{"Authorization": f"Bearer {k}"} for k in keys]
+        self.job_ids, self.dataset_id, self.rng = job_ids, dataset_id, rng
+
+    def request(self, kind: str, i: int) -> tuple[str, str, dict[str, Any] | None, dict[str, str]]:
+        headers = self.headers[i % len(self.headers)]
+        if kind == "list_jobs":
+            return "GET", "/v1/jobs?limit=20", None, headers
+        if kind == "read_job":
+            return "GET", f"/v1/jobs/{self.rng.choice(self.job_ids)}", None, headers
+        if kind == "list_events":
+            return "GET", f"/v1/jobs/{self.rng.choice(self.job_ids)}/events", None, headers
+        body = {"model": "cfg-llama", "training_dataset": self.dataset_id, "method": "smt", "budget": 0.01,
+                "hyperparameters": {"steps": 2, "batch_size": 2, "max_seq_len": 32}}
+        return "POST", "/v1/jobs", body, headers
+
+
+async def open_loop(url: str, target: Target, rate: float, seconds: float, warmup: float,
+                    rng: random.Random) -> dict[str, Any]:
+    """Send at i/rate after the start whatever the replies do; latency counts from the scheduled time."""
+    kinds = [k for k, n in MIX.items() for _ in range(n)]
+    total, warm = int(rate * (seconds + warmup)), int(rate * warmup)
+    results: list[tuple[str, float, int]] = []  # (kind, latency s, status; 0 = transport error)
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        async def one(i: int, kind: str, scheduled: float) -> None:
+            method, path, body, headers = target.request(kind, i)
+            try:
+                r = await client.request(method, path, json=body, headers=headers)
+                status = r.status_code
+            except httpx.HTTPError:
+                status = 0
+            if i >= warm:
+                results.append((kind, time.perf_counter() - scheduled, status))
+
+        tasks = []
+        start = time.perf_counter() + 0.05
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, kinds[rng.randrange(len(kinds))], scheduled)))
+        measured_from = start + warm / rate
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - measured_from
+    lat = [r[1] * 1000 for r in results]
+    by_kind = {k: [r[1] * 1000 for r in results if r[0] == k] for k in MIX}
+    row = {"rate": rate, "requests": len(results), "achieved_rps": round(len(results) / elapsed, 1),
+           "p50_ms": round(percentile(lat, 50), 1), "p99_ms": round(percentile(lat, 99), 1),
+           "max_ms": round(max(lat), 1),
+           "status_5xx": sum(1 for r in results if r[2] >= 500), "status_429": sum(1 for r in results if r[2] == 429),
+           "transport_errors": sum(1 for r in results if r[2] == 0),
+           "other_4xx": sum(1 for r in results if 400 <= r[2] < 500 and r[2] != 429),
+           "p99_ms_by_kind": {k: round(percentile(v, 99), 1) for k, v in by_kind.items() if v}}
+    return row
+
+
+def list_latency(url: str, headers: dict[str, str], n: int, path: str = "/v1/jobs?limit=20") -> dict[str, float]:
+    """Sequential first-page lists (one in flight): the server's own time plus loopback."""
+    lat = []
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        for _ in range(10):
+            client.get(path)
+        for _ in range(n):
+            t = time.perf_counter()
+            assert client.get(path).status_code == 200
+            lat.append((time.perf_counter() - t) * 1000)
+    return {"p50_ms": round(percentile(lat, 50), 2), "p99_ms": round(percentile(lat, 99), 2)}
+
+
+# ---------------------------------------------------------------- report
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [f"API load, {result['workers']} uvicorn worker(s), {result['jobs']} jobs + "
+             f"{result['events']} events in Postgres, mix {result['mix']}, {result['seconds']} s per rate",
+             "", "| rate (req/s) | achieved | p50 ms | p99 ms | max ms | 5xx | 429 | transport errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rates"]:
+        lines.append(f"| {r['rate']:g} | {r['achieved_rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
+                     f"{r['status_5xx']} | {r['status_429']} | {r['transport_errors']} |")
+    best = result["highest_rate_p99_under_100ms"]
+    lines += ["", f"Highest rate with p99 < {P99_TARGET_MS:g} ms and no 5xx: {best if best else 'none'} req/s", "",
+              "| jobs of the owner | list p50 ms | list p99 ms | deep page p50 ms | deep page p99 ms |",
+              "|---|---|---|---|---|"]
+    for n, m in result["list_latency"].items():
+        lines.append(f"| {n} | {m['first']['p50_ms']} | {m['first']['p99_ms']} | {m['deep']['p50_ms']} | "
+                     f"{m['deep']['p99_ms']} |")
+    lines.append("")
+    for name, plan in result["plans"].items():
+        lines += [f"{name}:", "```", plan, "```"]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="50,100,200,300,400", help="requests per second, comma-separated")
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per rate")
+    ap.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds at the same rate first")
+    ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    ap.add_argument("--jobs", type=int, default=10_000)
+    ap.add_argument("--events-per-job", type=int, default=5)
+    ap.add_argument("--keys", type=int, default=4, help="API keys of the one owner the load is spread over")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "api_load.json")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    rng = random.Random(0)
+    tmp = Path(tempfile.mkdtemp(prefix="st-api-load-"))
+    (tmp / "cfg").mkdir()
+    (tmp / "cfg" / "config.json").write_text(json.dumps(TINY_LLAMA))
+    queue = f"st-bench-{secrets.token_hex(4)}"
+    env = {"BROKER_URL": REDIS, "SPARSETUNE_QUEUE": queue, "SPARSETUNE_HOME": str(tmp / "home"),
+           "SPARSETUNE_MODELS": json.dumps({"cfg-llama": str(tmp / "cfg")}), "SPARSETUNE_ENV": "local"}
+    name, url = create_database()
+    env["DATABASE_URL"] = url
+    os.environ.update(env)
+    proc = None
+    try:
+        from api.db import get_engine, session_scope
+        from api.security import create_key
+
+        with session_scope() as s:
+            row, first_key = create_key(s, "bench")
+            owner_id = row.owner_id
+        keys = [first_key]
+        for i in range(1, args.keys):
+            with session_scope() as s:
+                keys.append(create_key(s, f"bench-{i}", owner_id)[1])
+        proc, base = start_server(env, args.workers, tmp / "api.log")
+        headers = {"Authorization": f"Bearer {first_key}"}
+        data = b'{"prompt": "p", "completion": "c"}\n' * 16
+        ds = httpx.post(f"{base}/v1/datasets", headers=headers, files={"file": ("t.jsonl", data)}).json()["id"]
+        engine = get_engine()
+        small = min(1000, args.jobs)
+        job_ids = seed_jobs(engine, owner_id, ds, 0, small, args.events_per_job, rng)
+        explain(engine, owner_id, job_ids[0])  # ANALYZE
+        lists: dict[str, Any] = {}
+
+        def measure_lists(n: int) -> None:
+            ordered = httpx.get(f"{base}/v1/jobs?limit=100", headers=headers).json()["data"]
+            deep = f"/v1/jobs?limit=20&after={ordered[-1]['id']}"  # a page past the first hundred
+            lists[str(n)] = {"first": list_latency(base, headers, 300), "deep": list_latency(base, headers, 300, deep)}
+
+        measure_lists(small)
+        print(f"seeded {small} jobs: list {lists[str(small)]}", file=sys.stderr)
+        for start in range(small, args.jobs, 5000):
+            job_ids += seed_jobs(engine, owner_id, ds, start, min(5000, args.jobs - start), args.events_per_job, rng)
+        plans = explain(engine, owner_id, job_ids[len(job_ids) // 2])
+        measure_lists(args.jobs)
+        print(f"seeded {args.jobs} jobs: list {lists[str(args.jobs)]}", file=sys.stderr)
+        target = Target(keys, job_ids, ds, rng)
+        rows = []
+        for rate in [float(r) for r in args.rates.split(",")]:
+            row = asyncio.run(open_loop(base, target, rate, args.seconds, args.warmup, rng))
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+        ok = [r["rate"] for r in rows if r["p99_ms"] < P99_TARGET_MS and r["status_5xx"] == 0
+              and r["transport_errors"] == 0 and r["achieved_rps"] >= 0.95 * r["rate"]]
+        result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "workers": args.workers,
+                  "cpus": os.cpu_count(), "jobs": args.jobs, "events": args.jobs * args.events_per_job,
+                  "keys": args.keys, "mix": MIX, "seconds": args.seconds, "rates": rows,
+                  "highest_rate_p99_under_100ms": max(ok) if ok else None, "list_latency": lists, "plans": plans,
+                  "server_errors_logged": (tmp / "api.log").read_text().count("Traceback")}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        print(markdown(result))
+        return 0
+    finally:
+        if proc is not None:
+            stop_server(proc)
+        from api.db import reset_engines
+
+        reset_engines()
+        drop_database(name)
+        import redis
+
+        r = redis.Redis.from_url(REDIS)
+        stale = list(r.scan_iter(f"*{queue}*"))
+        if stale:
+            r.delete(*stale)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
