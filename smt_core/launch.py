@@ -71,7 +71,7 @@ def launch(spec: TrainSpec, callbacks: Callbacks):
         try:
             result = train(spec, callbacks)
         except Cancelled:
-            _finish(peers, callbacks, PEER_GRACE_SECONDS)  # they got the same stop flag
+            _finish(peers, callbacks, PEER_GRACE_SECONDS)  # every stop is collective: they stopped too
             raise
         except BaseException as exc:
             failed = _failed_peers(peers, logs, wait=1.0)  # a peer that died first is the likely cause
@@ -97,6 +97,8 @@ def launch(spec: TrainSpec, callbacks: Callbacks):
 def _start_peer(spec: TrainSpec, r: int, port: int, logs: Path, threads: int | None) -> subprocess.Popen:
     env = {**os.environ, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(spec.num_devices),
            "LOCAL_WORLD_SIZE": str(spec.num_devices), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")  # peers are silent: their log is read only on failure
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     with open(logs / f"rank{r}.log", "wb") as log:
@@ -125,7 +127,9 @@ def _failed_peers(peers: dict[int, subprocess.Popen], logs: Path, wait: float = 
         except subprocess.TimeoutExpired:
             continue
         if code:
-            out.append(f"rank {r} failed (exit {code}): {_tail(logs, r)}")
+            how = f"was killed (signal {-code})" if code < 0 else f"failed (exit {code})"
+            tail = _tail(logs, r)
+            out.append(f"rank {r} {how}" + (f": {tail}" if tail else ""))
     return "; ".join(out)
 
 

@@ -241,7 +241,10 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         if not main:
             continue
         if spec.eval_every and done % spec.eval_every == 0 and done < total_steps and eval_enc.examples:
-            run_eval(done)
+            try:
+                run_eval(done)
+            except Cancelled:
+                pass  # the stop stands: the next step's check stops every rank together (and keeps this step)
         if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total_steps:
             save_checkpoint(done)
 
