@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,8 +27,8 @@ def page(session: Session, stmt: Select, model: Any, limit: int, after: str | No
         anchor = session.scalar(stmt.where(model.id == after)) if is_plausible_id(after) else None
         if anchor is None:
             raise APIError(422, f"after: no item {after!r} in this list", param="after")
-        stmt = stmt.where(or_(model.created_at < anchor.created_at,
-                              (model.created_at == anchor.created_at) & (model.id < anchor.id)))
+        # a row comparison, so (owner_id, created_at, id) serves any page as one index range scan
+        stmt = stmt.where(tuple_(model.created_at, model.id) < tuple_(anchor.created_at, anchor.id))
     rows = list(session.scalars(stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
 

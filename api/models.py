@@ -108,7 +108,7 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
-        Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        Index("ix_jobs_owner_created_id", "owner_id", "created_at", "id"),  # keyset pages: one range scan
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
