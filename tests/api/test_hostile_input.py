@@ -61,6 +61,18 @@ def test_create_dataset_without_rows_is_422(client, auth, data):
     assert [count_rows(t) for t in TABLES] == before
 
 
+def test_create_dataset_just_over_the_size_limit_is_413_and_writes_nothing(client, auth):
+    """Under the middleware's multipart slack, so the route's own bounded read refuses it."""
+    limit = 256 * 1024  # the tests' SPARSETUNE_MAX_UPLOAD_BYTES
+    data = PC_LINE * (limit // len(PC_LINE) + 1)
+    assert limit < len(data) < limit + 1024
+    before = [count_rows(t) for t in TABLES]
+    r = upload(client, auth, data)
+    assert r.status_code == 413 and r.json()["error"]["param"] == "file", r.text
+    assert [count_rows(t) for t in TABLES] == before
+    assert upload(client, auth, data[:limit - limit % len(PC_LINE)]).status_code == 201, "at the limit it fits"
+
+
 def test_create_dataset_at_the_line_limit_is_accepted(client, auth, monkeypatch):
     from api.settings import get_settings
 
