@@ -82,8 +82,13 @@ def test_replicate_tiny_results_hold_measured_figures(tiny_run):
 def test_replicate_tiny_renders_tables_commands_and_plots(tiny_run):
     out, results = tiny_run
     md = (out / "RESULTS.md").read_text()
-    for heading in ("## Headline (budget 0.2%", "### piqa: every method", "### arc_easy: every method", "### Budget sweep on piqa"):
+    for heading in ("## Headline (budget 0.2%", "### piqa: every method", "### arc_easy: every method",
+                    "### Budget sweep on piqa", "## Against the papers' claims"):
         assert heading in md
+    for claim in ("SMT beats LoRA at the same budget (piqa)", "SNELL beats LoRA (piqa)",
+                  "SMT keeps improving as the budget grows (piqa)", "SMT gains more from budget than lora (piqa)"):
+        assert claim in md and any(v in md.split(claim, 1)[1].split("\n", 1)[0]
+                                   for v in ("supported", "contradicted", "not shown")), claim
     for method in (*METHODS, "zero-shot base"):
         assert f"| {method} |" in md
     assert "python bench/replicate.py --tiny" in md and f"{os.cpu_count()} CPUs" in md
