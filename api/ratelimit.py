@@ -2,8 +2,9 @@
 
 Over the limit a request gets 429 in the one error shape with ``Retry-After`` (whole seconds until a token is
 back). With a Redis broker the buckets live in Redis (one Lua script, Redis's clock), so every API process
-shares them; otherwise (embedded mode) they live in this process. A Redis outage lets requests through rather
-than failing them: the limiter protects the service, it must not become the reason it is down.
+shares them; otherwise (embedded mode) they live in this process. While Redis is unreachable each process
+falls back to its own buckets and tries Redis again a few seconds later: the limiter protects the service, it
+must not become the reason it is down (no 5xx, no half-second connect timeout on every request).
 
 Written here rather than taken from ``limits``: that library has fixed and sliding windows but no token
 bucket, and its Redis extra pins redis<8 (we ship redis 8).
@@ -84,10 +85,12 @@ return string.format('%.6f', wait)
 class RedisBuckets:
     """Buckets shared by every API process through Redis; one round trip per request."""
 
-    def __init__(self, url: str, namespace: str) -> None:
-        self._url, self._namespace = url, namespace
+    def __init__(self, url: str, namespace: str, retry_seconds: float = 5.0) -> None:
+        self._url, self._namespace, self._retry_seconds = url, namespace, retry_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._script = None
+        self._fallback = MemoryBuckets()
+        self._down_until = 0.0
 
     def _script_for_this_loop(self):
         """asyncio connections belong to the loop that opened them (uvicorn has one; each TestClient its own)."""
@@ -100,12 +103,16 @@ class RedisBuckets:
         return self._script
 
     async def take(self, key: str, rate: Rate) -> float:
+        if time.monotonic() < self._down_until:
+            return await self._fallback.take(key, rate)
         try:
             script = self._script_for_this_loop()
             wait = await script(keys=[f"{self._namespace}:{key}"], args=[rate.per_second, rate.burst])
-        except Exception:  # noqa: BLE001 - fail open: an unreachable Redis must not turn into 5xx or 429
-            log.warning("rate limiter: redis unavailable, request let through", exc_info=True)
-            return 0.0
+        except Exception as exc:  # noqa: BLE001 - an unreachable Redis must not turn into 5xx
+            log.warning("rate limiter: redis unavailable (%s); in-process buckets for %.0f s",
+                        exc.__class__.__name__, self._retry_seconds)
+            self._down_until = time.monotonic() + self._retry_seconds
+            return await self._fallback.take(key, rate)
         return float(wait)
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 import redis
 
-from api.ratelimit import MemoryBuckets, Rate, buckets_for
+from api.ratelimit import MemoryBuckets, Rate, RedisBuckets, buckets_for
 from api.settings import Settings
 from tests.api.fixtures import make_key
 
@@ -98,3 +98,23 @@ def test_memory_bucket_refills_at_its_rate_and_caps_at_its_burst():
     now[0] += 60  # a long pause refills to the burst, not beyond
     assert [take() for _ in range(4)][-1] == pytest.approx(0.5)
     assert asyncio.run(buckets.take("other", rate)) == 0.0
+
+
+def test_unreachable_redis_falls_back_to_in_process_buckets_without_waiting_each_time():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    buckets = RedisBuckets(f"redis://127.0.0.1:{port}/0", "test", retry_seconds=60)
+    rate = Rate(per_second=1.0, burst=2)
+
+    async def takes() -> tuple[list[float], float]:
+        first = [await buckets.take("k", rate)]
+        start = time.perf_counter()
+        rest = [await buckets.take("k", rate) for _ in range(2)]
+        return first + rest, time.perf_counter() - start
+
+    waits, seconds = asyncio.run(takes())
+    assert waits[:2] == [0.0, 0.0] and waits[2] > 0, "still limited, by this process's own buckets"
+    assert seconds < 0.05, "no connection attempt while Redis is known to be down"
