@@ -98,21 +98,47 @@ def test_lora_on_two_ranks_trains_what_one_process_does(tiny_llama_dir, data, si
 
 def test_a_stop_reaches_every_rank_and_the_resumed_run_matches_one_process(tiny_llama_dir, data, single,
                                                                            tmp_path):
+    """The stop is first seen in rank 0's solo evaluation after step 5 (rank 1 is already waiting in the
+    next step's collective): it must stop both ranks there, with the checkpoint the hand-back asks for."""
     _, ref_out = single("smt")
     out = tmp_path / "dp"
-    done, saved, warnings = [], [], []
+    done, saved, warnings, evals = [], [], [], []
     cb = Callbacks().add("on_step_end", lambda p: done.append(p["step"])).add("on_checkpoint", saved.append)
+    cb.add("on_eval", evals.append)
     cb.add("on_log", lambda p: warnings.append(p) if p["level"] == "warning" else None)
     cb.add_stop_check(lambda: len(done) >= 5).add_checkpoint_request(lambda: True)
     with pytest.raises(Cancelled) as exc:
-        run(_spec(tiny_llama_dir, data, "smt", out, num_devices=2), cb)
+        run(_spec(tiny_llama_dir, data, "smt", out, num_devices=2, eval_every=5), cb)
     assert exc.value.checkpoint and [s["step"] for s in saved] == [5]
+    assert done == [1, 2, 3, 4, 5] and evals == [], "the stop interrupted the evaluation after step 5"
     assert not warnings, "rank 1 must stop by itself at the same step, not be killed"
     resumed: list[int] = []
     run(_spec(tiny_llama_dir, data, "smt", out, num_devices=2, resume=True),
         Callbacks().add("on_step_end", lambda p: resumed.append(p["step"])))
     assert resumed == list(range(6, 13))
     _assert_same_adapter(ref_out, out)
+
+
+def test_a_rank_that_dies_fails_the_run_naming_it(tiny_llama_dir, data, tmp_path):
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    def kill_peers(p: dict) -> None:
+        if p["step"] != 2:
+            return
+        me = os.getpid()
+        for task in Path(f"/proc/{me}/task").iterdir():  # our own children only, and only the peer ranks
+            for pid in (task / "children").read_text().split():
+                if b"smt_core.launch" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(int(pid), signal.SIGKILL)
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"rank 1 was killed \(signal 9\)"):
+        run(_spec(tiny_llama_dir, data, "smt", tmp_path / "o", num_devices=2, steps=200),
+            Callbacks().add("on_step_end", kill_peers))
+    assert time.monotonic() - started < 60, "rank 0 must not wait out a collective timeout"
 
 
 def _free_port() -> int:
