@@ -414,6 +414,18 @@ def test_the_jobs_list_pages_and_filters_and_a_running_job_is_cancelled_from_its
 
     page.goto(f"{service.url}/#/jobs/{long['id']}")
     expect(page.locator("section[data-job-id]")).to_have_attribute("data-status", "running", timeout=120_000)
+    # the Workers page: `up`'s one worker, in the default pool, busy with this job (from its heartbeat)
+    page.get_by_role("link", name="Workers").click()
+    row = page.locator("tr[data-worker-id]")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-status", "busy", timeout=30_000)
+    expect(row.get_by_role("link", name=long["id"])).to_be_visible()
+    expect(row).to_contain_text("default")
+    listed = service.get("/v1/workers")["data"][0]
+    assert listed["current_job"] == long["id"] and listed["status"] == "busy"
+    shot(page, "workers")
+    row.get_by_role("link", name=long["id"]).click()
+    expect(page.locator("section[data-job-id]")).to_have_attribute("data-status", "running")
     page.get_by_role("button", name="Cancel job").click()
     wait_status(page, "cancelled", 120)
     expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
