@@ -96,6 +96,25 @@ def test_lora_on_two_ranks_trains_what_one_process_does(tiny_llama_dir, data, si
     assert r.metrics["train_loss"] == pytest.approx(ref_metrics["train_loss"], rel=1e-5)
 
 
+def test_classification_head_and_row_weights_on_two_ranks_match_one_process(tmp_path_factory, tmp_path):
+    """SMT on a BERT classifier: the new head trains alone first (its gradients are all-reduced too), and
+    the loss averages over rows. Dropout off: each rank draws its own masks, so with dropout a two-rank run
+    is equivalent in distribution only, not to float tolerance."""
+    model = factories.build_tiny_model(tmp_path_factory.mktemp("bert-nodrop"), "bert")
+    cfg = json.loads((model / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model / "config.json").write_text(json.dumps(cfg))
+    train = factories.write_jsonl(tmp_path / "train.jsonl", factories.classification_rows(41))
+    kw = {**COMMON, "steps": 6, "method_options": {"block_size": 16, "head_steps": 3, "selection_steps": 11}}
+    kw.pop("max_eval_rows")
+    specs = [TrainSpec(model=str(model), train_data=str(train), method="smt", out_dir=str(tmp_path / f"o{n}"),
+                       num_devices=n, **kw) for n in (1, 2)]
+    one, two = run(specs[0]), run(specs[1])
+    tensors = _assert_same_adapter(tmp_path / "o1", tmp_path / "o2")
+    assert any(k.startswith("head.") for k in tensors)
+    assert two.metrics["train_loss"] == pytest.approx(one.metrics["train_loss"], rel=1e-5)
+
+
 def test_a_stop_reaches_every_rank_and_the_resumed_run_matches_one_process(tiny_llama_dir, data, single,
                                                                            tmp_path):
     """The stop is first seen in rank 0's solo evaluation after step 5 (rank 1 is already waiting in the
