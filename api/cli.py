@@ -105,7 +105,7 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
 
 def job_body(args: argparse.Namespace) -> dict[str, Any]:
     hp: dict[str, Any] = {k: getattr(args, k) for k in ("steps", "epochs", "learning_rate", "batch_size",
-                                                        "max_seq_len", "lr_warmup_steps")
+                                                        "max_seq_len", "lr_warmup_steps", "num_devices")
                           if getattr(args, k) is not None}
     options = {}
     for pair in args.method_option:
@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--batch-size", type=int)
     j.add_argument("--max-seq-len", type=int)
     j.add_argument("--lr-warmup-steps", type=int)
+    j.add_argument("--num-devices", type=int, help="data-parallel processes for the job (batch size is global)")
     j.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE")
     j.add_argument("--seed", type=int, default=0)
     j.add_argument("--suffix")

@@ -36,6 +36,9 @@ def test_job_body_parses_options_and_budget():
     assert body["budget"] == 0.01 and body["targets"] == ["q", "v"]
     assert body["method_options"] == {"block_size": 16, "score": "l2"}
     assert body["hyperparameters"] == {"steps": 5} and "validation_dataset" not in body
+    args = build_parser().parse_args(["jobs", "create", "--model", "m", "--training-dataset", "ds_1", "--method",
+                                      "lora", "--batch-size", "8", "--num-devices", "2"])
+    assert job_body(args)["hyperparameters"] == {"batch_size": 8, "num_devices": 2}
 
 
 @pytest.mark.parametrize("argv", [["--json", "jobs", "list"], ["jobs", "list", "--json"]])
