@@ -232,7 +232,8 @@ def shared_callbacks(cb: Callbacks) -> Callbacks:
 
 
 def _digest(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+    data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()  # the bytes, not a copy
+    return hashlib.sha256(data).hexdigest()
 
 
 def check_replicas(tensors: dict[str, torch.Tensor]) -> None:
