@@ -141,6 +141,22 @@ def test_reconciler_picks_up_unenqueued_job_and_engine_error_fails_it(client, au
     assert job["error"]["code"] == "invalid_request" and "safetensors" in job["error"]["message"]
 
 
+@pytest.mark.timeout(240)
+def test_two_device_job_trains_on_two_gloo_ranks_beside_the_child(client, auth, dataset, live_worker):
+    """hyperparameters.num_devices: the child is rank 0 (it records), one more rank trains beside it."""
+    body = {"model": "tiny-llama", "training_dataset": dataset, "method": "smt", "budget": 4096,
+            "hyperparameters": {"steps": 4, "batch_size": 4, "max_seq_len": 32, "num_devices": 2},
+            "method_options": {"block_size": 16, "selection_steps": 2}}
+    r = client.post("/v1/jobs", headers=auth, json=body)
+    assert r.status_code == 201, r.text
+    job = wait_for(lambda: finished(client, auth, r.json()["id"]), 180, 0.5, "the two-device job to finish")
+    assert job["status"] == "succeeded", job["error"]
+    assert job["steps_completed"] == 4 and job["trainable_params"] == 4096
+    assert job["hyperparameters"]["num_devices"] == 2
+    config = client.get(f"/v1/jobs/{job['id']}/artifacts/adapter_config.json", headers=auth).json()
+    assert config["hyperparameters"]["num_devices"] == 2 and config["hyperparameters"]["batch_size"] == 4
+
+
 @pytest.mark.timeout(300)
 def test_sigterm_worker_hands_job_back_and_another_worker_resumes_it(client, auth, dataset, live_worker,
                                                                        tmp_path):
