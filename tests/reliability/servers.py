@@ -52,7 +52,9 @@ class PrivatePostgres:
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
-        subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=120)
+        done = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr or done.stdout}")
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
@@ -75,7 +77,7 @@ class PrivatePostgres:
     def destroy(self) -> None:
         try:
             self.stop()
-        except subprocess.CalledProcessError:
+        except RuntimeError:
             pass  # already stopped
         shutil.rmtree(self.dir, ignore_errors=True)
 
