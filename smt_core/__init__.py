@@ -13,12 +13,18 @@ __version__ = "0.1.0"
 def run(spec: TrainSpec, callbacks: Callbacks | None = None):
     """Train one adapter as ``spec`` says; returns a :class:`smt_core.trainer.RunResult`.
 
-    ``spec.num_devices > 1`` starts the other ranks here (this process is rank 0) unless a process group
-    already exists (e.g. under torchrun)."""
+    ``spec.num_devices > 1`` starts the other ranks here (this process is rank 0), or, under ``torchrun``,
+    joins the ranks it started. Only rank 0's result carries metrics and files (``RunResult.main``)."""
     from smt_core import distributed  # torch is imported only when training is asked for
     from smt_core.trainer import train
 
     if spec.num_devices > 1 and not distributed.is_active():
+        if distributed.started_by_torchrun():  # every rank runs this; join the group torchrun set up
+            distributed.init_from_env(distributed.backend_for(spec.device))
+            try:
+                return train(spec, callbacks or Callbacks())
+            finally:
+                distributed.teardown()
         from smt_core.launch import launch
 
         return launch(spec, callbacks or Callbacks())

@@ -109,6 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if not result.main:  # rank 1…N−1 under torchrun: rank 0 reports
+        return EXIT_OK
     m = result.metrics
     text = (f"wrote {result.out_dir}/adapter.safetensors · trainable {m['trainable_params']:,} of "
             f"{m['total_params']:,} params · train_loss {m['train_loss']:.4f}"

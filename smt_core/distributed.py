@@ -70,6 +70,11 @@ def backend_for(name: str | None) -> str:
     return "nccl" if default_device_name(name).startswith("cuda") else "gloo"
 
 
+def started_by_torchrun() -> bool:
+    """torchrun (torch.distributed.run) started this process as one of several ranks."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init(rank_: int, world: int, store: dist.Store, backend: str) -> None:
     """Join the process group through ``store`` (rank 0's TCPStore)."""
     dist.init_process_group(backend, store=store, rank=rank_, world_size=world, timeout=COLLECTIVE_TIMEOUT)

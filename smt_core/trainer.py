@@ -39,6 +39,7 @@ class RunResult:
     out_dir: Path
     files: dict[str, Path]
     blocks: dict[str, Any] | None
+    main: bool = True  # False on ranks 1…N−1 of a data-parallel run: no metrics, no files
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -253,7 +254,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         trained[HEAD_PREFIX + n] = p.detach()
     distributed.check_replicas(trained)  # the last collective: every rank trained the same tensors
     if not main:
-        return RunResult({}, out, {}, blocks)
+        return RunResult({}, out, {}, blocks, main=False)
 
     # ---- evaluation and the artifact -----------------------------------------------------------------
     cb.fire("on_phase", phase="evaluating")

@@ -10,7 +10,13 @@ not add up to the single-process loss.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,15 +72,19 @@ def _assert_same_adapter(a_dir, b_dir) -> dict[str, torch.Tensor]:
     return a
 
 
+def _cli_args(model_dir, data, out) -> list[str]:
+    """``sparsetune train`` with the reference SMT spec on two devices."""
+    return ["--json", "train", "--model", str(model_dir), "--data", data[0], "--eval", data[1],
+            "--method", "smt", "--budget", "3000", "--steps", "12", "--batch-size", "4", "--max-seq-len", "32",
+            "--learning-rate", "1e-2", "--checkpoint-every", "0", "--max-eval-rows", "4",
+            "--method-option", "block_size=16", "--num-devices", "2", "--out", str(out)]
+
+
 def test_smt_on_two_ranks_selects_and_trains_what_one_process_does(tiny_llama_dir, data, single, tmp_path,
                                                                    capsys):
     ref_metrics, ref_out = single("smt")
     out = tmp_path / "dp"
-    args = ["--json", "train", "--model", str(tiny_llama_dir), "--data", data[0], "--eval", data[1],
-            "--method", "smt", "--budget", "3000", "--steps", "12", "--batch-size", "4", "--max-seq-len", "32",
-            "--learning-rate", "1e-2", "--checkpoint-every", "0", "--max-eval-rows", "4",
-            "--method-option", "block_size=16", "--num-devices", "2", "--out", str(out)]
-    assert cli_main(args) == 0
+    assert cli_main(_cli_args(tiny_llama_dir, data, out)) == 0
     metrics = json.loads(capsys.readouterr().out)["metrics"]
 
     tensors = _assert_same_adapter(ref_out, out)
@@ -86,6 +96,19 @@ def test_smt_on_two_ranks_selects_and_trains_what_one_process_does(tiny_llama_di
     assert metrics["train_loss"] == pytest.approx(ref_metrics["train_loss"], rel=1e-5)
     assert metrics["eval_loss"] == pytest.approx(ref_metrics["eval_loss"], rel=1e-5)
     assert load_adapter(out)[1]["hyperparameters"]["num_devices"] == 2
+
+
+def test_torchrun_runs_the_same_training(tiny_llama_dir, data, single, tmp_path):
+    """Under torchrun every rank runs the CLI and joins the group torchrun made; rank 0 alone reports."""
+    _, ref_out = single("smt")
+    out = tmp_path / "tr"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "smt_core.cli", *_cli_args(tiny_llama_dir, data, out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1 and json.loads(reports[0])["metrics"]["steps"] == 12
+    _assert_same_adapter(ref_out, out)
 
 
 def test_lora_on_two_ranks_trains_what_one_process_does(tiny_llama_dir, data, single, tmp_path):
@@ -139,11 +162,6 @@ def test_a_stop_reaches_every_rank_and_the_resumed_run_matches_one_process(tiny_
 
 
 def test_a_rank_that_dies_fails_the_run_naming_it(tiny_llama_dir, data, tmp_path):
-    import os
-    import signal
-    import time
-    from pathlib import Path
-
     def kill_peers(p: dict) -> None:
         if p["step"] != 2:
             return
