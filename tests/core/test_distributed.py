@@ -2,7 +2,7 @@
 
 The single-process run is the reference: with the same seed and global batch, two ranks must select the same
 SMT blocks and end with the same block deltas (and LoRA with the same adapter tensors) to float tolerance.
-41 training rows in batches of 4 make every epoch end on a one-row batch, so one rank gets an empty shard
+21 training rows in batches of 4 make every epoch end on a one-row batch, so one rank gets an empty shard
 there; the causal-LM rows have different numbers of labelled tokens, so an unweighted per-rank mean would
 not add up to the single-process loss.
 """
@@ -26,15 +26,16 @@ from smt_core.artifacts import load_adapter
 from smt_core.cli import main as cli_main
 from tests import factories
 
-COMMON = {"budget": 3000, "steps": 12, "batch_size": 4, "max_seq_len": 32, "learning_rate": 1e-2,
+ROWS, STEPS = 21, 8  # 6 steps an epoch: the run wraps into a second epoch
+COMMON = {"budget": 3000, "steps": STEPS, "batch_size": 4, "max_seq_len": 32, "learning_rate": 1e-2,
           "checkpoint_every": 0, "holdout_fraction": 0.0, "max_eval_rows": 4}
-SMT_OPTIONS = {"block_size": 16}  # selection_steps: one epoch (11 steps, the short last batch included)
+SMT_OPTIONS = {"block_size": 16}  # selection_steps: one epoch (6 steps, the short last batch included)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dp-data")
-    train = factories.write_jsonl(tmp / "train.jsonl", factories.completion_rows(41))
+    train = factories.write_jsonl(tmp / "train.jsonl", factories.completion_rows(ROWS))
     evals = factories.write_jsonl(tmp / "eval.jsonl", factories.completion_rows(4, seed=1))
     return str(train), str(evals)
 
@@ -75,7 +76,7 @@ def _assert_same_adapter(a_dir, b_dir) -> dict[str, torch.Tensor]:
 def _cli_args(model_dir, data, out) -> list[str]:
     """``sparsetune train`` with the reference SMT spec on two devices."""
     return ["--json", "train", "--model", str(model_dir), "--data", data[0], "--eval", data[1],
-            "--method", "smt", "--budget", "3000", "--steps", "12", "--batch-size", "4", "--max-seq-len", "32",
+            "--method", "smt", "--budget", "3000", "--steps", str(STEPS), "--batch-size", "4", "--max-seq-len", "32",
             "--learning-rate", "1e-2", "--checkpoint-every", "0", "--max-eval-rows", "4",
             "--method-option", "block_size=16", "--num-devices", "2", "--out", str(out)]
 
@@ -107,7 +108,7 @@ def test_torchrun_runs_the_same_training(tiny_llama_dir, data, single, tmp_path)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(reports) == 1 and json.loads(reports[0])["metrics"]["steps"] == 12
+    assert len(reports) == 1 and json.loads(reports[0])["metrics"]["steps"] == STEPS
     _assert_same_adapter(ref_out, out)
 
 
@@ -127,8 +128,8 @@ def test_classification_head_and_row_weights_on_two_ranks_match_one_process(tmp_
     cfg = json.loads((model / "config.json").read_text())
     cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (model / "config.json").write_text(json.dumps(cfg))
-    train = factories.write_jsonl(tmp_path / "train.jsonl", factories.classification_rows(41))
-    kw = {**COMMON, "steps": 6, "method_options": {"block_size": 16, "head_steps": 3, "selection_steps": 11}}
+    train = factories.write_jsonl(tmp_path / "train.jsonl", factories.classification_rows(ROWS))
+    kw = {**COMMON, "steps": 6, "method_options": {"block_size": 16, "head_steps": 3, "selection_steps": 6}}
     kw.pop("max_eval_rows")
     specs = [TrainSpec(model=str(model), train_data=str(train), method="smt", out_dir=str(tmp_path / f"o{n}"),
                        num_devices=n, **kw) for n in (1, 2)]
@@ -157,7 +158,7 @@ def test_a_stop_reaches_every_rank_and_the_resumed_run_matches_one_process(tiny_
     resumed: list[int] = []
     run(_spec(tiny_llama_dir, data, "smt", out, num_devices=2, resume=True),
         Callbacks().add("on_step_end", lambda p: resumed.append(p["step"])))
-    assert resumed == list(range(6, 13))
+    assert resumed == list(range(6, STEPS + 1))
     _assert_same_adapter(ref_out, out)
 
 
