@@ -139,8 +139,10 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = make_data(out_dir / "bench-data.jsonl", rows=max(64, args.batch_size * args.steps * 2), seq=args.seq)
     runs: dict[tuple[str, bool], list[dict]] = {c: [] for c in configs}
+    loads: list[float] = []  # the 1-minute load average before each run: step times mean little on a busy machine
     for rep in range(args.repeats):
         for method, ck in configs:  # interleaved: machine noise spreads over every configuration
+            loads.append(os.getloadavg()[0])
             cmd = [sys.executable, __file__, "--worker", "--method", method, "--model", args.model,
                    "--budget", str(args.budget), "--targets", args.targets, "--batch-size", str(args.batch_size),
                    "--seq", str(args.seq), "--steps", str(args.steps), "--data", str(data),
@@ -173,11 +175,17 @@ def main() -> None:
         row["step_vs_floor"] = row["step_s"] / floor["step_s"] if floor else None
         row["mem_vs_lora"] = row["train_bytes"] / lora["train_bytes"] if lora else None
     result = {"config": {k: v for k, v in vars(args).items() if k not in ("worker", "method", "checkpointing", "data")},
-              "machine": {"cpus": os.cpu_count(), "platform": sys.platform}, "created_at": int(time.time()),
+              "machine": {"cpus": os.cpu_count(), "platform": sys.platform,
+                          "load_1min_mean": round(statistics.mean(loads), 2) if loads else None,
+                          "load_1min_max": round(max(loads), 2) if loads else None},
+              "created_at": int(time.time()),
               "rows": rows}
     path = out_dir / f"engine-{int(time.time())}.json"
     path.write_text(json.dumps(result, indent=2))
     print(render(rows))
+    if loads and max(loads) > 0.5 * (os.cpu_count() or 1):
+        print(f"\nnote: 1-minute load average up to {max(loads):.1f} on {os.cpu_count()} CPUs during the runs: "
+              "other work shared the machine, so step times are noisy (memory figures are not affected)")
     print(f"\nresult JSON: {path}")
 
 
