@@ -13,8 +13,9 @@ AfterQuery = Annotated[str | None, Query(max_length=64, description="the last id
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route really returns (always 401, 422 and 429)."""
-    return {c: {"model": ErrorResponse} for c in sorted({401, 422, 429, *codes})}
+    """OpenAPI entries for the error statuses a route really returns (always 401, 422, 429, and 503 while the
+    database is unreachable)."""
+    return {c: {"model": ErrorResponse} for c in sorted({401, 422, 429, 503, *codes})}
 
 
 def envelope(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:

@@ -65,7 +65,7 @@ _registry = CollectorRegistry()
 _registry.register(JobCollector())
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={503: {"description": "database unreachable"}})
 def read_metrics() -> Response:
     """Prometheus metrics: jobs by status, queue depth, step times."""
     return Response(generate_latest(_registry), media_type=CONTENT_TYPE_LATEST)
