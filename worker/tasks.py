@@ -69,7 +69,8 @@ def supervise(job_id: str, token: int) -> str:
                         log.warning("lease lost; stopping the child", extra={"job_id": job_id})
                         proc.terminate()
                         proc.join(30)
-                    return "lost"
+                    # a child that recorded its own end (succeeded, failed, cancelled) exits 0 right after
+                    return "recorded" if proc.exitcode == 0 else "lost"
         return after_exit(job_id, token, proc.exitcode)
     finally:
         if previous is not None:
