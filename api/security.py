@@ -51,12 +51,14 @@ def authenticate(session: Session, key: str) -> Owner | None:
     parts = key.split("_", 2)  # the secret itself may contain "_"
     if len(parts) != 3 or parts[0] != KEY_SCHEME:
         return None
-    row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
-    if row is None or row.revoked_at is not None:
+    # one round trip for key and owner: every authenticated request pays for this lookup
+    found = session.execute(select(ApiKey.key_hash, ApiKey.revoked_at, Owner)
+                            .join(Owner, Owner.id == ApiKey.owner_id).where(ApiKey.prefix == parts[1])).first()
+    if found is None or found.revoked_at is not None:
         return None
-    if not hmac.compare_digest(row.key_hash, hash_key(key)):
+    if not hmac.compare_digest(found.key_hash, hash_key(key)):
         return None
-    return session.get(Owner, row.owner_id)
+    return found.Owner
 
 
 def revoke_key(session: Session, key_id: str) -> ApiKey | None:
