@@ -167,3 +167,38 @@ def test_estimate_for_model_outside_the_allowlist_is_404(client, auth):
     for model in ("gpt2", "..%2F..%2Fetc", "%2Ftmp"):
         r = client.get(f"/v1/models/{model}/estimate", headers=auth)
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", model
+
+
+@pytest.mark.parametrize("path, status, param", [
+    ("/v1/jobs/job_%00x", 404, "id"),
+    ("/v1/datasets/ds_%00x", 404, "id"),
+    ("/v1/jobs?after=job_%00x", 422, "after"),
+    ("/v1/jobs/JOB/events?after=%C2%B2", 422, "after"),
+    ("/v1/jobs/JOB/events?after=" + "9" * 30, 422, "after"),
+    ("/v1/models/cfg-llama/estimate?budget=inf", 422, "budget"),
+    ("/v1/models/cfg-llama/estimate?budget=nan", 422, "budget"),
+])
+def test_ids_and_numbers_the_database_cannot_hold_are_4xx_not_500(client, auth, dataset, path, status, param):
+    """NUL never reaches the driver, '²' is a digit to str.isdigit but not to int(), 10**29 overflows bigint."""
+    job = client.post("/v1/jobs", headers=auth, json=job_body(dataset)).json()["id"]
+    r = client.get(path.replace("JOB", job), headers=auth)
+    assert r.status_code == status and r.json()["error"]["param"] == param, r.text
+
+
+def test_last_event_id_that_is_not_an_event_id_is_422(client, auth, dataset):
+    job = client.post("/v1/jobs", headers=auth, json=job_body(dataset)).json()["id"]
+    for bad in ("\u00b2", "9" * 30, "-1"):
+        r = client.get(f"/v1/jobs/{job}/events", headers={**auth, "Accept": "text/event-stream",
+                                                          "Last-Event-ID": bad.encode("latin-1")})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "Last-Event-ID", (bad, r.text)
+
+
+def test_upload_filename_with_control_characters_is_stored_clean(client, auth):
+    """Raw multipart (httpx would percent-encode the name): NUL cannot be stored in a text column."""
+    body = (b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a\x00b\x07c.jsonl"\r\n'
+            b"Content-Type: application/jsonl\r\n\r\n" + PC_LINE + b"\r\n--XyZ--\r\n")
+    r = client.post("/v1/datasets", headers={**auth, "Content-Type": "multipart/form-data; boundary=XyZ"},
+                    content=body)
+    assert r.status_code in (201, 422), r.text
+    if r.status_code == 201:
+        assert "\x00" not in r.json()["filename"] and "\x07" not in r.json()["filename"]
