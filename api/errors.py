@@ -59,7 +59,9 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     return {"error": err}
 
 
-def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
+def _loc_to_param(loc: tuple[Any, ...], kind: str | None = None) -> str | None:
+    if kind == "json_invalid":  # the body itself is not JSON: name the body, not the character offset
+        return "body"
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
 
@@ -89,7 +91,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        details = [{"field": _loc_to_param(tuple(e.get("loc", ()))), "message": _validation_message(e)}
+        details = [{"field": _loc_to_param(tuple(e.get("loc", ())), e.get("type")), "message": _validation_message(e)}
                    for e in errors[:100]]
         first = details[0] if details else {"field": None, "message": "invalid request"}
         message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]

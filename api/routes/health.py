@@ -45,19 +45,23 @@ class JobCollector:
     def collect(self):
         by_status = GaugeMetricFamily("sparsetune_jobs", "Jobs by status", labels=["status"])
         depth = GaugeMetricFamily("sparsetune_queue_depth", "Jobs waiting to start")
+        # by method and pool, never by job id: /metrics needs no key, so it must not list anyone's jobs
         step = GaugeMetricFamily("sparsetune_step_seconds", "Mean seconds per training step of running jobs",
-                                 labels=["job_id"])
+                                 labels=["method", "pool"])
         with session_factory()() as session:
             counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-            running = session.execute(select(Job.id, Job.started_at, Job.steps_completed)
+            running = session.execute(select(Job.method, Job.pool, Job.started_at, Job.steps_completed)
                                       .where(Job.status == JobStatus.running)).all()
         for st in JobStatus:
             by_status.add_metric([st.value], counts.get(st, 0))
         depth.add_metric([], counts.get(JobStatus.queued, 0))
         now = time.time()
-        for job_id, started, steps in running:
+        per: dict[tuple[str, str], list[float]] = {}
+        for method, pool, started, steps in running:
             if started and steps:
-                step.add_metric([job_id], (now - started) / steps)
+                per.setdefault((method, pool or ""), []).append((now - started) / steps)
+        for labels, values in sorted(per.items()):
+            step.add_metric(list(labels), sum(values) / len(values))
         yield from (by_status, depth, step)
 
 
