@@ -45,8 +45,13 @@ def make_engine(url: str) -> Engine:
         return engine
     # pre-ping: after a database restart the pool's dead connections are replaced on checkout, so the api
     # recovers by itself; a connect timeout keeps a request from hanging on an unreachable host
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+    # pool_timeout: under overload a request waits at most this long for a connection, then gets a 503 it can
+    # retry (load shedding) instead of queueing for the default 30 s
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=POOL_TIMEOUT_SECONDS,
                          connect_args={"connect_timeout": 5})
+
+
+POOL_TIMEOUT_SECONDS = 5
 
 
 @lru_cache

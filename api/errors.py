@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.db import is_disconnect
@@ -96,6 +97,13 @@ def install(app: FastAPI) -> None:
         first = details[0] if details else {"field": None, "message": "invalid request"}
         message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
         return JSONResponse(error_body(422, message, first["field"], details=details), status_code=422)
+
+    @app.exception_handler(PoolTimeout)
+    async def _busy(_: Request, exc: PoolTimeout) -> JSONResponse:
+        """Every database connection is busy: shed the request with a 503 the client retries, not a 500."""
+        log.warning("database pool exhausted: request shed")
+        return JSONResponse(error_body(503, "server busy, retry shortly"), status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(DBAPIError)
     async def _database_error(_: Request, exc: DBAPIError) -> JSONResponse:
