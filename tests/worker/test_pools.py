@@ -37,6 +37,7 @@ def fleet(service_env, tiny_llama_dir, tmp_path_factory) -> Iterator[dict[str, s
            "SPARSETUNE_HEARTBEAT_SECONDS": "1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    _retire_other_modules_jobs()
     set_models({"tiny-llama": str(tiny_llama_dir)})
     logs = tmp_path_factory.mktemp("fleet")
     procs: dict[str, subprocess.Popen] = {}
@@ -56,6 +57,21 @@ def fleet(service_env, tiny_llama_dir, tmp_path_factory) -> Iterator[dict[str, s
         for pool in ("small", "large"):
             if (logs / f"{pool}.log").exists():
                 print(pool, (logs / f"{pool}.log").read_text()[-2000:])
+
+
+def _retire_other_modules_jobs() -> None:
+    """Jobs other test modules left queued or running would be re-routed to this fleet by the reconciler
+    (their pool is not configured here): end them first, so each worker starts idle and runs only ours."""
+    import time as _time
+
+    from sqlalchemy import update
+
+    from api.db import session_scope
+    from api.models import Job, JobStatus
+
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.status.in_([JobStatus.queued, JobStatus.running]))
+                  .values(status=JobStatus.cancelled, finished_at=_time.time(), lease_expires_at=None))
 
 
 @pytest.fixture()
