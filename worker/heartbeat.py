@@ -12,19 +12,17 @@ import os
 import secrets
 import socket
 import subprocess
-import threading
 import time
 
 from api import pools
 from api.db import session_scope
 from api.models import Worker
 from api.settings import get_settings
+from worker.periodic import Periodic
 
 log = logging.getLogger("sparsetune.heartbeat")
 WORKER_ID = f"wk_{socket.gethostname()[:40]}_{os.getpid()}_{secrets.token_hex(3)}"[:64]
 _current_job: str | None = None
-_stop = threading.Event()
-_thread: threading.Thread | None = None
 
 
 def set_current_job(job_id: str | None) -> None:
@@ -82,27 +80,17 @@ def beat(status: str | None = None) -> None:
         row.last_seen_at = now
 
 
-def _loop() -> None:
-    interval = get_settings().heartbeat_seconds
-    while not _stop.wait(interval):
-        try:
-            beat()
-        except Exception:  # noqa: BLE001 - a database hiccup must not kill the thread; try again next tick
-            log.warning("heartbeat failed", exc_info=True)
+_periodic = Periodic("heartbeat", lambda: beat(), lambda: get_settings().heartbeat_seconds)
 
 
 def start() -> None:
-    global _thread
     beat()
-    if _thread is None or not _thread.is_alive():
-        _stop.clear()
-        _thread = threading.Thread(target=_loop, name="sparsetune-heartbeat", daemon=True)
-        _thread.start()
+    _periodic.start()
 
 
 def stop() -> None:
     """A warm shutdown says so, so the listing tells a stopped worker from a lost one."""
-    _stop.set()
+    _periodic.stop()
     try:
         beat("stopped")
     except Exception:  # noqa: BLE001 - shutting down anyway

@@ -5,7 +5,6 @@ whose lease expired are enqueued again. A duplicate message is harmless: the cla
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from sqlalchemy import or_, select, update
@@ -15,10 +14,9 @@ from api.db import session_scope
 from api.models import Job, JobStatus
 from api.queue import enqueue, enqueue_merge, queue_depth
 from api.settings import get_settings
+from worker.periodic import Periodic
 
 log = logging.getLogger("sparsetune.reconciler")
-_stop = threading.Event()
-_thread: threading.Thread | None = None
 
 
 def reconcile_once() -> list[str]:
@@ -38,7 +36,7 @@ def reconcile_once() -> list[str]:
         for job in queued + expired:
             before = job.pool
             pool = pools.reroute(s, job)
-            if job in queued and job.enqueued_at is not None and pool.name == before and (pool.name in live or not live):
+            if job.status == JobStatus.queued and job.enqueued_at is not None and pool.name == before and (pool.name in live or not live):
                 # while messages wait in a live pool's queue, its queued jobs are still on their way: re-send
                 # only to an empty queue (or one we cannot see), so a busy worker does not collect duplicates
                 if pool.queue not in depth:
@@ -60,22 +58,5 @@ def reconcile_once() -> list[str]:
     return [job_id for job_id, _ in send]
 
 
-def _loop() -> None:
-    interval = get_settings().reconcile_seconds
-    while not _stop.wait(interval):
-        try:
-            reconcile_once()
-        except Exception:  # noqa: BLE001 - a database hiccup must not kill the thread; try again next tick
-            log.warning("reconcile failed", exc_info=True)
-
-
-def start() -> None:
-    global _thread
-    if _thread is None or not _thread.is_alive():
-        _stop.clear()
-        _thread = threading.Thread(target=_loop, name="sparsetune-reconciler", daemon=True)
-        _thread.start()
-
-
-def stop() -> None:
-    _stop.set()
+_periodic = Periodic("reconcile", lambda: reconcile_once(), lambda: get_settings().reconcile_seconds)
+start, stop = _periodic.start, _periodic.stop

@@ -6,6 +6,7 @@ Everything started here is stopped in teardown; the database is dropped and the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -82,11 +83,22 @@ def service_env(tmp_path_factory, config_only_model) -> Iterator[dict[str, str]]
            "SPARSETUNE_REQUEUE_AFTER_SECONDS": "4", "SPARSETUNE_CHECKPOINT_EVERY": "2",
            "SPARSETUNE_MAX_UPLOAD_BYTES": str(256 * 1024), "SPARSETUNE_SSE_POLL_SECONDS": "0.2",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    try:
+        with environment(env):
+            yield env
+    finally:
+        cleanup_redis(broker, queue)
+        drop_database(name)
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """Set these variables for the block (settings, engines and producer re-read), then put back what was."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     _reset_caches()
     try:
-        yield env
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
@@ -94,8 +106,6 @@ def service_env(tmp_path_factory, config_only_model) -> Iterator[dict[str, str]]
             else:
                 os.environ[k] = v
         _reset_caches()
-        cleanup_redis(broker, queue)
-        drop_database(name)
 
 
 def _reset_caches() -> None:

@@ -8,7 +8,6 @@ package-scoped and restored afterwards, so later packages see their own database
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests import factories
-from tests.api.fixtures import _reset_caches, alembic, make_key
+from tests.api.fixtures import alembic, environment, make_key
 from tests.reliability.servers import ApiServer, PrivatePostgres, PrivateRedis
 
 
@@ -46,18 +45,8 @@ def faults(tmp_path_factory, tiny_llama_dir) -> Iterator[Faults]:
                "SPARSETUNE_REQUEUE_AFTER_SECONDS": "3", "SPARSETUNE_CHECKPOINT_EVERY": "2",
                "SPARSETUNE_SSE_POLL_SECONDS": "0.2", "SPARSETUNE_CHILD_MEMORY_BYTES": "",
                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        _reset_caches()
-        try:
+        with environment(env):
             yield Faults(pg, rds, env, logs)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            _reset_caches()
     finally:
         rds.stop()
         pg.destroy()

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import factories
-from tests.api.fixtures import set_models, start_worker, stop_process, wait_for
+from tests.api.fixtures import environment, set_models, start_worker, stop_process, wait_for
 
 SMALL = {"batch_size": 2, "max_seq_len": 16}
 LARGE = {"batch_size": 8, "max_seq_len": 64}
@@ -35,27 +35,18 @@ def fleet(service_env, tiny_llama_dir, tmp_path_factory) -> Iterator[dict[str, s
     assert small < large < _peak(tiny_llama_dir, HUGE)
     env = {"SPARSETUNE_POOLS": json.dumps({"small": (small + large) // 2, "large": large * 3 // 2}),
            "SPARSETUNE_HEARTBEAT_SECONDS": "1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    _retire_other_modules_jobs()
-    set_models({"tiny-llama": str(tiny_llama_dir)})
     logs = tmp_path_factory.mktemp("fleet")
-    procs: dict[str, subprocess.Popen] = {}
-    try:
-        for pool in ("small", "large"):
-            procs[pool] = start_worker({"SPARSETUNE_WORKER_POOL": pool}, logs / f"{pool}.log")
-        yield procs
-    finally:
-        for proc in procs.values():
-            stop_process(proc, timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        set_models(json.loads(os.environ.get("SPARSETUNE_MODELS", "{}")))
-        for pool in ("small", "large"):
-            if (logs / f"{pool}.log").exists():
+    with environment(env):
+        _retire_other_modules_jobs()
+        set_models({"tiny-llama": str(tiny_llama_dir)})
+        procs: dict[str, subprocess.Popen] = {}
+        try:
+            for pool in ("small", "large"):
+                procs[pool] = start_worker({"SPARSETUNE_WORKER_POOL": pool}, logs / f"{pool}.log")
+            yield procs
+        finally:
+            for pool, proc in procs.items():
+                stop_process(proc, timeout=30)
                 print(pool, (logs / f"{pool}.log").read_text()[-2000:])
 
 

@@ -1,0 +1,36 @@
+"""A daemon thread that calls a function every few seconds until stopped (the reconciler, the heartbeat).
+
+A failing call is logged and tried again next tick: a database hiccup must not kill the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("sparsetune.worker")
+
+
+class Periodic:
+    def __init__(self, name: str, fn: Callable[[], object], interval: Callable[[], float]) -> None:
+        self.name, self.fn, self.interval = name, fn, interval  # interval read at start: settings may change
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        interval = self.interval()
+        while not self._stop.wait(interval):
+            try:
+                self.fn()
+            except Exception:  # noqa: BLE001 - try again next tick
+                log.warning("%s failed", self.name, exc_info=True)
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name=f"sparsetune-{self.name}", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
