@@ -82,6 +82,9 @@ return string.format('%.6f', wait)
 """
 
 
+REDIS_CONNECTIONS = 16
+
+
 class RedisBuckets:
     """Buckets shared by every API process through Redis; one round trip per request."""
 
@@ -98,7 +101,12 @@ class RedisBuckets:
         if loop is not self._loop:
             import redis.asyncio as aioredis
 
-            client = aioredis.Redis.from_url(self._url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            # a blocking pool: a burst of requests waits briefly for one of a few connections; the default
+            # pool raises MaxConnectionsError past 100 in flight, which would switch limiting off for a while
+            pool = aioredis.BlockingConnectionPool.from_url(self._url, max_connections=REDIS_CONNECTIONS,
+                                                            timeout=0.5, socket_timeout=0.5,
+                                                            socket_connect_timeout=0.5)
+            client = aioredis.Redis(connection_pool=pool)
             self._script, self._loop = client.register_script(TOKEN_BUCKET_LUA), loop
         return self._script
 

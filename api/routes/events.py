@@ -65,20 +65,24 @@ def _wants_stream(accept: str | None) -> bool:
 
 @router.get("/v1/jobs/{job_id}/events", response_model=ListPage[EventPublic],
             responses={**errors(404), 200: {"content": {"text/event-stream": {}}}, 204: {"description": "finished"}})
-def list_events(request: Request, session: SessionDep, job: JobDep, accept: Accept = None,
-                last_event_id: LastEventId = None, limit: LimitQuery = 100, after: AfterQuery = None) -> Any:
+async def list_events(request: Request, session: SessionDep, job: JobDep, accept: Accept = None,
+                      last_event_id: LastEventId = None, limit: LimitQuery = 100, after: AfterQuery = None) -> Any:
     """The job's events; with Accept: text/event-stream, a live stream that ends after `end`."""
-    if _wants_stream(accept):
-        start = _last_id(last_event_id)
-        end_id = session.scalar(select(func.max(Event.id)).where(Event.job_id == job.id, Event.type == "end"))
-        if job.status in FINISHED and end_id is not None and start >= end_id:
-            return Response(status_code=204)
-        return EventSourceResponse(_stream(request, job.id, job.owner_id, start), ping=10)
-    stmt = select(Event).where(Event.job_id == job.id)
-    if after is not None:
-        stmt = stmt.where(Event.id < _last_id(after, "after"))
-    rows = list(session.scalars(stmt.order_by(Event.id.desc()).limit(limit + 1)))
-    return envelope([crud.event_public(e) for e in rows[:limit]], len(rows) > limit)
+    def respond() -> Any:
+        if _wants_stream(accept):
+            start = _last_id(last_event_id)
+            end_id = session.scalar(select(func.max(Event.id)).where(Event.job_id == job.id, Event.type == "end"))
+            if job.status in FINISHED and end_id is not None and start >= end_id:
+                return Response(status_code=204)
+            return EventSourceResponse(_stream(request, job.id, job.owner_id, start), ping=10)
+        stmt = select(Event).where(Event.job_id == job.id)
+        if after is not None:
+            stmt = stmt.where(Event.id < _last_id(after, "after"))
+        rows = list(session.scalars(stmt.order_by(Event.id.desc()).limit(limit + 1)))
+        return envelope([crud.event_public(e) for e in rows[:limit]], len(rows) > limit)
+
+    # async with one explicit thread hop: a sync route would cost a second one to validate the page
+    return await to_thread.run_sync(respond)
 
 
 @router.get("/v1/events", responses={**errors(), 200: {"content": {"text/event-stream": {}}}})
