@@ -24,7 +24,9 @@ IDEMPOTENCY_SECONDS = 24 * 3600
 def page(session: Session, stmt: Select, model: Any, limit: int, after: str | None) -> tuple[list[Any], bool]:
     """Newest first, keyset pagination on (created_at, id); ``after`` is the last id of the previous page."""
     if after is not None:
-        anchor = session.scalar(stmt.where(model.id == after)) if is_plausible_id(after) else None
+        # only the key of the anchor row, under the same filters (another owner's id is no anchor)
+        anchor = session.execute(stmt.with_only_columns(model.created_at, model.id).where(model.id == after)
+                                 ).first() if is_plausible_id(after) else None
         if anchor is None:
             raise APIError(422, f"after: no item {after!r} in this list", param="after")
         # a row comparison, so (owner_id, created_at, id) serves any page as one index range scan
