@@ -1,6 +1,7 @@
 """A daemon thread that calls a function every few seconds until stopped (the reconciler, the heartbeat).
 
-A failing call is logged and tried again next tick: a database hiccup must not kill the thread.
+A failing call is logged and tried again next tick: a database hiccup must not kill the thread. While the
+database is away the failure is one line a tick, not a traceback (the outage is already in the message).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+
+from api.db import is_disconnect
 
 log = logging.getLogger("sparsetune.worker")
 
@@ -23,8 +26,11 @@ class Periodic:
         while not self._stop.wait(interval):
             try:
                 self.fn()
-            except Exception:  # noqa: BLE001 - try again next tick
-                log.warning("%s failed", self.name, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - try again next tick
+                if is_disconnect(exc):
+                    log.warning("%s skipped: database unavailable (%s)", self.name, exc.__class__.__name__)
+                else:
+                    log.warning("%s failed", self.name, exc_info=True)
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
