@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api import crud
@@ -34,28 +36,59 @@ def _last_id(value: str | None, param: str = "Last-Event-ID") -> int:
     return int(value)
 
 
-def _fetch(job_id: str | None, owner_id: str, after: int) -> list[dict[str, Any]] | None:
-    """Events after ``after``; None when the job was deleted meanwhile (the stream ends)."""
+SETTLE_SECONDS = 10.0  # far longer than an event-writing transaction stays open after its insert
+BATCH = 500
+
+
+def _fetch(job_id: str | None, owner_id: str, after: int) -> tuple[list[dict], int] | None:
+    """Events after ``after`` and the position to read from next; None when the job was deleted meanwhile (the
+    stream ends). A job's events come from one writer at a time, in id order; an owner's stream mixes jobs,
+    so it reads only up to :func:`settled_upto`."""
     with session_factory()() as session:
-        if job_id and session.get(Job, job_id) is None:
-            return None
-        stmt = select(Event).where(Event.id > after).order_by(Event.id).limit(500)
-        stmt = stmt.where(Event.job_id == job_id) if job_id else stmt.where(Event.owner_id == owner_id)
-        return [crud.event_public(e) for e in session.scalars(stmt)]
+        if job_id:
+            if session.get(Job, job_id) is None:
+                return None
+            stmt = select(Event).where(Event.job_id == job_id, Event.id > after).order_by(Event.id).limit(BATCH)
+            events = [crud.event_public(e) for e in session.scalars(stmt)]
+            return events, int(events[-1]["id"]) if events else after
+        upto = settled_upto(session, after)
+        stmt = (select(Event).where(Event.owner_id == owner_id, Event.id > after, Event.id <= upto)
+                .order_by(Event.id).limit(BATCH))
+        events = [crud.event_public(e) for e in session.scalars(stmt)]
+        return events, int(events[-1]["id"]) if len(events) == BATCH else upto
+
+
+def settled_upto(session: Session, after: int, now: float | None = None) -> int:
+    """The highest event id up to which every id is settled: its event is committed, or it is a gap before an
+    event written more than SETTLE_SECONDS ago (a rolled-back insert or a deleted job leaves a gap for good).
+
+    Ids come from one sequence shared by every job, and two jobs' writers can commit out of id order: had the
+    stream moved past id 11 while the transaction holding id 10 was still open, it would never send 10. So it
+    stops before a fresh gap until the gap fills or grows old. (created_at is the writer's clock: skew between
+    machines shortens or lengthens the wait, it does not lose an event unless it exceeds SETTLE_SECONDS.)"""
+    now = time.time() if now is None else now
+    upto = after
+    rows = session.execute(select(Event.id, Event.created_at).where(Event.id > after).order_by(Event.id).limit(BATCH))
+    for event_id, created_at in rows:
+        if event_id > upto + 1 and created_at > now - SETTLE_SECONDS:
+            break
+        upto = event_id
+    return upto
 
 
 async def _stream(request: Request, job_id: str | None, owner_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
     poll = get_settings().sse_poll_seconds
     while not await request.is_disconnected():
-        events = await to_thread.run_sync(_fetch, job_id, owner_id, after)
-        if events is None:
+        fetched = await to_thread.run_sync(_fetch, job_id, owner_id, after)
+        if fetched is None:
             return
+        events, position = fetched
         for ev in events:
-            after = int(ev["id"])
             yield ServerSentEvent(data=json.dumps(ev), event=ev["type"], id=ev["id"])
             if job_id and ev["type"] == "end":
                 return  # the job is over: close, and a reconnect gets 204
-        if not events:
+        moved, after = position > after, position
+        if not moved:  # nothing new (or only a fresh gap): wait; otherwise read on at once
             await asyncio.sleep(poll)
 
 
