@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api import errors, logs, ratelimit
+from api.inflight import InFlightCapMiddleware
 from api.requestlog import GuardAndLogMiddleware
 from api.routes import artifacts, datasets, events, health, jobs, models, workers
 from api.settings import get_settings
@@ -22,7 +23,8 @@ def create_app() -> FastAPI:
                   description="Sparse fine-tuning (SMT, SNELL) with LoRA/DoRA/full baselines, as a service.")
     errors.install(app)
     app.add_middleware(GuardAndLogMiddleware, max_upload_bytes=settings.max_upload_bytes)
-    ratelimit.install(app, settings)  # outermost: a throttled request costs no database work
+    ratelimit.install(app, settings)  # a throttled request costs no database work
+    app.add_middleware(InFlightCapMiddleware, max_in_flight=settings.max_in_flight)  # outermost: sheds first
     for module in (health, datasets, jobs, events, artifacts, models, workers):
         app.include_router(module.router)
     if DASHBOARD.is_dir():  # the built dashboard, if any, is served at / (it uses only the public API)

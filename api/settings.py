@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     rate_reads_burst: int = Field(default=200, ge=1, validation_alias="SPARSETUNE_RATE_READS_BURST")
     rate_writes_per_second: float = Field(default=20.0, ge=0, validation_alias="SPARSETUNE_RATE_WRITES_PER_SECOND")
     rate_writes_burst: int = Field(default=40, ge=1, validation_alias="SPARSETUNE_RATE_WRITES_BURST")
+    # requests in flight per API process before it answers 503 at once (0: no cap); see api/inflight.py
+    max_in_flight: int = Field(default=64, ge=0, validation_alias="SPARSETUNE_MAX_IN_FLIGHT")
     chunk_bytes: int = Field(default=4 * 1024 * 1024, validation_alias="SPARSETUNE_CHUNK_BYTES")
     lease_seconds: float = Field(default=120.0, validation_alias="SPARSETUNE_LEASE_SECONDS")
     reconcile_seconds: float = Field(default=30.0, validation_alias="SPARSETUNE_RECONCILE_SECONDS")

@@ -1,0 +1,41 @@
+"""Load shedding at the door: past a cap on requests in flight in this process, answer 503 at once.
+
+Without it an overloaded API accepts every request and queues it behind the others (bench/api_load.py at
+300 req/s: requests waited until the client's 30 s timeout and throughput fell to half of what the API can
+serve). With it the requests it takes keep a bounded wait and the rest hear "retry shortly" in a millisecond,
+with ``Retry-After``, as a load balancer would need to move them elsewhere. Live event streams are not
+counted: they stay open for hours and cost nothing while idle.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import error_body
+
+log = logging.getLogger("sparsetune.api")
+
+
+def _is_stream(scope: Scope) -> bool:
+    return any(name == b"accept" and b"text/event-stream" in value for name, value in scope["headers"])
+
+
+class InFlightCapMiddleware:
+    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+        self.app, self.cap, self.in_flight = app, max_in_flight, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.cap <= 0 or _is_stream(scope):
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.cap:
+            log.warning("over %d requests in flight: request shed", self.cap)
+            body = error_body(503, "server busy, retry shortly")
+            return await JSONResponse(body, status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
+        self.in_flight += 1  # one event loop per process: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
