@@ -268,6 +268,8 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
     page.get_by_label("Block size").fill("16")
     page.get_by_label("Selection steps").fill("2")
     page.get_by_label("Name suffix").fill("from-the-form")
+    expect(page.get_by_label("Devices (data parallel)")).to_have_value("1")
+    page.get_by_label("Gradient checkpointing").check()
 
     # before launch: every method's trainable parameters and memory, as the estimate endpoint says
     table = page.get_by_role("table", name=re.compile("Estimated trainable parameters"))
@@ -281,12 +283,16 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
     smt_estimate = table.locator("tr[data-method=smt] [data-trainable]").get_attribute("data-trainable")
     shot(page, "new-job")
 
-    page.get_by_role("button", name="Launch job").click()
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/jobs")) as sent:
+        page.get_by_role("button", name="Launch job").click()
+    posted = sent.value.post_data_json["hyperparameters"]
+    assert posted["num_devices"] == 1 and posted["gradient_checkpointing"] is True  # the form sends both fields
     expect(page.get_by_role("heading", name=re.compile(r"^Job job_"))).to_be_visible()
     job_id = page.locator("section[data-job-id]").get_attribute("data-job-id")
     job = service.get(f"/v1/jobs/{job_id}")
     assert (job["method"], job["model"], job["budget"], job["suffix"]) == ("smt", "tiny", 1536, "from-the-form")
     assert job["hyperparameters"]["steps"] == 36 and job["method_options"] == {"block_size": 16, "selection_steps": 2}
+    assert job["hyperparameters"]["gradient_checkpointing"] is True and job["hyperparameters"]["num_devices"] == 1
 
     # progress arrives over the live stream (no reload): record every value the bar shows on its way to 36/36
     progress = page.get_by_role("progressbar", name=f"Progress of {job_id}")

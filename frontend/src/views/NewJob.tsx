@@ -20,7 +20,8 @@ export function NewJobView() {
   const [method, setMethod] = useState<Method>("smt");
   const [budgetText, setBudgetText] = useState("0.01");
   const [targets, setTargets] = useState<string[]>(["q", "k", "v"]);
-  const [hp, setHp] = useState({ epochs: "1", steps: "", learning_rate: "", batch_size: "8", max_seq_len: "256", lr_warmup_steps: "0", seed: "0" });
+  const [hp, setHp] = useState({ epochs: "1", steps: "", learning_rate: "", batch_size: "8", max_seq_len: "256", lr_warmup_steps: "0", seed: "0", num_devices: "1" });
+  const [checkpointing, setCheckpointing] = useState(false);
   const [opts, setOpts] = useState<Record<string, string>>({});
   const [suffix, setSuffix] = useState("");
   const [estimates, setEstimates] = useState<Partial<Record<Method, Estimate>>>({});
@@ -93,8 +94,9 @@ export function NewJobView() {
   };
 
   const body = useMemo(() => {
-    const h: Record<string, number> = {
+    const h: Record<string, number | boolean> = {
       batch_size: Number(hp.batch_size), max_seq_len: Number(hp.max_seq_len), lr_warmup_steps: Number(hp.lr_warmup_steps),
+      num_devices: Number(hp.num_devices) || 1, gradient_checkpointing: checkpointing,
     };
     if (hp.steps.trim()) h.steps = Number(hp.steps);
     else if (hp.epochs.trim()) h.epochs = Number(hp.epochs);
@@ -105,7 +107,7 @@ export function NewJobView() {
       budget: method === "full" ? null : budgetValue, targets, hyperparameters: h, method_options: options,
       seed: Number(hp.seed) || 0, suffix: suffix.trim() || null,
     };
-  }, [model, trainDs, validDs, method, budgetValue, targets, hp, opts, suffix]);
+  }, [model, trainDs, validDs, method, budgetValue, targets, hp, checkpointing, opts, suffix]);
 
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -226,6 +228,12 @@ export function NewJobView() {
               <input id="hp-seq" inputMode="numeric" value={hp.max_seq_len} onInput={setH("max_seq_len")} /></div>
             <div class="field"><label for="hp-warmup">Warm-up steps</label>
               <input id="hp-warmup" inputMode="numeric" value={hp.lr_warmup_steps} onInput={setH("lr_warmup_steps")} /></div>
+            <div class="field"><label for="hp-devices">Devices (data parallel)</label>
+              <input id="hp-devices" inputMode="numeric" value={hp.num_devices} onInput={setH("num_devices")} /></div>
+            <div class="field"><label for="hp-ckpt">
+              <input id="hp-ckpt" type="checkbox" checked={checkpointing}
+                onChange={(e) => setCheckpointing((e.target as HTMLInputElement).checked)} /> Gradient checkpointing</label>
+              <p class="help">Less activation memory for some extra compute.</p></div>
             <div class="field"><label for="hp-seed">Seed</label>
               <input id="hp-seed" inputMode="numeric" value={hp.seed} onInput={setH("seed")} /></div>
             <div class="field"><label for="suffix">Name suffix</label>
