@@ -25,6 +25,10 @@ P = ParamSpec("P")
 log = logging.getLogger("sparsetune.db")
 
 
+POOL_TIMEOUT_SECONDS = 5  # longest wait for a pooled connection before the request is shed
+IDLE_PING_SECONDS = 1.0  # a pooled connection idle this long is pinged before use
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     """Several processes (api, worker, trainer child) share one SQLite file: wait instead of failing."""
     cur = dbapi_conn.cursor()
@@ -84,9 +88,6 @@ def _ping_if_idle(dbapi_conn, record, _proxy) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure means: throw this connection away, get a new one
         raise DisconnectionError("idle connection failed its ping") from exc
 
-
-POOL_TIMEOUT_SECONDS = 5
-IDLE_PING_SECONDS = 1.0
 
 
 @lru_cache

@@ -60,6 +60,11 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     return {"error": err}
 
 
+def busy_response() -> JSONResponse:
+    """The one answer of a shed request (pool exhausted, too many in flight): 503, retry in a second."""
+    return JSONResponse(error_body(503, "server busy, retry shortly"), status_code=503, headers={"Retry-After": "1"})
+
+
 def _loc_to_param(loc: tuple[Any, ...], kind: str | None = None) -> str | None:
     if kind == "json_invalid":  # the body itself is not JSON: name the body, not the character offset
         return "body"
@@ -102,8 +107,7 @@ def install(app: FastAPI) -> None:
     async def _busy(_: Request, exc: PoolTimeout) -> JSONResponse:
         """Every database connection is busy: shed the request with a 503 the client retries, not a 500."""
         log.warning("database pool exhausted: request shed")
-        return JSONResponse(error_body(503, "server busy, retry shortly"), status_code=503,
-                            headers={"Retry-After": "1"})
+        return busy_response()
 
     @app.exception_handler(DBAPIError)
     async def _database_error(_: Request, exc: DBAPIError) -> JSONResponse:

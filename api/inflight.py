@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import error_body
+from api.errors import busy_response
 
 log = logging.getLogger("sparsetune.api")
 
@@ -32,8 +31,7 @@ class InFlightCapMiddleware:
             return await self.app(scope, receive, send)
         if self.in_flight >= self.cap:
             log.warning("over %d requests in flight: request shed", self.cap)
-            body = error_body(503, "server busy, retry shortly")
-            return await JSONResponse(body, status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
+            return await busy_response()(scope, receive, send)
         self.in_flight += 1  # one event loop per process: no lock needed
         try:
             await self.app(scope, receive, send)

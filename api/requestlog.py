@@ -19,14 +19,13 @@ MULTIPART_SLACK = 64 * 1024  # boundaries and headers around the file part
 
 class GuardAndLogMiddleware:
     def __init__(self, app: ASGIApp, max_upload_bytes: int) -> None:
-        self.app, self.max_body = app, max_upload_bytes + MULTIPART_SLACK
-        self.max_upload_bytes = max_upload_bytes
+        self.app, self.max_upload_bytes = app, max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_upload_bytes + MULTIPART_SLACK:
                 body = errors.error_body(413, f"file: larger than the {self.max_upload_bytes}-byte upload limit",
                                          "file")
                 response = JSONResponse(body, status_code=413, headers={"Connection": "close"})

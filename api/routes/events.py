@@ -58,7 +58,7 @@ def _fetch(job_id: str | None, owner_id: str, after: int) -> tuple[list[dict], i
         return events, int(events[-1]["id"]) if len(events) == BATCH else upto
 
 
-def settled_upto(session: Session, after: int, now: float | None = None) -> int:
+def settled_upto(session: Session, after: int) -> int:
     """The highest event id up to which every id is settled: its event is committed, or it is a gap before an
     event written more than SETTLE_SECONDS ago (a rolled-back insert or a deleted job leaves a gap for good).
 
@@ -66,8 +66,7 @@ def settled_upto(session: Session, after: int, now: float | None = None) -> int:
     stream moved past id 11 while the transaction holding id 10 was still open, it would never send 10. So it
     stops before a fresh gap until the gap fills or grows old. (created_at is the writer's clock: skew between
     machines shortens or lengthens the wait, it does not lose an event unless it exceeds SETTLE_SECONDS.)"""
-    now = time.time() if now is None else now
-    upto = after
+    now, upto = time.time(), after
     rows = session.execute(select(Event.id, Event.created_at).where(Event.id > after).order_by(Event.id).limit(BATCH))
     for event_id, created_at in rows:
         if event_id > upto + 1 and created_at > now - SETTLE_SECONDS:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from api import crud, pools, queue
@@ -56,7 +56,7 @@ async def list_jobs(session: SessionDep, creds: Credentials, limit: LimitQuery =
         return envelope([crud.job_public(j) for j in rows], more)
 
     # async, with the key and the rows in one explicit thread hop: a sync route would cost three (see api/deps.py)
-    return await run_in_threadpool(page)
+    return await to_thread.run_sync(page)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(404))
