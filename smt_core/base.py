@@ -77,6 +77,7 @@ class PrepareContext:
     batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None  # seeded training batches
     loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None
     steps_per_epoch: int = 0
+    total_steps: int = 0  # the job's training steps (0: unknown); SMT caps its warm-up to a share of them
     head_parameters: list[nn.Parameter] = field(default_factory=list)  # a new classification head
 
 

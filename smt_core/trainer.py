@@ -163,7 +163,8 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         ctx = PrepareContext(model=model, sites=sites, budget=budget, base_params=base_params, device=device,
                              callbacks=cb, batches=lambda: plan.iterate(train_enc.examples, pad, device,
                                                                         rank=rank, world=world),
-                             loss_fn=amp_loss, steps_per_epoch=plan.steps_per_epoch, head_parameters=head)
+                             loss_fn=amp_loss, steps_per_epoch=plan.steps_per_epoch, head_parameters=head,
+                             total_steps=total_steps)
         model = method.prepare(ctx)
         start_step, blocks = 0, method.blocks_report()
         if blocks is not None:
@@ -235,6 +236,8 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         losses.append(step_loss)
         dt = time.time() - t0
         mem = memory.snapshot(model, train_params, opt, meter.max, device, gradients=grads)
+        if report.get("selection_bytes"):  # SMT's warm-up: gradient sums, freed before training
+            mem["selection"] = int(report["selection_bytes"])
         cb.fire("on_step_end", step=step + 1, total_steps=total_steps, train_loss=losses[-1],
                 learning_rate=opt.param_groups[0]["lr"], tokens_per_second=n_tok / max(dt, 1e-9),
                 trained_tokens=tokens, seconds=dt, memory=mem)

@@ -96,7 +96,8 @@ class SMTLinear(WrappedLinear):
         if values is None:
             values = torch.zeros(n, dtype=torch.float32, device=base.weight.device)
         assert values.numel() == n, f"values hold {values.numel()} entries, blocks need {n}"
-        self.values = nn.Parameter(values.detach().to(torch.float32).clone())
+        # a checkpoint's values arrive on the CPU: they live where the frozen weight does
+        self.values = nn.Parameter(values.detach().to(device=base.weight.device, dtype=torch.float32).clone())
         self.cache = cache
 
     def block_deltas(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -15,8 +16,22 @@ from smt_core.methods.smt.layer import SliceCache, SMTLinear
 from smt_core.methods.smt.selection import Block, default_block_size, select, tile
 from smt_core.targets import Site
 
-DEFAULT_SELECTION_STEPS = 100
+DEFAULT_SELECTION_STEPS = 100  # the most warm-up steps the default takes (the paper's 100)
+SELECTION_SHARE = 0.1  # the default warm-up is at most this share of the job's training steps …
+MIN_SELECTION_STEPS = 10  # … but never fewer than this (nor more than one epoch)
 HEAD_LR = 1e-3
+
+
+def default_selection_steps(total_steps: int, steps_per_epoch: int) -> int:
+    """Warm-up steps when the user names none: 10% of the job's steps, at least 10 and at most 100, never
+    more than one epoch. Each warm-up step costs about one training step (a full weight gradient for every
+    targeted matrix), so an uncapped one-epoch warm-up made a 2-epoch job cost 1.5× (README, "Default
+    hyperparameters", for the accuracy check of the cap)."""
+    epoch = max(1, steps_per_epoch)
+    if total_steps <= 0:  # unknown job length: the old rule
+        return min(DEFAULT_SELECTION_STEPS, epoch)
+    share = math.ceil(SELECTION_SHARE * total_steps)
+    return max(1, min(DEFAULT_SELECTION_STEPS, epoch, max(MIN_SELECTION_STEPS, share)))
 
 
 class SMTMethod(Method):
@@ -43,6 +58,7 @@ class SMTMethod(Method):
         self.candidates: list[Block] = []
         self.wrappers: dict[str, SMTLinear] = {}
         self.selection_steps_run = 0
+        self.selection_bytes = 0  # the warm-up's gradient sums + the weight gradients they are summed from
 
     # ---- preparation: head steps, warm-up, selection, injection -------------------------------------
     def prepare(self, ctx: PrepareContext) -> nn.Module:
@@ -79,7 +95,7 @@ class SMTMethod(Method):
     def _warm_up(self, ctx: PrepareContext) -> list[torch.Tensor]:
         """Sum the targeted weights' gradients over the warm-up steps (fp32; no optimizer step)."""
         assert ctx.batches is not None and ctx.loss_fn is not None
-        steps = self.config.selection_steps or min(DEFAULT_SELECTION_STEPS, max(1, ctx.steps_per_epoch))
+        steps = self.config.selection_steps or default_selection_steps(ctx.total_steps, ctx.steps_per_epoch)
         head_flags = [p.requires_grad for p in ctx.head_parameters]
         for p in ctx.head_parameters:
             p.requires_grad_(False)
@@ -94,6 +110,9 @@ class SMTMethod(Method):
                 ctx.callbacks.check_stop()
                 loss = ctx.loss_fn(ctx.model, next(batches))
                 loss.backward()
+                grad_bytes = sum(w.grad.untyped_storage().nbytes() for w in weights if w.grad is not None)
+                sum_bytes = sum(acc.untyped_storage().nbytes() for acc in sums)
+                self.selection_bytes = max(self.selection_bytes, grad_bytes + sum_bytes)
                 for s, w, acc in zip(ctx.sites, weights, sums, strict=True):
                     if w.grad is None:  # this rank's share of the batch was empty
                         continue
@@ -220,7 +239,7 @@ class SMTMethod(Method):
     def report(self, model: nn.Module) -> dict[str, Any]:
         n = sum(b.size for b in self.chosen)
         return {"trainable_params": n, "delta_nonzeros": n, "blocks": len(self.chosen),
-                "block_size": self.block_size}
+                "block_size": self.block_size, "selection_bytes": self.selection_bytes}
 
     def blocks_report(self) -> dict[str, Any] | None:
         if not self.sites:

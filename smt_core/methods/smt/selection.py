@@ -56,7 +56,7 @@ def score_blocks(grad_sum: torch.Tensor, b: int, score: str) -> torch.Tensor:
     pr, pc = (-rows) % b, (-cols) % b
     g = torch.nn.functional.pad(grad_sum.float(), (0, pc, 0, pr))  # (R·b, C·b), zero-padded edges
     tiles = g.view(g.shape[0] // b, b, g.shape[1] // b, b).transpose(1, 2)  # (R, C, b, b)
-    ones = torch.nn.functional.pad(torch.ones(rows, cols), (0, pc, 0, pr))
+    ones = torch.nn.functional.pad(torch.ones(rows, cols, device=g.device), (0, pc, 0, pr))
     counts = ones.view_as(g).view(tiles.shape[0], b, tiles.shape[1], b).sum((1, 3))  # true sizes
     if score == "mean_abs_sum":
         return tiles.abs().sum((2, 3)) / counts
