@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -81,12 +82,30 @@ class PrepareContext:
     head_parameters: list[nn.Parameter] = field(default_factory=list)  # a new classification head
 
 
+# The default learning rates were measured on models of ≤ 135M parameters; the papers' rates for 7B models
+# are lower. Between these sizes the default moves log-linearly from one to the other (in log parameters).
+MEASURED_UP_TO_PARAMS = 200_000_000
+PAPER_MODEL_PARAMS = 7_000_000_000
+
+
+def scaled_learning_rate(small: float, large: float | None, base_params: int) -> float:
+    """``small`` up to 200M parameters, ``large`` from 7B on, log-linear in between (both axes in log)."""
+    if large is None or base_params <= MEASURED_UP_TO_PARAMS:
+        return small
+    if base_params >= PAPER_MODEL_PARAMS:
+        return large
+    t = math.log(base_params / MEASURED_UP_TO_PARAMS) / math.log(PAPER_MODEL_PARAMS / MEASURED_UP_TO_PARAMS)
+    return math.exp((1 - t) * math.log(small) + t * math.log(large))
+
+
 class Method(ABC):
     """One fine-tuning method. Subclasses set the class attributes and fill in the abstract methods."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
-    default_learning_rate: ClassVar[float]
+    default_learning_rate: ClassVar[float]  # measured here on models of ≤ 135M parameters
+    # the rate the method's papers used on ~7B models (not measured here; None: no size dependence)
+    large_model_learning_rate: ClassVar[float | None] = None
     uses_budget: ClassVar[bool] = True
     prepare_phase: ClassVar[str] = "training"  # the job phase shown while prepare() runs
     sparse_delta: ClassVar[bool] = False  # sparse_deltas() gives the delta (a SHiRA export can hold it)
@@ -97,6 +116,12 @@ class Method(ABC):
     @classmethod
     def from_options(cls, options: dict[str, Any] | None) -> Method:
         return cls(cls.config_class.from_options(options))
+
+    @classmethod
+    def learning_rate_for(cls, base_params: int) -> float:
+        """The default learning rate for a base model of ``base_params`` parameters (see
+        :func:`scaled_learning_rate`): the measured small-model rate, moving to the papers' 7B rate."""
+        return scaled_learning_rate(cls.default_learning_rate, cls.large_model_learning_rate, base_params)
 
     @abstractmethod
     def prepare(self, ctx: PrepareContext) -> nn.Module:

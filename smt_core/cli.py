@@ -64,6 +64,9 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if present)")
     t.add_argument("--num-devices", type=int, default=1,
                    help="data-parallel processes: one per GPU, or gloo processes on CPU (--batch-size is global)")
+    t.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+                   help="bf16: frozen weights in bf16 + bf16 autocast (trainable tensors stay fp32); auto (default, "
+                        "or $SPARSETUNE_PRECISION): bf16 on a GPU with native bf16, else fp32")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint if present")
     t.add_argument("--out", required=True, help="output folder")
     t.set_defaults(handler=cmd_train)
@@ -99,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          seed=args.seed, resume=args.resume, gradient_checkpointing=args.gradient_checkpointing,
                          checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                          max_eval_rows=args.max_eval_rows, device=args.device,
-                         num_devices=args.num_devices, out_dir=args.out)
+                         num_devices=args.num_devices, precision=args.precision, out_dir=args.out)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     cb = Callbacks()

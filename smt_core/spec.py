@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 LOGICAL_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+PRECISIONS = ("auto", "bf16", "fp32")  # TrainSpec.precision; the policy is smt_core/precision.py
 DEFAULT_TARGETS = ("q", "k", "v")
 
 
@@ -38,6 +39,9 @@ class TrainSpec:
     max_eval_rows: int | None = None  # cap evaluation cost on large eval sets
     device: str | None = None  # None: cuda if present, else cpu
     num_devices: int = 1  # data-parallel processes (one per GPU, or gloo CPU processes); batch_size is global
+    # auto | bf16 | fp32 (smt_core/precision.py); None: $SPARSETUNE_PRECISION, else auto (bf16 on a GPU with
+    # native bf16, fp32 elsewhere). bf16: frozen weights in bf16 and a bf16 autocast; trainable tensors fp32
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, str):
@@ -71,6 +75,8 @@ class TrainSpec:
         if self.batch_size % self.num_devices:
             raise ValueError(f"batch_size: {self.batch_size} must be divisible by num_devices "
                              f"({self.num_devices}): each device takes an equal share of every batch")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
 

@@ -7,7 +7,6 @@ Every method goes through the same path; the registry supplies the method, and t
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import shutil
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from smt_core import checkpoint, distributed, memory
+from smt_core import checkpoint, distributed, memory, precision
 from smt_core.artifacts import HEAD_PREFIX, library_versions, save_adapter
 from smt_core.base import PrepareContext
 from smt_core.callbacks import Callbacks, Cancelled
@@ -46,13 +45,6 @@ def pick_device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on GPU (frozen weights are bf16, trainable ones fp32); nothing on CPU (fp32 throughout)."""
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
@@ -88,6 +80,9 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     random.seed(spec.seed)
     device = pick_device(spec.device) if world == 1 else distributed.device_for(spec.device)
     method = get_method(spec.method).from_options(spec.method_options)
+    policy = precision.resolve(spec.precision, device)  # bf16 frozen weights + autocast, or fp32
+    if policy.warning:
+        cb.fire("on_log", message=policy.warning, level="warning")
 
     # ---- data and model ------------------------------------------------------------------------------
     cb.fire("on_phase", phase="loading")
@@ -107,7 +102,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     ref = resolve_model(spec.model)
     tok = load_tokenizer(ref)
     task = "classification" if fmt == "classification" else "causal_lm"
-    frozen_dtype = torch.bfloat16 if device.type == "cuda" and method.uses_budget else torch.float32
+    frozen_dtype = policy.frozen_dtype(trains_base_weights=not method.uses_budget)
     model, new_keys = load_model(ref, task, label_names, frozen_dtype, pad_token_id=tok.pad_token_id)
     model.to(device)
     head_prefixes = tuple(sorted({k.rsplit(".", 1)[0] + "." for k in new_keys}))
@@ -123,7 +118,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     for p in head:  # a new classification head trains in every method, in fp32 even on a bf16 model
         p.data = p.data.float()
         p.requires_grad_(True)
-    amp = autocast_for(device)
+    amp = policy.autocast()
 
     def amp_loss(m, batch):
         """The loss to backpropagate: with several ranks, this rank's token-weighted share of the global
@@ -177,7 +172,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     params = [p for p in params if id(p) not in head_ids]
     train_params = params + head
     distributed.broadcast_params(train_params)  # replicas start from rank 0's values
-    lr = spec.learning_rate or method.default_learning_rate
+    lr = spec.learning_rate or method.learning_rate_for(base_params)  # lower on larger models
     # a random new head needs a higher rate than the pretrained weights' small corrections
     head_lr = spec.head_learning_rate or max(lr, HEAD_LEARNING_RATE)
     groups = [g for g in ({"params": params, "lr": lr, "base_lr": lr},
@@ -277,6 +272,7 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
         "steps": total_steps,
         "truncated_rows": train_enc.truncated,
         "memory": mem,
+        "precision": policy.name,
         "seconds": time.time() - started,
     }
     tensors = trained
@@ -305,7 +301,8 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
                             "steps": total_steps, "epochs": spec.epochs, "batch_size": spec.batch_size,
                             "max_seq_len": spec.max_seq_len, "weight_decay": spec.weight_decay,
                             "num_devices": spec.num_devices,
-                            "gradient_checkpointing": spec.gradient_checkpointing},
+                            "gradient_checkpointing": spec.gradient_checkpointing,
+                            "precision": policy.name},
         "label_names": label_names,
         "head_tensors": sorted(k for k in tensors if k.startswith(HEAD_PREFIX)),
         "metrics": metrics,

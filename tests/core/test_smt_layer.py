@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -33,11 +34,12 @@ def _mask(blocks):
     return m
 
 
-def test_block_gradients_match_dense_masked_reference():
+@pytest.mark.parametrize("impl", ["fold", "blocks"])
+def test_block_gradients_match_dense_masked_reference(impl):
     torch.manual_seed(0)
     base = nn.Linear(IN, OUT)
     values = torch.randn(sum(h * w for *_, h, w in BLOCKS)) * 0.1
-    layer = SMTLinear(base, False, BLOCKS, values, SliceCache())
+    layer = SMTLinear(base, False, BLOCKS, values, SliceCache(), impl=impl)
     for p in base.parameters():
         p.requires_grad_(False)
     x = torch.randn(3, 5, IN, requires_grad=True)
@@ -53,13 +55,14 @@ def test_block_gradients_match_dense_masked_reference():
     torch.testing.assert_close(layer.values.grad.double(), ref_vals, rtol=1e-5, atol=1e-5)
 
 
-def test_one_adamw_step_matches_masked_full_finetuning_and_leaves_other_entries_bit_identical():
+@pytest.mark.parametrize("impl", ["fold", "blocks"])
+def test_one_adamw_step_matches_masked_full_finetuning_and_leaves_other_entries_bit_identical(impl):
     torch.manual_seed(1)
     base = nn.Linear(IN, OUT)
     for p in base.parameters():
         p.requires_grad_(False)
     w0 = base.weight.detach().clone()
-    layer = SMTLinear(base, False, BLOCKS, None, SliceCache())
+    layer = SMTLinear(base, False, BLOCKS, None, SliceCache(), impl=impl)
     x = torch.randn(4, 7, IN)
     target = torch.randn(4, 7, OUT)
 
@@ -100,7 +103,8 @@ def test_weight_decay_pulls_block_delta_towards_zero():
     torch.testing.assert_close(after, before * (1 - 0.1 * 0.5))
 
 
-def test_conv1d_transposed_weight_matches_linear():
+@pytest.mark.parametrize("impl", ["fold", "blocks"])
+def test_conv1d_transposed_weight_matches_linear(impl):
     from transformers.pytorch_utils import Conv1D
 
     torch.manual_seed(3)
@@ -110,10 +114,79 @@ def test_conv1d_transposed_weight_matches_linear():
         lin.weight.copy_(conv.weight.t())
         lin.bias.copy_(conv.bias)
     values = torch.randn(sum(h * w for *_, h, w in BLOCKS))
-    a = SMTLinear(conv, True, BLOCKS, values)
-    b = SMTLinear(lin, False, BLOCKS, values)
-    x = torch.randn(2, 3, IN)
-    torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
+    a = SMTLinear(conv, True, BLOCKS, values, impl=impl)
+    b = SMTLinear(lin, False, BLOCKS, values, impl=impl)
+    x = torch.randn(2, 3, IN, requires_grad=True)
+    ya, yb = a(x), b(x)
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ya)
+    ga = torch.autograd.grad(ya, (x, a.values), g)
+    gb = torch.autograd.grad(yb, (x, b.values), g)
+    for u, v in zip(ga, gb, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
+    assert torch.equal(conv.weight, lin.weight.t()), "the fold never writes the frozen weight"
+
+
+@pytest.mark.parametrize("impl", ["fold", "blocks"])
+def test_bf16_autocast_matches_mixed_precision_masked_reference(impl):
+    """The GPU policy on CPU: bf16 frozen weight, bf16 autocast, fp32 values. The reference is masked full
+    fine-tuning in mixed precision: an fp32 master W0 + ΔW, autocast rounds it to bf16 for the products."""
+    torch.manual_seed(4)
+    base = nn.Linear(IN, OUT).to(torch.bfloat16)
+    base.requires_grad_(False)
+    values = torch.randn(sum(h * w for *_, h, w in BLOCKS)) * 0.05
+    layer = SMTLinear(base, False, BLOCKS, values, SliceCache(), impl=impl)
+    x = torch.randn(3, 5, IN, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16 and layer.values.dtype == torch.float32
+    g = torch.randn_like(y)
+    y.backward(g)
+
+    master = base.weight.detach().float().clone()
+    off = 0
+    for r, c, h, w in BLOCKS:
+        master[r:r + h, c:c + w] += values[off:off + h * w].view(h, w)
+        off += h * w
+    master.requires_grad_(True)
+    xr = x.detach().clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_ref = nn.functional.linear(xr, master, base.bias.float())
+    y_ref.backward(g)
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=2e-2, atol=2e-2)
+    ref_vals = torch.cat([master.grad[r:r + h, c:c + w].reshape(-1) for r, c, h, w in BLOCKS])
+    assert layer.values.grad.dtype == torch.float32
+    torch.testing.assert_close(layer.values.grad, ref_vals, rtol=3e-2, atol=3e-2)
+
+
+def test_fold_saves_the_shared_input_once_and_the_index_is_no_activation():
+    cache = SliceCache()
+    layers = [SMTLinear(nn.Linear(IN, OUT), False, BLOCKS, cache=cache, impl="fold") for _ in range(3)]
+    x = torch.randn(2, 4, IN)
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ys = [lyr(x) for lyr in layers]
+    params = {p.untyped_storage().data_ptr() for lyr in layers for p in lyr.parameters()}
+    saved = {ptr: n for ptr, n in seen.items() if ptr not in params}
+    assert saved == {x.untyped_storage().data_ptr(): x.untyped_storage().nbytes()}
+    assert sum(y.sum() for y in ys).requires_grad
+
+
+def test_auto_impl_picks_blocks_on_cpu_and_fold_on_gpu_where_columns_are_covered():
+    from smt_core.methods.smt.layer import pick_impl
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert pick_impl("auto", cpu, BLOCKS, IN) == "blocks"
+    assert pick_impl("auto", gpu, BLOCKS, IN) == "fold"
+    assert pick_impl("auto", gpu, [(0, 0, 8, 8)], 4096) == "blocks"  # 8 of 4096 columns: slices are smaller
+    with pytest.raises(ValueError, match="impl"):
+        pick_impl("dense", cpu, BLOCKS, IN)
 
 
 def test_shared_input_is_sliced_once_across_layers():

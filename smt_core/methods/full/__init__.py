@@ -36,6 +36,7 @@ class FullMethod(Method):
     name = "full"
     config_class = FullConfig
     default_learning_rate = 5e-5
+    large_model_learning_rate = 2e-5  # Stanford Alpaca's full fine-tuning of LLaMA-7B
     uses_budget = False
 
     def __init__(self, config: FullConfig) -> None:

@@ -33,6 +33,7 @@ class LoraMethod(Method):
     name = "lora"
     config_class = LoraOptions
     default_learning_rate = 1e-3
+    large_model_learning_rate = 2e-4  # LoRA/QLoRA and DoRA's LLaMA-7B runs (DoRA: 1e-4 to 2e-4)
     use_dora: ClassVar[bool] = False
 
     def __init__(self, config: LoraOptions) -> None:

@@ -1,13 +1,21 @@
-"""The SMT layer: a frozen linear plus trainable dense blocks, with a backward that only pays for blocks.
+"""The SMT layer: a frozen linear plus trainable dense blocks; gradients exist for the blocks alone.
 
-Forward:  y = x @ W0ᵀ + b + Σ_blocks x[..., cols] @ Δᵀ  → written into y[..., rows]
-Backward: ∂x = ∂y @ W0 + Σ_blocks ∂y[..., rows] @ Δ      (no dense W0 + ΔW is ever built or kept)
-          ∂Δ = ∂y[..., rows]ᵀ @ x[..., cols]              (only for the chosen blocks)
+Two implementations of the same function, chosen per module (``SMTLinear.impl``):
 
-Only the input column slices the blocks need are saved, as copies (a view would keep the whole input
-alive), and an input shared by several layers (Q, K and V read the same hidden states) is sliced once:
-:class:`SliceCache` hands every layer the same copy. Blocks are kept apart from W0 (never added into it)
-so tiny updates survive a bf16 frozen model; the values stay fp32.
+- ``fold`` (the default on GPU): W = W0 + blocks is built once per call in fp32 (one copy of the weight
+  and one scatter of every block's values, a transient never saved), then one product each way:
+  y = x Wᵀ + b and ∂x = ∂y W. The blocks' gradient is one dense product ∂yᵀ x followed by a gather of the
+  chosen entries. The kernel count does not grow with the number of blocks, which is what a GPU pays for;
+  the input x is saved whole (as LoRA saves it; Q, K and V share the same tensor).
+- ``blocks`` (the default on CPU): the forward and the input gradient fold the same way, but the blocks'
+  gradient is one small product per block, ∂Δ = ∂y[..., rows]ᵀ x[..., cols], and only the input column
+  slices the blocks need are saved, as copies (a view would keep the whole input alive); an input shared by
+  several layers is sliced once (:class:`SliceCache`). On a CPU the flops of a dense ∂yᵀ x would dominate,
+  and where the blocks cover few columns the slices also take less memory than x.
+
+Under bf16 autocast the folded weight is rounded to bf16 for the products, exactly as mixed-precision
+masked full fine-tuning rounds its fp32 master weight; the block values themselves stay fp32 (they are
+what the optimizer updates and what merge writes), so tiny updates accumulate and survive.
 """
 
 from __future__ import annotations
@@ -43,41 +51,63 @@ class SliceCache:
         self._entries.clear()
 
 
-class BlockSparseLinearFn(torch.autograd.Function):
-    """y = x W0ᵀ + b + block deltas; gradients for the block values only (and for x)."""
+IMPLS = ("auto", "fold", "blocks")
+DENSE_GRAD_MIN_COVERAGE = 0.25  # auto on GPU: below this share of covered input columns, save slices
+
+
+def folded_weight(weight: torch.Tensor, values: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
+    """W0 + the blocks as a new contiguous fp32 (out, in) matrix (the frozen weight is never written)."""
+    w = weight.to(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
+    w.view(-1).index_add_(0, flat_index, values.detach().float())
+    return w
+
+
+class FoldedBlockLinearFn(torch.autograd.Function):
+    """y = x (W0 + blocks)ᵀ + b; ∂x with one product; ∂values by a dense ∂yᵀx gather or per block."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, values, blocks, offsets, cache):  # noqa: D401
-        # x: (..., in)  weight: (out, in) frozen  values: flat fp32  blocks: list[(r0, c0, h, w)]
-        y = torch.nn.functional.linear(x, weight, bias)  # (..., out)
-        col_slices = []
-        for (r0, c0, h, w), off in zip(blocks, offsets, strict=True):
-            delta = values[off:off + h * w].view(h, w).to(x.dtype)
-            y[..., r0:r0 + h] += x[..., c0:c0 + w] @ delta.t()
-            if ctx.needs_input_grad[3]:
-                col_slices.append(cache.get(x, c0, w) if cache is not None else
-                                  x[..., c0:c0 + w].contiguous())
-        ctx.blocks, ctx.offsets = blocks, offsets
-        ctx.save_for_backward(weight, values, *col_slices)
+    def forward(ctx, x, weight, bias, values, flat_index, blocks, offsets, cache, dense_grad):  # noqa: D401
+        # x: (..., in)  weight: (out, in) frozen  values: flat fp32  flat_index: (n,) positions in W
+        w = folded_weight(weight, values, flat_index)
+        y = torch.nn.functional.linear(x, w, bias)  # under autocast: bf16(W0 + blocks), fp32 accumulation
+        ctx.blocks, ctx.offsets, ctx.dense_grad = blocks, offsets, dense_grad
+        ctx.flat_index = flat_index  # a buffer of the module, not an activation: kept off the saved tensors
+        saved: list[torch.Tensor] = []
+        if ctx.needs_input_grad[3]:
+            if dense_grad:
+                saved = [x]  # whole, not a copy: Q, K and V save the same storage
+            else:
+                saved = [cache.get(x, c0, w_) if cache is not None else x[..., c0:c0 + w_].contiguous()
+                         for (_r0, c0, _h, w_) in blocks]
+        ctx.save_for_backward(weight, values, *saved)
         return y
 
     @staticmethod
     def backward(ctx, grad_out):
-        weight, values, *col_slices = ctx.saved_tensors
+        weight, values, *saved = ctx.saved_tensors
+        flat_index = ctx.flat_index
         grad_x = grad_values = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ weight.to(grad_out.dtype)  # (..., in): the frozen part
-            for (r0, c0, h, w), off in zip(ctx.blocks, ctx.offsets, strict=True):
-                delta = values[off:off + h * w].view(h, w).to(grad_out.dtype)
-                grad_x[..., c0:c0 + w] += grad_out[..., r0:r0 + h] @ delta  # the blocks' correction
+            w = folded_weight(weight, values, flat_index)
+            grad_x = grad_out @ w.to(grad_out.dtype)  # (..., in)
+            del w
         if ctx.needs_input_grad[3]:
             g2 = grad_out.reshape(-1, grad_out.shape[-1])  # (tokens, out)
-            parts = []
-            for (r0, _c0, h, w), xs in zip(ctx.blocks, col_slices, strict=True):
-                xs2 = xs.reshape(-1, w)  # (tokens, w)
-                parts.append((g2[:, r0:r0 + h].t().float() @ xs2.float()).reshape(-1))  # (h*w,)
-            grad_values = torch.cat(parts)
-        return grad_x, None, None, grad_values, None, None, None
+            if ctx.dense_grad:
+                x2 = saved[0].reshape(-1, saved[0].shape[-1]).to(g2.dtype)  # (tokens, in)
+                grad_values = (g2.t() @ x2).view(-1).index_select(0, flat_index).float()
+            else:
+                grad_values = _block_grads(g2, saved, ctx.blocks)
+        return grad_x, None, None, grad_values, None, None, None, None, None
+
+
+def _block_grads(g2: torch.Tensor, col_slices: list[torch.Tensor], blocks) -> torch.Tensor:
+    """∂Δ of every block, flat in the values' order: ∂y[:, rows]ᵀ @ x[:, cols] (fp32 accumulation)."""
+    parts = []
+    for (r0, _c0, h, w), xs in zip(blocks, col_slices, strict=True):
+        xs2 = xs.reshape(-1, w).to(g2.dtype)  # (tokens, w)
+        parts.append((g2[:, r0:r0 + h].t() @ xs2).float().reshape(-1))  # (h*w,)
+    return torch.cat(parts)
 
 
 class SMTLinear(WrappedLinear):
@@ -87,7 +117,8 @@ class SMTLinear(WrappedLinear):
     """
 
     def __init__(self, base: nn.Module, transposed: bool, blocks: list[tuple[int, int, int, int]],
-                 values: torch.Tensor | None = None, cache: SliceCache | None = None) -> None:
+                 values: torch.Tensor | None = None, cache: SliceCache | None = None,
+                 impl: str = "auto") -> None:
         super().__init__(base, transposed)
         self.block_list = [tuple(int(v) for v in b) for b in blocks]
         sizes = [h * w for _, _, h, w in self.block_list]
@@ -99,6 +130,10 @@ class SMTLinear(WrappedLinear):
         # a checkpoint's values arrive on the CPU: they live where the frozen weight does
         self.values = nn.Parameter(values.detach().to(device=base.weight.device, dtype=torch.float32).clone())
         self.cache = cache
+        in_features = self.weight_out_in().shape[1]
+        self.register_buffer("flat_index", block_flat_index(self.block_list, in_features, base.weight.device),
+                             persistent=False)
+        self.impl = pick_impl(impl, base.weight.device, self.block_list, in_features)
 
     def block_deltas(self):
         """Yield (row0, col0, delta (h, w)) per block, physical coordinates."""
@@ -109,5 +144,34 @@ class SMTLinear(WrappedLinear):
         if not self.block_list:
             return self.base(x)
         cache = self.cache if torch.is_grad_enabled() else None
-        fn = BlockSparseLinearFn
-        return fn.apply(x, self.weight_out_in(), self.base.bias, self.values, self.block_list, self.offsets, cache)
+        return FoldedBlockLinearFn.apply(x, self.weight_out_in(), self.base.bias, self.values, self.flat_index,
+                                         self.block_list, self.offsets, cache, self.impl == "fold")
+
+
+def block_flat_index(blocks: list[tuple[int, int, int, int]], in_features: int,
+                     device: torch.device) -> torch.Tensor:
+    """Each value's position in the flattened (out, in) weight, in the values' order (block by block, each
+    row-major): what the fold scatters into and the dense gradient gathers from."""
+    if not blocks:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    idx = [(torch.arange(r0, r0 + h).unsqueeze(1) * in_features + torch.arange(c0, c0 + w)).reshape(-1)
+           for r0, c0, h, w in blocks]
+    flat = torch.cat(idx)
+    # int32 where it fits: the index is as large as the values themselves
+    return flat.to(device=device, dtype=torch.int32 if flat.numel() and int(flat.max()) < 2**31 else torch.long)
+
+
+def pick_impl(impl: str, device: torch.device, blocks: list[tuple[int, int, int, int]], in_features: int) -> str:
+    """``auto``: on a GPU ``fold`` (a dense weight-gradient product beats one small kernel per block) unless
+    the blocks cover under a quarter of the input columns (then saving their slices saves memory); on a CPU
+    ``blocks`` (flops, not launches, are what it pays for)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl: must be one of {', '.join(IMPLS)}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    if device.type != "cuda":
+        return "blocks"
+    covered = set()
+    for _r0, c0, _h, w in blocks:
+        covered.update(range(c0, c0 + w))
+    return "fold" if len(covered) >= DENSE_GRAD_MIN_COVERAGE * in_features else "blocks"

@@ -46,6 +46,7 @@ class SMTMethod(Method):
     name = "smt"
     config_class = SMTConfig
     default_learning_rate = 1e-3
+    large_model_learning_rate = 1e-4  # SMT's reference code on LLaMA-7B commonsense (9.65e-6 on math)
     prepare_phase = "selection"
     sparse_delta = True
 

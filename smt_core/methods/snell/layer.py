@@ -1,4 +1,9 @@
-"""The module that replaces an adapted projection: base output + x @ ΔWˢᵀ on the targeted part rows."""
+"""The module that replaces an adapted projection: base output + x @ ΔWˢᵀ on the targeted part rows.
+
+For a plain ``nn.Linear`` or GPT-2 ``Conv1D`` base the whole output, base included, comes from one
+:class:`~smt_core.methods.snell.kernel.SnellLinear` call (in fp32 one product each way on W0 + ΔWˢ; see the
+kernel's docstring); any other base runs itself, and the delta is added to its output.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import torch
 from torch import nn
 
 from smt_core.base import WrappedLinear
-from smt_core.methods.snell.kernel import P, PartSpec, SnellDelta, n_keep, sparse_delta
+from smt_core.methods.snell.kernel import P, PartSpec, SnellLinear, make_plan, n_keep, sparse_delta
 from smt_core.targets import Part
 
 
@@ -43,15 +48,30 @@ class SnellLayer(WrappedLinear):
         return n_keep(part.rows, self.in_features, self.sparsity)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        out = self.base(x, *args, **kwargs)  # (..., out)
-        return out if self.disabled else out + self.delta(x)
+        if self.disabled:
+            return self.base(x, *args, **kwargs)
+        if args or kwargs or not self._fusable():
+            return self.base(x, *args, **kwargs) + self.delta(x)
+        return self._apply(x, self.weight_out_in(), self.base.bias)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """x @ ΔWˢᵀ over the whole output width (zeros outside the targeted parts), (..., out)."""
+        return self._apply(x, None, None)
+
+    def _apply(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
         specs = tuple(PartSpec(p.row0, p.rows, self.keep(p)) for p in self.parts)
         tensors = [t for p in self.parts
                    for t in (self.snell_A[p.target], self.snell_B[p.target], self.snell_c[p.target])]
-        return SnellDelta.apply(x, self.out_features, specs, self.rule, self.eps, *tensors)
+        plan = make_plan(specs, self.out_features, self.rule, self.eps, x, weight, tensors[0].dtype)
+        return SnellLinear.apply(x, weight, bias, plan, *tensors)
+
+    def _fusable(self) -> bool:
+        """Whether SnellLinear may stand in for the base: exactly a Linear or a Conv1D (a subclass may
+        quantise or hook its forward), frozen (SnellLinear gives the weight and bias no gradient), no hooks."""
+        base = self.base
+        plain = type(base) is nn.Linear or (self.transposed and type(base).__name__ == "Conv1D")
+        frozen = not base.weight.requires_grad and (base.bias is None or not base.bias.requires_grad)
+        return plain and frozen and not (base._forward_hooks or base._forward_pre_hooks)
 
     def materialise(self, part: Part) -> torch.Tensor:
         """ΔWˢ of one part, (rows, in), detached: exactly what the forward adds."""
