@@ -214,3 +214,32 @@ def test_a_stop_that_asks_for_a_checkpoint_loses_no_finished_step(tiny_llama_dir
     resumed = []
     run(TrainSpec(**spec, resume=True), Callbacks().add("on_step_end", lambda p: resumed.append(p["step"])))
     assert resumed == [5, 6]
+
+
+def test_smt_default_warm_up_is_a_tenth_of_the_job_and_its_memory_is_reported(tiny_llama_dir, tmp_path):
+    from smt_core.methods.smt.model import default_selection_steps
+
+    assert default_selection_steps(126, 63) == 13  # a 2-epoch job no longer pays a whole epoch (63)
+    assert default_selection_steps(30, 60) == 10  # at least 10 …
+    assert default_selection_steps(5000, 2000) == 100  # … at most 100 …
+    assert default_selection_steps(30, 4) == 4  # … never past one epoch
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.completion_rows(80))
+    r = run(TrainSpec(model=str(tiny_llama_dir), train_data=str(data), method="smt", budget=BUDGET, steps=12,
+                      batch_size=4, max_seq_len=32, method_options={"block_size": 16}, out_dir=str(tmp_path / "o")))
+    _, manifest = load_adapter(tmp_path / "o")
+    assert manifest["method_info"]["selection_steps"] == 10  # 18 steps an epoch: the floor of 10
+    eligible = sum(o * i for o, i in [(64, 64), (32, 64), (32, 64)]) * 2  # q, k, v of the 2 tiny layers
+    # fp32 sums of every targeted matrix + their fp32 gradients while they are summed
+    assert r.metrics["memory"]["selection"] == 2 * eligible * 4
+
+
+def test_default_learning_rate_moves_to_the_papers_rate_on_large_models():
+    from smt_core.registry import get_method
+
+    smt, lora = get_method("smt"), get_method("lora")
+    assert smt.learning_rate_for(135_000_000) == smt.default_learning_rate == 1e-3
+    assert smt.learning_rate_for(7_000_000_000) == pytest.approx(1e-4)
+    assert smt.learning_rate_for(70_000_000_000) == pytest.approx(1e-4)
+    mid = smt.learning_rate_for(1_200_000_000)
+    assert 1e-4 < mid < 1e-3 and lora.learning_rate_for(1_200_000_000) > 2e-4
+    assert get_method("head").learning_rate_for(7_000_000_000) == get_method("head").default_learning_rate

@@ -74,9 +74,10 @@ def candidate_blocks(sites: list[Site], grad_sums: list[torch.Tensor], b: int, s
     out: list[Block] = []
     for si, (site, gs) in enumerate(zip(sites, grad_sums, strict=True)):
         for pi, part in enumerate(site.parts):
-            grid = score_blocks(gs[part.row0:part.row0 + part.rows], b, score)
+            # one device-to-host copy per matrix, not one synchronising read per block
+            grid = score_blocks(gs[part.row0:part.row0 + part.rows], b, score).tolist()
             for r, c, h, w in tile(part.rows, site.in_features, b):
-                out.append(Block(si, pi, r, c, h, w, float(grid[r // b, c // b])))
+                out.append(Block(si, pi, r, c, h, w, float(grid[r // b][c // b])))
     return out
 
 
