@@ -195,7 +195,9 @@ def add_to_weight(site: Site, part_row0: int, delta: torch.Tensor, col0: int = 0
     w = site.weight_out_in()
     rows, cols = delta.shape
     with torch.no_grad():
-        w[part_row0:part_row0 + rows, col0:col0 + cols] += delta.to(w.dtype)
+        region = w[part_row0:part_row0 + rows, col0:col0 + cols]
+        # summed in fp32 and rounded once (a bf16 base would round the delta itself first), on w's device
+        region.copy_((region.float() + delta.to(device=w.device, dtype=torch.float32)).to(w.dtype))
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

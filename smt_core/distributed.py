@@ -197,7 +197,7 @@ def weighted_loss(loss_of, batch: dict[str, torch.Tensor], items: int) -> torch.
         return loss_of(batch)
     (total,) = sum_scalars([float(items)])
     if items == 0 or total == 0:
-        return torch.zeros((), requires_grad=True)
+        return torch.zeros((), device=batch["input_ids"].device, requires_grad=True)
     return loss_of(batch) * (items / total)
 
 
