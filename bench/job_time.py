@@ -40,13 +40,15 @@ def sst2_rows(n: int, seed: int) -> list[dict]:
     return rows[:n]
 
 
-def run_arm(arm: str, args: argparse.Namespace, data: Path, work: Path) -> dict:
+def run_arm(arm: str, args: argparse.Namespace, data: Path, held: Path | None, work: Path, seed: int) -> dict:
     """One ``sparsetune train`` process; returns its wall time and metrics."""
     method, _, warmup = arm.partition("@")
     out = work / f"{arm.replace('@', '_')}-{time.time_ns()}"
     cmd = [str(Path(sys.executable).parent / "sparsetune"), "train", "--model", args.model, "--data", str(data),
            "--method", method, "--budget", str(args.budget), "--epochs", str(args.epochs),
-           "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--out", str(out), "--json"]
+           "--batch-size", str(args.batch_size), "--seed", str(seed), "--out", str(out), "--json"]
+    if held is not None:
+        cmd += ["--eval", str(held)]
     if warmup:
         cmd += ["--method-option", f"selection_steps={warmup}"]
     t0 = time.perf_counter()
@@ -56,28 +58,33 @@ def run_arm(arm: str, args: argparse.Namespace, data: Path, work: Path) -> dict:
         raise SystemExit(f"{arm} failed:\n{proc.stderr[-3000:]}")
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     metrics = metrics.get("metrics", metrics)
-    return {"arm": arm, "wall_s": wall, "steps": metrics.get("steps"),
+    return {"arm": arm, "seed": seed, "wall_s": wall, "steps": metrics.get("steps"),
             "eval_accuracy": metrics.get("eval_accuracy"), "train_loss": metrics.get("train_loss")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="minilm-l6")
-    ap.add_argument("--rows", type=int, default=560, help="SST-2 rows (10%% held out): 504 train = 63 steps/epoch")
+    ap.add_argument("--rows", type=int, default=504, help="SST-2 training rows (504 = 63 steps an epoch)")
+    ap.add_argument("--eval-rows", type=int, default=300,
+                    help="held-out SST-2 rows, apart from the training rows (0: the engine holds out 10%%)")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--budget", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--arms", default="smt,lora", help="methods, and smt@N for SMT with N warm-up steps")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1, help="rounds; round i trains with seed --seed + i")
     ap.add_argument("--out", type=Path, help="write the rows and ratios as JSON here")
     args = ap.parse_args()
     arms = args.arms.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = work / "sst2.jsonl"
-        data.write_text("".join(json.dumps(r) + "\n" for r in sst2_rows(args.rows, args.seed)))
-        rows = [run_arm(arm, args, data, work) for _ in range(args.repeats) for arm in arms]
+        pool = sst2_rows(args.rows + args.eval_rows, 0)  # one fixed split, whatever the training seed
+        data, held = work / "sst2.jsonl", work / "sst2-eval.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in pool[:args.rows]))
+        held.write_text("".join(json.dumps(r) + "\n" for r in pool[args.rows:]))
+        rows = [run_arm(arm, args, data, held if args.eval_rows else None, work, args.seed + i)
+                for i in range(args.repeats) for arm in arms]
     summary = {}
     for arm in arms:
         mine = [r for r in rows if r["arm"] == arm]
