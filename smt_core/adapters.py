@@ -15,11 +15,12 @@ from smt_core.registry import get_method
 from smt_core.targets import Site, find_sites
 
 
-def load_base(manifest: dict[str, Any], model: str | None = None):
-    """(model, tokenizer) of the adapter's base (or ``model``), with a trained head copied in later."""
+def load_base(manifest: dict[str, Any], model: str | None = None, dtype: torch.dtype | None = None):
+    """(model, tokenizer) of the adapter's base (or ``model``), with a trained head copied in later.
+    ``dtype`` (default fp32): e.g. bf16 to run the adapter as a bf16-precision job trained it."""
     ref = resolve_model(model or manifest["base_model"]["id"])
     tok = load_tokenizer(ref)
-    base, _ = load_model(ref, manifest.get("task", "causal_lm"), manifest.get("label_names"),
+    base, _ = load_model(ref, manifest.get("task", "causal_lm"), manifest.get("label_names"), dtype,
                          pad_token_id=tok.pad_token_id)
     base.eval()
     return base, tok
@@ -44,10 +45,10 @@ def method_for(manifest: dict[str, Any]) -> Method:
     return get_method(manifest["method"]).from_options(manifest.get("method_options"))
 
 
-def open_adapter(adapter_dir: str | Path, model: str | None = None):
+def open_adapter(adapter_dir: str | Path, model: str | None = None, dtype: torch.dtype | None = None):
     """(base model, tokenizer, sites, method, adapter tensors, manifest); the model is not adapted yet."""
     tensors, manifest = load_adapter(adapter_dir)
-    base, tok = load_base(manifest, model)
+    base, tok = load_base(manifest, model, dtype)
     rest, head = split_head(tensors)
     copy_head(base, head)
     sites: list[Site] = find_sites(base, manifest["targets"])

@@ -106,7 +106,8 @@ def _resolved_hyperparameters(config: Path | None) -> dict[str, Any]:
         hp = json.loads(config.read_text()).get("hyperparameters", {})
     except (OSError, ValueError):
         return {}
-    return {k: hp[k] for k in ("learning_rate", "steps", "schedule", "weight_decay") if hp.get(k) is not None}
+    return {k: hp[k] for k in ("learning_rate", "steps", "schedule", "weight_decay", "precision")
+            if hp.get(k) is not None}
 
 
 def _shira_tar(out_dir: Path, work: Path, model: str, rec: Recorder) -> Path | None:
