@@ -4,21 +4,31 @@ Pools are configured in settings (name -> memory one worker of the pool offers).
 pool its estimate fits, preferring a pool that has a live worker (a recent heartbeat), so a job whose pool
 lost its last worker moves up to a larger one instead of waiting. With no pools configured there is one
 unlimited pool, ``default``, on the plain queue name: the embedded single-machine setup.
+
+The estimate depends on the device (on CUDA the frozen weights are bf16 and activations run under bf16
+autocast), and pools are configured by memory alone, so a pool's device is what its workers report in their
+heartbeats: ``cuda`` when its most recent worker found a GPU (nvidia-smi), ``cpu`` when it runs on the CPU.
+A pool no worker has reported from yet gets the larger of the two estimates, so a job is never sent to a
+pool too small for it on either device. Each pool is judged by its own device's estimate, and the job keeps
+the estimate of the pool it is routed to (``estimated_memory``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api import catalog
+from api import estimates
 from api.models import Job, Worker
 from api.settings import Settings, get_settings
-from smt_core.estimate import estimate
+from smt_core.estimate import DEVICES, TokenStats
+
+Peak = int | None | Mapping[str, int | None]  # one estimate, or one per pool name (each on its own device)
 
 DEFAULT_POOL = "default"
 
@@ -58,17 +68,45 @@ def worker_pool(settings: Settings | None = None) -> Pool:
 
 
 def estimated_peak(model: str, method: str, budget: Any, targets: list[str], hyperparameters: dict[str, Any],
-                   method_options: dict[str, Any]) -> int | None:
-    """The same estimate the dashboard shows before launch (smt_core.estimate), per device; None if the
-    model has no local config.json to read."""
-    cfg = catalog.model_config(model)
-    if cfg is None:
-        return None
+                   method_options: dict[str, Any], *, device: str | None = "cpu", tokens: TokenStats | None = None,
+                   task: str | None = None) -> int | None:
+    """The same estimate the dashboard shows before launch (smt_core.estimate), per device, with the
+    training dataset's row lengths (``tokens``); None if the model has no local config.json to read.
+    ``device`` None (unknown): the larger of the CPU and CUDA estimates."""
     devices = devices_of(hyperparameters)
     per_device_batch = max(1, int(hyperparameters["batch_size"]) // devices)
-    est = estimate(cfg, method, budget, targets, per_device_batch, int(hyperparameters["max_seq_len"]),
-                   method_options)
-    return int(est["memory"]["peak"])
+    peaks = []
+    for dev in (DEVICES if device is None else (device,)):
+        est = estimates.for_model(model, method, budget, targets, per_device_batch,
+                                  int(hyperparameters["max_seq_len"]), method_options, device=dev, tokens=tokens,
+                                  task=task, gradient_checkpointing=bool(hyperparameters.get("gradient_checkpointing")))
+        if est is None:
+            return None
+        peaks.append(int(est["memory"]["peak"]))
+    return max(peaks)
+
+
+def pool_devices(session: Session) -> dict[str, str]:
+    """Pool name -> ``cuda`` or ``cpu``, from the most recent heartbeat of each pool's workers (GPU workers
+    report the GPU's name, CPU workers "<cpu model> (N cores)"; see worker/heartbeat.py)."""
+    rows = session.execute(select(Worker.pool, Worker.device).order_by(Worker.last_seen_at)).all()
+    return {pool: ("cpu" if (device or "").endswith("cores)") or device == "cpu" else "cuda") for pool, device in rows}
+
+
+def estimated_peaks(session: Session, model: str, method: str, budget: Any, targets: list[str],
+                    hyperparameters: dict[str, Any], method_options: dict[str, Any],
+                    tokens: TokenStats | None = None, task: str | None = None) -> dict[str, int | None]:
+    """Pool name -> the job's estimated peak on that pool's device (computed once per device)."""
+    known = pool_devices(session)
+    by_device: dict[str | None, int | None] = {}
+    out: dict[str, int | None] = {}
+    for p in configured():
+        dev = known.get(p.name)
+        if dev not in by_device:
+            by_device[dev] = estimated_peak(model, method, budget, targets, hyperparameters, method_options,
+                                            device=dev, tokens=tokens, task=task)
+        out[p.name] = by_device[dev]
+    return out
 
 
 def devices_of(hyperparameters: dict[str, Any]) -> int:
@@ -83,16 +121,20 @@ def live_pools(session: Session, settings: Settings | None = None) -> set[str]:
                                                          Worker.status != "stopped").distinct()))
 
 
-def fitting(peak: int | None, devices: int = 1) -> list[Pool]:
+def _peak_on(peak: Peak, pool: Pool) -> int | None:
+    return peak.get(pool.name) if isinstance(peak, Mapping) else peak
+
+
+def fitting(peak: Peak, devices: int = 1) -> list[Pool]:
     """Pools whose workers can hold ``peak`` bytes per device on ``devices`` devices, smallest first (unknown
-    estimate: the largest only)."""
+    estimate: the largest only). ``peak`` may give each pool its own estimate (its device's)."""
     pools = [p for p in configured() if p.devices is None or p.devices >= devices]
-    if peak is None:
+    if pools and _peak_on(peak, pools[-1]) is None:
         return pools[-1:]
-    return [p for p in pools if p.memory is None or p.memory >= peak]
+    return [p for p in pools if p.memory is None or (_peak_on(peak, p) or 0) <= p.memory]
 
 
-def pick(peak: int | None, live: set[str] | None = None, devices: int = 1) -> Pool | None:
+def pick(peak: Peak, live: set[str] | None = None, devices: int = 1) -> Pool | None:
     """The smallest fitting pool with a live worker, else the smallest fitting pool; None if none fits."""
     fits = fitting(peak, devices)
     if live:
@@ -102,13 +144,14 @@ def pick(peak: int | None, live: set[str] | None = None, devices: int = 1) -> Po
     return fits[0] if fits else None
 
 
-def too_big_message(peak: int | None, devices: int = 1) -> str:
+def too_big_message(peak: Peak, devices: int = 1) -> str:
     pools = configured()
     most = max(p.devices or 0 for p in pools)
     if all(p.devices is not None for p in pools) and devices > most:
         return (f"num_devices {devices} is more than any worker pool offers (at most {most} devices per worker); "
                 "lower hyperparameters.num_devices or add a pool of multi-device workers")
     largest = pools[-1]
+    peak = _peak_on(peak, largest) or 0
     return (f"the job needs about {peak / 2**30:.1f} GiB (estimated peak training memory) but the largest worker "
             f"pool, {largest.name}, offers {largest.memory / 2**30:.1f} GiB; try method smt or lora instead of "
             "full, a smaller batch_size or max_seq_len, or add a larger pool")

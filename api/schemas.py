@@ -204,6 +204,13 @@ class ModelPublic(BaseModel):
     targets: list[str]
 
 
+class EstimateTokens(BaseModel):
+    rows: int
+    longest: int  # tokens of the longest row as the engine encodes it, before truncation
+    shortest: int
+    exact: bool  # counted with the model's tokenizer (false: about 4 characters a token)
+
+
 class EstimatePublic(BaseModel):
     model: str
     object: Literal["estimate"] = "estimate"
@@ -212,5 +219,11 @@ class EstimatePublic(BaseModel):
     targets: list[str]
     trainable_params: int
     total_params: int
+    # weights (frozen), trainable, gradients, optimizer, activations, selection (smt: the warm-up's gradient
+    # sums), peak = max(warm-up, training) including the loss's short-lived tensors
     memory: dict[str, int]
+    device: Literal["cpu", "cuda"] = "cpu"
+    sequence_length: int  # the padded width activations are sized for: the longest row (≤ max_seq_len)
+    training_dataset: str | None = None
+    tokens: EstimateTokens | None = None  # the training dataset's row lengths, when one was given
     estimated: bool = True

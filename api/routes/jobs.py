@@ -8,10 +8,10 @@ from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 
-from api import crud, pools, queue
+from api import crud, estimates, pools, queue
 from api.deps import Credentials, CurrentOwner, JobDep, SessionDep, owner_of
 from api.errors import APIError
-from api.models import BlockSelection, Job, JobStatus, MetricPoint
+from api.models import BlockSelection, Dataset, Job, JobStatus, MetricPoint
 from api.routes.common import AfterQuery, LimitQuery, envelope, errors
 from api.schemas import Deleted, JobCreate, JobPublic, ListPage, MetricPointPublic
 from api.validation import validate_job
@@ -30,12 +30,16 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, respon
             response.status_code = 200
             return crud.job_public(earlier)
     hp = validate_job(session, owner.id, body)
-    peak = pools.estimated_peak(body.model, body.method, body.budget, list(body.targets), hp, body.method_options)
+    # the estimate with the training rows' token lengths, on each pool's own device (see api/pools.py)
+    train = session.get(Dataset, body.training_dataset)  # validate_job checked it is the owner's
+    tokens = estimates.dataset_tokens(session, train, body.model) if train is not None else None
+    peaks = pools.estimated_peaks(session, body.model, body.method, body.budget, list(body.targets), hp,
+                                  body.method_options, tokens, estimates.task_of(train))
     devices = pools.devices_of(hp)
-    pool = pools.pick(peak, pools.live_pools(session), devices)
+    pool = pools.pick(peaks, pools.live_pools(session), devices)
     if pool is None:
-        raise APIError(422, pools.too_big_message(peak, devices), param="hyperparameters")
-    job = crud.create_job(session, owner.id, body, hp, idempotency_key, pool.name, peak)
+        raise APIError(422, pools.too_big_message(peaks, devices), param="hyperparameters")
+    job = crud.create_job(session, owner.id, body, hp, idempotency_key, pool.name, peaks.get(pool.name))
     session.commit()
     if queue.enqueue(job.id, pool.queue):  # only after the commit: a worker must find the row
         job.enqueued_at = job.created_at

@@ -1,4 +1,5 @@
-"""The model allowlist and the memory estimate the dashboard shows before launch (arithmetic only)."""
+"""The model allowlist and the memory estimate the dashboard shows before launch (arithmetic on the model's config
+and, given a training dataset, its rows' token lengths)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from api import catalog
-from api.deps import CurrentOwner
+from api import catalog, estimates
+from api.deps import CurrentOwner, SessionDep
 from api.errors import APIError, invalid, not_found
+from api.models import Dataset
 from api.routes.common import envelope, errors
 from api.schemas import EstimatePublic, ListPage, ModelPublic
+from api.storable import is_plausible_id
 from api.validation import check_options
-from smt_core.estimate import METHODS, estimate, model_shape
+from smt_core.estimate import DEVICES, METHODS, estimate, model_shape
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -34,14 +37,20 @@ def list_models(_: CurrentOwner) -> dict:
 
 
 @router.get("/{model_id}/estimate", response_model=EstimatePublic, responses=errors(404))
-def read_estimate(_: CurrentOwner, model_id: Annotated[str, Path(max_length=200)],
+def read_estimate(owner: CurrentOwner, session: SessionDep, model_id: Annotated[str, Path(max_length=200)],
                   method: Annotated[str, Query(max_length=32)] = "smt",
                   budget: Annotated[float | None, Query()] = 0.01,
                   batch_size: Annotated[int, Query(ge=1, le=4096)] = 8,
                   max_seq_len: Annotated[int, Query(ge=8, le=131072)] = 256,
                   targets: Annotated[str, Query(max_length=64)] = "q,k,v",
                   method_options: Annotated[str | None, Query(max_length=2000,
-                                                              description="JSON object, as in a job")] = None) -> dict:
+                                                              description="JSON object, as in a job")] = None,
+                  training_dataset: Annotated[str | None, Query(
+                      max_length=64, description="ds_… of yours: size activations by its rows' token lengths "
+                      "(the widest batch: batch_size rows of the longest row) instead of max_seq_len")] = None,
+                  device: Annotated[str, Query(max_length=16, description="cpu (fp32) or cuda (bf16 frozen "
+                                               "weights, bf16 autocast)")] = "cpu",
+                  gradient_checkpointing: Annotated[bool, Query()] = False) -> dict:
     """Trainable parameters and training memory by component, before launch."""
     if model_id not in catalog.allowed_models():
         raise not_found("model", model_id)
@@ -63,8 +72,18 @@ def read_estimate(_: CurrentOwner, model_id: Annotated[str, Path(max_length=200)
     if missing or not tlist:
         raise invalid("targets", f"{shape.architecture} has no {','.join(missing) or 'targets'} projection")
     options = _parse_options(method, method_options)
-    return {"model": model_id, "object": "estimate",
-            **estimate(cfg, method, b, tlist, batch_size, max_seq_len, options)}
+    if device not in DEVICES:
+        raise invalid("device", f"must be one of {', '.join(DEVICES)}, got {device!r}")
+    tokens = task = None
+    if training_dataset is not None:
+        ds = session.get(Dataset, training_dataset) if is_plausible_id(training_dataset) else None
+        if ds is None or ds.owner_id != owner.id:  # another owner's dataset is as absent as a missing one
+            raise APIError(404, f"no dataset {training_dataset!r}", param="training_dataset")
+        tokens, task = estimates.dataset_tokens(session, ds, model_id), estimates.task_of(ds)
+    est = estimate(cfg, method, b, tlist, batch_size, max_seq_len, options, device=device, tokens=tokens, task=task,
+                   gradient_checkpointing=gradient_checkpointing)
+    return {"model": model_id, "object": "estimate", **est, "training_dataset": training_dataset,
+            "tokens": tokens.to_dict() if tokens is not None else None}
 
 
 def _parse_options(method: str, text: str | None) -> dict:

@@ -8,6 +8,7 @@ export type Method = (typeof METHODS)[number];
 export interface Page<T> { object: "list"; data: T[]; has_more: boolean; last_id: string | null }
 export interface Memory {
   weights?: number; trainable?: number; gradients?: number; optimizer?: number; activations?: number; peak?: number;
+  selection?: number;  // SMT's warm-up: gradient sums of every targeted matrix (freed before training)
 }
 export interface Job {
   id: string; status: Status; phase: string | null; cancel_requested: boolean; model: string; method: string;
@@ -32,7 +33,8 @@ export interface Dataset {
 export interface Model { id: string; parameters: number | null; architecture: string | null; targets: string[] }
 export interface Estimate {
   model: string; method: string; budget: number | null; targets: string[]; trainable_params: number;
-  total_params: number; memory: Memory;
+  total_params: number; memory: Memory; device?: "cpu" | "cuda"; sequence_length?: number;
+  training_dataset?: string | null; tokens?: { rows: number; longest: number; shortest: number; exact: boolean } | null;
 }
 export interface MetricPoint {
   step: number; train_loss: number | null; eval_loss: number | null; eval_accuracy: number | null;

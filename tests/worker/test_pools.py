@@ -22,10 +22,12 @@ HUGE = {"batch_size": 64, "max_seq_len": 512}
 
 
 def _peak(model_dir, hp: dict) -> int:
-    from smt_core.estimate import estimate, load_config
+    """The job's estimate as job creation makes it: its rows' token lengths, on the workers' device (cpu)."""
+    from smt_core.estimate import estimate, load_config, token_stats
 
+    tokens = token_stats(factories.completion_rows(48), "prompt_completion", model_dir)
     return estimate(load_config(model_dir), "smt", 4096, ["q", "k", "v"], hp["batch_size"], hp["max_seq_len"],
-                    {"block_size": 16})["memory"]["peak"]
+                    {"block_size": 16}, device="cpu", tokens=tokens)["memory"]["peak"]
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,13 @@ import { METHODS, type Estimate, type Method } from "../api";
 import { bytes, count, percent } from "../format";
 import { METHOD_LABELS } from "../methods";
 
+/** How the activations were sized: by the chosen dataset's longest row, or by max_seq_len. */
+function sized(estimates: Partial<Record<Method, Estimate>>): string {
+  const e = Object.values(estimates).find((x) => x);
+  if (!e?.sequence_length) return "";
+  return e.tokens ? `; batches of the dataset's longest row, ${e.sequence_length} tokens` : `; rows of ${e.sequence_length} tokens`;
+}
+
 export function EstimateTable({ model, method, estimates, errors }: {
   model: string; method: Method; estimates: Partial<Record<Method, Estimate>>; errors: Partial<Record<Method, string>>;
 }) {
@@ -15,12 +22,15 @@ export function EstimateTable({ model, method, estimates, errors }: {
   };
   return (
     <table class="estimate" aria-label="Estimated trainable parameters and training memory by method">
-      <caption>What each method would train on <strong>{model}</strong> and need in memory (estimated before launch)</caption>
+      <caption>
+        What each method would train on <strong>{model}</strong> and need in memory (estimated before launch{sized(estimates)})
+      </caption>
       <thead>
         <tr>
           <th scope="col">Method</th><th scope="col" class="num">Trainable params</th><th scope="col" class="num">Share of model</th>
           <th scope="col" class="num">Weights</th><th scope="col" class="num">Gradients</th>
           <th scope="col" class="num">Optimizer state</th><th scope="col" class="num">Activations</th>
+          <th scope="col" class="num" title="SMT's selection warm-up: an fp32 gradient sum of every targeted matrix, freed before training">Warm-up sums</th>
           <th scope="col" class="num">Training memory</th><th scope="col" class="num">vs full</th>
         </tr>
       </thead>
@@ -31,17 +41,18 @@ export function EstimateTable({ model, method, estimates, errors }: {
           return (
             <tr class={m === method ? "selected" : ""} data-method={m} aria-current={m === method ? "true" : undefined}>
               <th scope="row">{METHOD_LABELS[m][0]}</th>
-              {err ? <td colSpan={8} class="muted">{err}</td> : !e ? <td colSpan={8} class="muted">…</td> : (
+              {err ? <td colSpan={9} class="muted">{err}</td> : !e ? <td colSpan={9} class="muted">…</td> : (
                 <>
                   <td class={`num${over(e) ? " over" : ""}`} data-trainable={e.trainable_params}
                       title={over(e) ? `More than the budget of ${count(over(e))} parameters: the smallest unit of this method on these targets is larger` : undefined}>
                     {over(e) ? "⚠ " : ""}{count(e.trainable_params)}
                   </td>
                   <td class="num">{percent(e.trainable_params / e.total_params, 3)}</td>
-                  <td class="num">{bytes(e.memory.weights)}</td>
+                  <td class="num">{bytes((e.memory.weights ?? 0) + (e.memory.trainable ?? 0))}</td>
                   <td class="num">{bytes(e.memory.gradients)}</td>
                   <td class="num">{bytes(e.memory.optimizer)}</td>
                   <td class="num">{bytes(e.memory.activations)}</td>
+                  <td class="num">{e.memory.selection ? bytes(e.memory.selection) : "—"}</td>
                   <td class="num"><strong>{bytes(e.memory.peak)}</strong></td>
                   <td class="num">{full && e.memory.peak ? percent(e.memory.peak / full, 0) : "—"}</td>
                 </>

@@ -4,17 +4,20 @@ import { bytes } from "../format";
 
 export interface MemoryColumn { label: string; memory: Memory; measured: boolean; color: string }
 
-/** Normalise the two shapes: a run's `weights` are the frozen ones (trainable apart), an estimate's are all. */
-export function components(m: Memory, measured: boolean): [string, number][] {
-  const weights = (m.weights ?? 0) + (measured ? m.trainable ?? 0 : 0);
+/** Runs and estimates share the shape: `weights` are the frozen ones, `trainable` apart; the total is the training
+ *  phase's, so SMT's warm-up sums (freed before training) are listed after it. */
+export function components(m: Memory, _measured: boolean, warmUp = false): [string, number][] {
+  const weights = (m.weights ?? 0) + (m.trainable ?? 0);
   const parts: [string, number][] = [
     ["Weights", weights], ["Gradients", m.gradients ?? 0], ["Optimizer state", m.optimizer ?? 0], ["Activations", m.activations ?? 0],
   ];
-  return [...parts, ["Total", parts.reduce((s, [, v]) => s + v, 0)]];
+  const rows: [string, number][] = [...parts, ["Total", parts.reduce((s, [, v]) => s + v, 0)]];
+  return warmUp ? [...rows, ["Warm-up sums (SMT)", m.selection ?? 0]] : rows;
 }
 
 export function MemoryChart({ columns }: { columns: MemoryColumn[] }) {
-  const rows = columns.map((c) => components(c.memory, c.measured));
+  const warmUp = columns.some((c) => c.memory.selection);
+  const rows = columns.map((c) => components(c.memory, c.measured, warmUp));
   const names = rows[0]?.map(([n]) => n) ?? [];
   const max = Math.max(1, ...rows.flat().map(([, v]) => v));
   return (
@@ -39,7 +42,8 @@ export function MemoryChart({ columns }: { columns: MemoryColumn[] }) {
       </table>
       <p class="help">
         Measured figures come from the run (tensors saved for the backward pass, for activations); estimates are
-        arithmetic on the model's config for the same batch size and sequence length.
+        arithmetic on the model's config for the same batch size and the training rows' lengths.
+        {warmUp ? " SMT's warm-up sums the gradients of every targeted matrix before training; they are freed when its blocks are chosen." : ""}
         {columns.some((c) => c.measured && c.memory.peak) ? ` Peak reported by the device: ${bytes(columns.find((c) => c.measured)!.memory.peak)}.` : ""}
       </p>
     </div>

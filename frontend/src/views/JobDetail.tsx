@@ -32,17 +32,25 @@ function Blocks({ job }: { job: Job }) {
   );
 }
 
+/** The job's training rows (when still there) and its activation checkpointing, for estimates beside it. */
+function estimateData(j: Job): Record<string, string> {
+  const p: Record<string, string> = {};
+  if (j.training_dataset) p.training_dataset = j.training_dataset;
+  if (j.hyperparameters.gradient_checkpointing) p.gradient_checkpointing = "true";
+  return p;
+}
+
 export function JobDetailView({ id }: { id: string }) {
   const job = useLoad(() => api.job(id), [id]);
   const metrics = useLoad(() => api.metrics(id), [id]);
   const j = job.data;
   const fullEst = useLoad(async () => j ? api.estimate(j.model, {
     method: "full", budget: 0.5, batch_size: Number(j.hyperparameters.batch_size ?? 8),
-    max_seq_len: Number(j.hyperparameters.max_seq_len ?? 256), targets: j.targets.join(","),
+    max_seq_len: Number(j.hyperparameters.max_seq_len ?? 256), targets: j.targets.join(","), ...estimateData(j),
   }) : null, [j?.id]);
   const ownEst = useLoad(async () => j && j.method !== "full" ? api.estimate(j.model, {
     method: j.method, budget: j.budget ?? 0.01, batch_size: Number(j.hyperparameters.batch_size ?? 8),
-    max_seq_len: Number(j.hyperparameters.max_seq_len ?? 256), targets: j.targets.join(","),
+    max_seq_len: Number(j.hyperparameters.max_seq_len ?? 256), targets: j.targets.join(","), ...estimateData(j),
   }) : null, [j?.id]);
   const [actionError, setActionError] = useState<string | null>(null);
   const [confirmDelete, setConfirmDelete] = useState(false);

@@ -47,7 +47,7 @@ export function NewJobView() {
 
   // every method's estimate for this model, refreshed (debounced) when the inputs change
   const chosenOptions = JSON.stringify(OPTIONS[method].map((f) => [f.key, (opts[`${method}.${f.key}`] ?? "").trim()]));
-  const estKey = JSON.stringify([model, budgetValue, targets, hp.batch_size, hp.max_seq_len, method, chosenOptions]);
+  const estKey = JSON.stringify([model, budgetValue, targets, hp.batch_size, hp.max_seq_len, method, chosenOptions, trainDs, checkpointing]);
   useEffect(() => {
     if (!model || budgetValue === null || targets.length === 0) return;
     const bs = Number(hp.batch_size) || 8;
@@ -57,6 +57,8 @@ export function NewJobView() {
       const results = await Promise.all(METHODS.map(async (m) => {
         try {
           const p: Record<string, string | number> = { method: m, budget: budgetValue, batch_size: bs, max_seq_len: sl, targets: targets.join(",") };
+          if (trainDs) p.training_dataset = trainDs;  // activations sized by the chosen rows' token lengths
+          if (checkpointing) p.gradient_checkpointing = "true";
           const own = m === method ? typedOptions(m, opts) : {};
           if (Object.keys(own).length) p.method_options = JSON.stringify(own);  // e.g. SMT's block_size changes the count
           return [m, await api.estimate(model, p), null] as const;
