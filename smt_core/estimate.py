@@ -406,6 +406,9 @@ MMAP_THRESHOLD_MAX = 32 * 2**20
 # steps; with MALLOC_MMAP_THRESHOLD_=65536 (no heap for them) the gap vanished and every step's peak matched
 # the live estimate within 2%. CUDA's caching allocator is measured by allocated bytes, so none there.
 CPU_HEAP_GROWTH = 1.6
+# SMT's layer on a GPU (smt_core.methods.smt.layer.pick_impl) saves a module's whole input when its blocks
+# cover at least this share of the input columns, and the column slices otherwise (a test keeps them equal)
+SMT_FOLD_MIN_COVERAGE = 0.25
 
 
 def activation_tally(shape: ModelShape, work: Workload, method: str, targets: list[str], *,
@@ -510,8 +513,12 @@ def activation_tally(shape: ModelShape, work: Workload, method: str, targets: li
                 if method == "dora":
                     layer.add(t * out_f * a, 2)
     if method == "smt" and not warm_up and smt_columns and smt_block:
-        for cols in smt_columns.values():  # one slice copy per chosen column block
-            layer.add(t * smt_block * a, cols / (L * smt_block))
+        for g, cols in smt_columns.items():
+            width = groups[g][1]
+            if cuda and cols / (L * width) >= SMT_FOLD_MIN_COVERAGE:  # the GPU layer saves its input whole
+                layer.add(t * width * a)
+            else:  # one slice copy per chosen column block
+                layer.add(t * smt_block * a, cols / (L * smt_block))
 
     if one_layer:
         return layer

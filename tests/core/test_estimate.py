@@ -158,3 +158,22 @@ def test_estimate_matches_the_engine_measurement(tiny_wide, tmp_path, arch, meth
     assert ("selection" in compared) == (method == "smt")
     for k in compared:  # (a new classification head also trains: a few hundred parameters, left out)
         assert 0.8 <= est[k] / measured[k] <= 1.2, (k, est[k], measured[k])
+
+
+def test_smt_estimate_on_cuda_follows_the_gpu_layer_which_saves_its_input_whole():
+    """The GPU layer ('fold') saves x itself where its blocks cover >= a quarter of the columns; the estimate
+    uses the same threshold, and then counts the input whole instead of column slices."""
+    from smt_core.methods.smt.layer import DENSE_GRAD_MIN_COVERAGE
+
+    assert E.SMT_FOLD_MIN_COVERAGE == DENSE_GRAD_MIN_COVERAGE
+    cfg = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 2048,
+           "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "vocab_size": 49152, "tie_word_embeddings": True}
+    shape = E.model_shape(cfg)
+    cols = E.smt_slice_columns(shape, ["q", "k", "v"], 200, 256)
+    assert cols["qkv"] / (16 * 2048) >= DENSE_GRAD_MIN_COVERAGE  # 1% of the 1B shape: blocks cover most columns
+    slices = E.estimate(cfg, "smt", 0.01, ["q", "k", "v"], 8, 512, device="cpu")
+    whole = E.estimate(cfg, "smt", 0.01, ["q", "k", "v"], 8, 512, device="cuda")
+    lora = E.estimate(cfg, "lora", 0.01, ["q", "k", "v"], 8, 512, device="cuda")
+    assert whole["memory"]["activations"] < lora["memory"]["activations"]  # LoRA also saves x @ A
+    assert slices["memory"]["activations"] > 0
