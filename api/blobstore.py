@@ -23,6 +23,9 @@ from api.settings import get_settings
 def _rechunk(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
     buf = bytearray()
     for piece in pieces:
+        if not buf and len(piece) == size:  # a file read a chunk at a time: no copy
+            yield piece
+            continue
         buf += piece
         while len(buf) >= size:
             yield bytes(buf[:size])

@@ -76,7 +76,7 @@ def serve(host: str, port: int) -> int:
         print(f"SPARSETUNE_API_KEY={key}", flush=True)
     worker = start_worker()
     server = uvicorn.Server(uvicorn.Config("api.main:app", host=host, port=port, log_level="warning",
-                                           access_log=False))
+                                           access_log=False, http="api.server:HttpToolsProtocol"))
 
     def announce() -> None:
         while not server.started and not server.should_exit:

@@ -16,7 +16,7 @@ from api.errors import APIError, conflict
 from api.models import FINISHED, Artifact, Checkpoint, Dataset, Event, Job, JobStatus
 from api.schemas import JobCreate
 from api.security import new_id
-from api.storable import is_plausible_id
+from api.storable import is_plausible_id, string_problem
 
 IDEMPOTENCY_SECONDS = 24 * 3600
 
@@ -149,7 +149,14 @@ def job_public(job: Job) -> dict[str, Any]:
 def dataset_public(ds: Dataset) -> dict[str, Any]:
     return {"id": ds.id, "object": "dataset", "filename": ds.filename, "format": ds.format, "rows": ds.rows,
             "bytes": ds.bytes, "sha256": ds.sha256, "truncated_rows": ds.truncated_rows,
-            "label_names": ds.label_names, "created_at": int(ds.created_at)}
+            "label_names": _printable_labels(ds.label_names), "created_at": int(ds.created_at)}
+
+
+def _printable_labels(names: list[str] | None) -> list[str] | None:
+    """Uploads refuse lone surrogates now; a row stored before that still lists (escaped), not a 500."""
+    if names is None:
+        return None
+    return [n if string_problem(n) is None else n.encode("utf-8", "backslashreplace").decode() for n in names]
 
 
 def event_public(ev: Event) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from api.db import is_disconnect
 log = logging.getLogger("sparsetune.api")
 
 CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-         405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+         405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
          422: "invalid_request", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}
 
 RETRY_AFTER_SECONDS = 5  # a database restart usually takes a few seconds
@@ -36,6 +36,23 @@ class APIError(Exception):
         self.status, self.message, self.param = status, message, param
         self.code = code or CODES.get(status, "error")
         self.details, self.total, self.headers = details, total, headers
+
+
+class BodyRefused(StarletteHTTPException):
+    """Raised from ``receive`` by the ASGI body guard (api/requestlog.py) while the app reads a body: too large
+    (413) or too slow (408). An HTTPException, so FastAPI's body parsing passes it on instead of making it a
+    400; the connection is closed after the answer, the rest of the body unread."""
+
+    def __init__(self, status: int, message: str, param: str | None) -> None:
+        super().__init__(status, message, headers={"Connection": "close"})
+        self.param = param
+
+
+def unauthorized(missing: bool) -> JSONResponse:
+    """The one 401 (a missing, malformed, unknown or revoked key): answered by the door before any body is read."""
+    message = "missing API key: send Authorization: Bearer <key>" if missing else "invalid or revoked API key"
+    return JSONResponse(error_body(401, message, "Authorization"), status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"})
 
 
 def not_found(kind: str, ident: str) -> APIError:
@@ -91,7 +108,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else CODES.get(exc.status_code, "error")
-        return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code,
+        return JSONResponse(error_body(exc.status_code, message, getattr(exc, "param", None)),
+                            status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)

@@ -1,4 +1,4 @@
-"""Rate limits: a token bucket per API key (per client IP without one), one for reads and one for writes.
+"""Rate limits: a token bucket per owner (per client IP without a valid key), one for reads and one for writes.
 
 Over the limit a request gets 429 in the one error shape with ``Retry-After`` (whole seconds until a token is
 back). With a Redis broker the buckets live in Redis (one Lua script, Redis's clock), so every API process
@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from api.errors import error_body
 from api.settings import Settings
 
 log = logging.getLogger("sparsetune.api")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-LIMITED_PREFIX = "/v1"  # health checks, Prometheus, docs and the dashboard's static files are never limited
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,7 @@ return string.format('%.6f', wait)
 
 
 REDIS_CONNECTIONS = 16
+KEY_LOOKUPS = Rate(20.0, 50)  # per client address: lookups of keys not verified lately (any key, valid or not)
 
 
 class RedisBuckets:
@@ -124,43 +124,44 @@ class RedisBuckets:
         return float(wait)
 
 
-def client_identity(scope: Scope) -> str:
-    """The API key's lookup prefix (no database read), or the client's IP when no key-shaped bearer is sent."""
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            parts = token.strip().split("_", 2)
-            if scheme.lower() == "bearer" and len(parts) == 3 and parts[0] == "st" and parts[1].isalnum() \
-                    and len(parts[1]) <= 32:
-                return f"key:{parts[1]}"
-            break
+def client_address(scope: Scope) -> str:
     client = scope.get("client")
     return f"ip:{client[0] if client else 'unknown'}"
 
 
-class RateLimitMiddleware:
-    """Pure ASGI (no per-request task or body buffering): checks one bucket, then passes the request on."""
+class RateLimiter:
+    """Checks one bucket per request; used by the door (api/door.py) once it knows who is asking: the verified
+    owner (``owner:<id>``, every key of the owner shares it), or the client address when no valid key was sent.
+    A key is never trusted before it is verified (a random key prefix per request must not mean a fresh
+    bucket per request)."""
 
-    def __init__(self, app: ASGIApp, buckets: Bucket, reads: Rate, writes: Rate) -> None:
-        self.app, self.buckets, self.reads, self.writes = app, buckets, reads, writes
+    def __init__(self, buckets: Bucket, reads: Rate, writes: Rate) -> None:
+        self.buckets, self.reads, self.writes = buckets, reads, writes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIX):
-            return await self.app(scope, receive, send)
+    async def check(self, scope: Scope, who: str) -> JSONResponse | None:
+        """None if a token was taken (or this kind of request is unlimited), else the 429 to answer."""
         write = scope["method"] in WRITE_METHODS
         rate = self.writes if write else self.reads
+        return await self._take(f"{'w' if write else 'r'}:{who}", rate, "writes" if write else "reads", who)
+
+    async def check_lookup(self, scope: Scope) -> JSONResponse | None:
+        """A token for a database lookup of a key this process has not verified lately, from the client
+        address's own lookup bucket (``KEY_LOOKUPS``): made-up keys cannot buy a lookup each, while a valid key
+        from a throttled address still gets through."""
+        who = client_address(scope)
+        return await self._take(f"k:{who}", KEY_LOOKUPS, "key lookups", who)
+
+    async def _take(self, bucket: str, rate: Rate, kind: str, who: str) -> JSONResponse | None:
         if rate.per_second <= 0:
-            return await self.app(scope, receive, send)
-        who = client_identity(scope)
-        wait = await self.buckets.take(f"{'w' if write else 'r'}:{who}", rate)
+            return None
+        wait = await self.buckets.take(bucket, rate)
         if wait <= 0:
-            return await self.app(scope, receive, send)
+            return None
         retry = max(1, math.ceil(wait))
-        kind = "writes" if write else "reads"
-        scope_word = "this API key" if who.startswith("key:") else "this client address"
+        scope_word = "this owner's API keys" if who.startswith("owner:") else "this client address"
         body = error_body(429, f"rate limit exceeded: {rate.per_second:g} {kind} per second (bursts of "
                           f"{rate.burst}) for {scope_word}; retry after {retry} s")
-        await JSONResponse(body, status_code=429, headers={"Retry-After": str(retry)})(scope, receive, send)
+        return JSONResponse(body, status_code=429, headers={"Retry-After": str(retry)})
 
 
 def buckets_for(settings: Settings) -> Bucket:
@@ -170,8 +171,7 @@ def buckets_for(settings: Settings) -> Bucket:
     return MemoryBuckets()
 
 
-def install(app, settings: Settings) -> None:
-    """Add the limiter as the outermost middleware, so a throttled request costs no database work."""
+def limiter_for(settings: Settings) -> RateLimiter:
     reads = Rate(settings.rate_reads_per_second, settings.rate_reads_burst)
     writes = Rate(settings.rate_writes_per_second, settings.rate_writes_burst)
-    app.add_middleware(RateLimitMiddleware, buckets=buckets_for(settings), reads=reads, writes=writes)
+    return RateLimiter(buckets_for(settings), reads, writes)

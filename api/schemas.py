@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+import json
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api import storable
 
 T = TypeVar("T")
+METADATA_MAX_KEYS, METADATA_MAX_KEY_CHARS, METADATA_MAX_VALUE_CHARS, METADATA_MAX_BYTES = 16, 64, 512, 16 * 1024
 
 
 class Strict(BaseModel):
@@ -61,7 +63,7 @@ class Hyperparameters(Strict):
     learning_rate: float | None = Field(default=None, gt=0, le=10)
     batch_size: int = Field(default=8, ge=1, le=4096)
     max_seq_len: int = Field(default=256, ge=8, le=131072)
-    lr_warmup_steps: int = Field(default=0, ge=0)
+    lr_warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
     # data-parallel processes for the job (one per GPU, or gloo processes on a CPU worker); batch_size is global
     num_devices: int = Field(default=1, ge=1, le=64)
     # recompute activations in the backward pass: less memory, more time (an out-of-memory suggests it)
@@ -82,18 +84,40 @@ class JobCreate(Strict):
     validation_dataset: str | None = Field(default=None, max_length=40)
     method: str = Field(min_length=1, max_length=32)
     budget: int | float | None = 0.01
-    targets: list[str] = Field(default_factory=lambda: ["q", "k", "v"], min_length=1, max_length=7)
+    targets: list[Annotated[str, Field(max_length=32)]] = Field(default_factory=lambda: ["q", "k", "v"],
+                                                                min_length=1, max_length=7)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-    method_options: dict[str, Any] = Field(default_factory=dict)
+    method_options: dict[str, Any] = Field(default_factory=dict, max_length=16)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     suffix: str | None = Field(default=None, max_length=64)
-    metadata: dict[str, Any] = Field(default_factory=dict, max_length=16)
+    # as OpenAI's: at most 16 keys of up to 64 characters, string values of up to 512, and (since other JSON
+    # values are kept too) at most METADATA_MAX_BYTES as JSON
+    metadata: dict[str, Any] = Field(default_factory=dict, max_length=METADATA_MAX_KEYS)
 
     @field_validator("budget", mode="before")
     @classmethod
     def _no_bool_budget(cls, v: Any) -> Any:
         if isinstance(v, bool):
             raise ValueError("must be a number")
+        return v
+
+    @field_validator("metadata", mode="after")
+    @classmethod
+    def _small_metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
+        def walk(value: Any, where: str) -> None:
+            if isinstance(value, str) and len(value) > METADATA_MAX_VALUE_CHARS:
+                raise ValueError(f"{where}: {len(value)} characters, over {METADATA_MAX_VALUE_CHARS}")
+            items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+            for key, item in items:
+                walk(item, f"{where}[{key!r}]")
+
+        for key, value in v.items():
+            if len(key) > METADATA_MAX_KEY_CHARS:
+                raise ValueError(f"key {key[:20]!r}…: over {METADATA_MAX_KEY_CHARS} characters")
+            walk(value, repr(key))
+        size = len(json.dumps(v, ensure_ascii=False, allow_nan=True, default=str).encode("utf-8", "surrogatepass"))
+        if size > METADATA_MAX_BYTES:
+            raise ValueError(f"{size} bytes as JSON, over {METADATA_MAX_BYTES}")
         return v
 
     @field_validator("*", mode="after")
@@ -227,3 +251,17 @@ class EstimatePublic(BaseModel):
     training_dataset: str | None = None
     tokens: EstimateTokens | None = None  # the training dataset's row lengths, when one was given
     estimated: bool = True
+
+
+class UsageLimits(BaseModel):
+    max_active_jobs_per_owner: int  # queued + running
+    max_steps: int  # per job, given or implied by epochs
+    max_stored_bytes_per_owner: int  # datasets + artifacts
+
+
+class UsagePublic(BaseModel):
+    object: Literal["usage"] = "usage"
+    queued_jobs: int
+    running_jobs: int
+    stored_bytes: int  # datasets + artifacts
+    limits: UsageLimits

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -66,3 +67,66 @@ def revoke_key(session: Session, key_id: str) -> ApiKey | None:
     if row is not None and row.revoked_at is None:
         row.revoked_at = time.time()
     return row
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """Who a verified key belongs to (what the door, the rate limiter and the streams need; no secret)."""
+
+    owner_id: str
+    prefix: str
+
+
+def bearer_token(scope) -> str | None:
+    """The bearer token of an ASGI request, or None (no Authorization header, or another scheme)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+def looks_like_key(token: str) -> bool:
+    parts = token.split("_", 2)
+    return len(parts) == 3 and parts[0] == KEY_SCHEME and parts[1].isalnum() and 0 < len(parts[1]) <= 32 \
+        and 0 < len(parts[2]) <= 256
+
+
+class KeyCache:
+    """Verified keys, remembered for ``ttl`` seconds per process (by the key's SHA-256, never the key): the
+    door checks every /v1 request with it before any body is read, and open event streams re-check their key
+    with it, so a revoked key stops working within ``ttl`` everywhere at the cost of one lookup per key per
+    ``ttl``. Unknown and revoked keys are remembered too (bounded: the cache is cleared when full)."""
+
+    def __init__(self, ttl: float = 2.0, max_keys: int = 10_000, clock=time.monotonic) -> None:
+        self.ttl, self.max_keys, self._clock = ttl, max_keys, clock
+        self._known: dict[str, tuple[float, KeyIdentity | None]] = {}
+
+    def cached(self, key: str) -> tuple[bool, KeyIdentity | None]:
+        """(found, identity) without a database read."""
+        hit = self._known.get(hash_key(key))
+        if hit is None or hit[0] < self._clock():
+            return False, None
+        return True, hit[1]
+
+    async def verify(self, key: str) -> KeyIdentity | None:
+        found, identity = self.cached(key)
+        if found:
+            return identity
+        from anyio import to_thread
+
+        identity = await to_thread.run_sync(_lookup, key)
+        if len(self._known) >= self.max_keys:
+            self._known.clear()
+        self._known[hash_key(key)] = (self._clock() + self.ttl, identity)
+        return identity
+
+
+def _lookup(key: str) -> KeyIdentity | None:
+    """One short session (its connection back in the pool at once)."""
+    from api.db import session_factory
+
+    with session_factory()() as session:
+        owner = authenticate(session, key)
+        return None if owner is None else KeyIdentity(owner.id, key.split("_", 2)[1])

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     models: dict[str, str] = Field(default_factory=dict, validation_alias="SPARSETUNE_MODELS")
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, validation_alias="SPARSETUNE_MAX_UPLOAD_BYTES")
     max_line_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="SPARSETUNE_MAX_LINE_BYTES")
+    # per-owner limits (see api/quotas.py): queued + running jobs, steps of one job, stored bytes
+    max_active_jobs_per_owner: int = Field(default=20, ge=1, validation_alias="SPARSETUNE_MAX_ACTIVE_JOBS_PER_OWNER")
+    max_steps: int = Field(default=100_000, ge=1, le=10_000_000, validation_alias="SPARSETUNE_MAX_STEPS")
+    max_stored_bytes_per_owner: int = Field(default=50 * 2**30, validation_alias="SPARSETUNE_MAX_STORED_BYTES_PER_OWNER")
     # token buckets per API key (per client IP without one): sustained requests/s and burst; rate 0 = unlimited
     rate_reads_per_second: float = Field(default=100.0, ge=0, validation_alias="SPARSETUNE_RATE_READS_PER_SECOND")
     rate_reads_burst: int = Field(default=200, ge=1, validation_alias="SPARSETUNE_RATE_READS_BURST")
@@ -49,6 +53,14 @@ class Settings(BaseSettings):
     rate_writes_burst: int = Field(default=40, ge=1, validation_alias="SPARSETUNE_RATE_WRITES_BURST")
     # requests in flight per API process before it answers 503 at once (0: no cap); see api/inflight.py
     max_in_flight: int = Field(default=64, ge=0, validation_alias="SPARSETUNE_MAX_IN_FLIGHT")
+    # request hardening (api/door.py, api/requestlog.py, api/server.py): the largest body of a request that is
+    # not an upload; how long a request may wait for the next piece of its body, and for the rest of its
+    # headers; how long a verified (or refused) API key is remembered, which bounds how long a revoked key's
+    # open event streams live on
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="SPARSETUNE_MAX_BODY_BYTES")
+    body_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="SPARSETUNE_BODY_TIMEOUT_SECONDS")
+    header_timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="SPARSETUNE_HEADER_TIMEOUT_SECONDS")
+    key_check_seconds: float = Field(default=2.0, gt=0, le=60, validation_alias="SPARSETUNE_KEY_CHECK_SECONDS")
     chunk_bytes: int = Field(default=4 * 1024 * 1024, validation_alias="SPARSETUNE_CHUNK_BYTES")
     lease_seconds: float = Field(default=120.0, validation_alias="SPARSETUNE_LEASE_SECONDS")
     reconcile_seconds: float = Field(default=30.0, validation_alias="SPARSETUNE_RECONCILE_SECONDS")
@@ -98,6 +110,11 @@ class Settings(BaseSettings):
             else:
                 out[name] = {"memory": parse_bytes(spec, where), "devices": 1}
         return out
+
+    @field_validator("max_stored_bytes_per_owner", mode="before")
+    @classmethod
+    def _parse_stored_bytes(cls, v: Any) -> Any:
+        return parse_bytes(v, "SPARSETUNE_MAX_STORED_BYTES_PER_OWNER")
 
     @field_validator("child_memory_bytes", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 CHAT_ROLES = ("system", "user", "assistant")
 MAX_ERRORS = 100
+MAX_LABELS = 1000  # distinct classification labels in one file
+MAX_LABEL_CHARS = 200
 
 
 @dataclass
@@ -91,6 +94,8 @@ def _check(fmt: str, obj: dict[str, Any]) -> list[tuple[str | None, str]]:
         label = obj["label"]
         if isinstance(label, bool) or not isinstance(label, str | int) or label == "":
             problems.append(("label", "must be a string or an integer"))
+        elif len(str(label)) > MAX_LABEL_CHARS:
+            problems.append(("label", f"{len(str(label))} characters, over the {MAX_LABEL_CHARS}-character limit"))
     elif fmt == "multiple_choice":
         choices = obj["choices"]
         if not isinstance(obj["prompt"], str):
@@ -118,6 +123,50 @@ def _check(fmt: str, obj: dict[str, Any]) -> list[tuple[str | None, str]]:
     return problems
 
 
+def _text_problem(value: Any, path: str = "") -> tuple[str | None, str] | None:
+    """The first string (key or value) in ``value`` that cannot be stored or encoded: NUL, or a lone UTF-16
+    surrogate (JSON's "\\ud800" parses to one; it has no UTF-8 form). As (field, message), or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return path or None, "must not contain NUL (\\u0000)"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or None, "must be valid Unicode (no lone surrogates such as \\ud800)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if _text_problem(key) is not None:
+                return path or None, "a field name contains NUL or a lone surrogate"
+            found = _text_problem(item, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _text_problem(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def iter_lines(fh: Any, max_line_bytes: int) -> Iterator[bytes | int]:
+    """The lines of a binary file, each read with at most ``max_line_bytes + 1`` bytes in memory: a longer
+    line is skipped to its end and yielded as its size (an int) for ``validate_lines`` to report."""
+    while True:
+        line = fh.readline(max_line_bytes + 2)  # room for the content and "\r\n"
+        if not line:
+            return
+        if line.endswith(b"\n") or len(line) < max_line_bytes + 2:
+            yield line  # whole (validate_lines measures it without its line break)
+            continue
+        size = len(line)
+        while not line.endswith(b"\n"):
+            line = fh.readline(1024 * 1024)
+            if not line:
+                break
+            size += len(line)
+        yield size
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -134,11 +183,13 @@ def parse_line(text: str) -> Any:
     return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
-def validate_lines(lines: list[bytes] | list[str], max_errors: int = MAX_ERRORS,
-                   max_line_bytes: int | None = None) -> tuple[ValidationReport, list[dict]]:
-    """Validate JSONL lines; returns the report and the parsed rows (valid ones only)."""
+def validate_lines(lines: Iterable[bytes | str | int], max_errors: int = MAX_ERRORS,
+                   max_line_bytes: int | None = None, keep_rows: bool = True) -> tuple[ValidationReport, list[dict]]:
+    """Validate JSONL lines (a list, or ``iter_lines`` of a file); returns the report and the parsed rows
+    (valid ones only; none kept with ``keep_rows=False``, so a file of any size validates in flat memory)."""
     fmt: str | None = None
     rows: list[dict[str, Any]] = []
+    count = 0
     errors: list[LineError] = []
     total = 0
     labels: set[str] = set()
@@ -150,7 +201,15 @@ def validate_lines(lines: list[bytes] | list[str], max_errors: int = MAX_ERRORS,
             errors.append(LineError(line, fld, msg))
 
     for number, raw in enumerate(lines, start=1):
-        size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+        if isinstance(raw, int):  # iter_lines: a line over the limit, skipped unread
+            err(number, None, f"line is {raw} bytes, over the {max_line_bytes}-byte limit")
+            continue
+        if max_line_bytes is None:
+            size = 0
+        elif isinstance(raw, bytes):
+            size = len(raw.rstrip(b"\r\n"))
+        else:
+            size = len(raw.rstrip("\r\n").encode("utf-8", "surrogatepass"))
         if max_line_bytes is not None and size > max_line_bytes:
             err(number, None, f"line is {size} bytes, over the {max_line_bytes}-byte limit")
             continue
@@ -177,6 +236,10 @@ def validate_lines(lines: list[bytes] | list[str], max_errors: int = MAX_ERRORS,
         if not isinstance(obj, dict):
             err(number, None, "must be a JSON object")
             continue
+        text_problem = _text_problem(obj)
+        if text_problem is not None:
+            err(number, *text_problem)
+            continue
         line_fmt = detect_format(obj)
         if fmt is None:
             if line_fmt is None:
@@ -190,11 +253,17 @@ def validate_lines(lines: list[bytes] | list[str], max_errors: int = MAX_ERRORS,
             problems = _check(fmt, obj)
         for fld, msg in problems:
             err(number, fld, msg)
-        if not problems:
-            rows.append(obj)
-            if fmt == "classification":
+        if not problems and fmt == "classification" and str(obj["label"]) not in labels:
+            if len(labels) >= MAX_LABELS:
+                problems = [("label", f"more than {MAX_LABELS} distinct labels in one file")]
+                err(number, *problems[0])
+            else:
                 labels.add(str(obj["label"]))
-    report = ValidationReport(fmt, len(rows), errors, total)
+        if not problems:
+            count += 1
+            if keep_rows:
+                rows.append(obj)
+    report = ValidationReport(fmt, count, errors, total)
     if fmt == "classification":
         report.label_names = sorted(labels, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
     return report, rows

@@ -1,15 +1,15 @@
-"""Datasets: JSONL uploads validated line by line, stored as chunked blobs with their sha256."""
+"""Datasets: JSONL uploads validated line by line from a spooled file, stored as chunked blobs with their sha256."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, Depends, File, Request, UploadFile
 from sqlalchemy import select
 
-from api import crud
+from api import crud, quotas
 from api.blobstore import get_store
 from api.deps import CurrentOwner, DatasetDep, SessionDep
 from api.errors import APIError
@@ -19,25 +19,48 @@ from api.schemas import DatasetPublic, Deleted, ListPage
 from api.security import new_id
 from api.settings import get_settings
 from api.storable import string_problem
-from smt_core.dataformats import validate_lines
+from smt_core.dataformats import iter_lines, validate_lines
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
-def _read_limited(upload: UploadFile, limit: int) -> bytes:
-    data = upload.file.read(limit + 1)
-    if len(data) > limit:
-        raise APIError(413, f"file: larger than the {limit}-byte upload limit", param="file")
-    return data
+PIECE_BYTES = 1024 * 1024
+
+
+async def one_file_part(request: Request) -> None:
+    """Two ``file`` parts in one upload are refused, not silently reduced to one (the form is already parsed)."""
+    form = await request.form()
+    if len(form.getlist("file")) > 1:
+        raise APIError(422, "file: give one file part per upload, not several", param="file")
+
+
+def _measure(fh: BinaryIO, limit: int) -> tuple[int, str]:
+    """Size and sha256 of the spooled upload, read a piece at a time; 413 past ``limit``."""
+    fh.seek(0)
+    digest, size = hashlib.sha256(), 0
+    while piece := fh.read(PIECE_BYTES):
+        size += len(piece)
+        if size > limit:
+            raise APIError(413, f"file: larger than the {limit}-byte upload limit", param="file")
+        digest.update(piece)
+    return size, digest.hexdigest()
 
 
 @router.post("", status_code=201, response_model=DatasetPublic, responses=errors(400, 413))
 def create_dataset(session: SessionDep, owner: CurrentOwner,
-                   file: Annotated[UploadFile, File(description="a JSONL file in one of the four formats")]) -> dict:
-    """Upload and validate a JSONL dataset."""
+                   file: Annotated[UploadFile, File(description="a JSONL file in one of the four formats")],
+                   _one: Annotated[None, Depends(one_file_part)]) -> dict:
+    """Upload and validate a JSONL dataset.
+
+    Memory stays flat whatever the size: the multipart parser spools the part to a temporary file, which is
+    hashed, validated line by line and copied into the blob store a chunk at a time, all from that file. The
+    blob and the row are written in one transaction, after validation: a refused upload leaves nothing."""
     settings = get_settings()
-    data = _read_limited(file, settings.max_upload_bytes)
-    report, _rows = validate_lines(data.splitlines(), max_line_bytes=settings.max_line_bytes)
+    fh = file.file
+    size, sha256 = _measure(fh, settings.max_upload_bytes)
+    fh.seek(0)
+    report, _rows = validate_lines(iter_lines(fh, settings.max_line_bytes), max_line_bytes=settings.max_line_bytes,
+                                   keep_rows=False)
     if report.total_errors:
         first = report.errors[0]
         where = f"line {first.line}" + (f" field {first.field!r}" if first.field else "")
@@ -45,12 +68,16 @@ def create_dataset(session: SessionDep, owner: CurrentOwner,
                        param="file", details=[e.to_dict() for e in report.errors], total=report.total_errors)
     if not report.rows or report.format is None:
         raise APIError(422, "file: no rows", param="file")
+    quotas.check_new_bytes(session, owner.id, size)
     name = "".join(c for c in os.path.basename(file.filename or "") if c.isprintable() and not string_problem(c))
     filename = name[:255] or "data.jsonl"  # NUL, control characters and lone surrogates cannot be stored
-    blob = get_store().write_bytes(session, data)
-    assert blob.sha256 == hashlib.sha256(data).hexdigest(), "blob store computed another sha256"
+    store = get_store()
+    fh.seek(0)
+    blob = store.write(session, iter(lambda: fh.read(store.chunk_bytes), b""))
+    if (blob.sha256, blob.bytes) != (sha256, size):  # the spooled file changed under us: store nothing
+        raise RuntimeError("the upload's bytes changed between validation and storage")
     ds = Dataset(id=new_id("ds"), owner_id=owner.id, filename=filename, format=report.format, rows=report.rows,
-                 bytes=len(data), sha256=blob.sha256, truncated_rows=0, label_names=report.label_names,
+                 bytes=size, sha256=blob.sha256, truncated_rows=0, label_names=report.label_names,
                  blob_id=blob.id)
     session.add(ds)
     session.commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,13 +15,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api import crud
+from api import crud, streams
 from api.db import session_factory
 from api.deps import CurrentOwner, JobDep, SessionDep
 from api.errors import APIError
 from api.models import FINISHED, Event, Job
 from api.routes.common import AfterQuery, LimitQuery, envelope, errors
 from api.schemas import EventPublic, ListPage
+from api.security import bearer_token
 from api.settings import get_settings
 
 router = APIRouter(tags=["events"])
@@ -76,19 +78,30 @@ def settled_upto(session: Session, after: int) -> int:
 
 
 async def _stream(request: Request, job_id: str | None, owner_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
-    poll = get_settings().sse_poll_seconds
-    while not await request.is_disconnected():
-        fetched = await to_thread.run_sync(_fetch, job_id, owner_id, after)
-        if fetched is None:
-            return
-        events, position = fetched
-        for ev in events:
-            yield ServerSentEvent(data=json.dumps(ev), event=ev["type"], id=ev["id"])
-            if job_id and ev["type"] == "end":
-                return  # the job is over: close, and a reconnect gets 204
-        moved, after = position > after, position
-        if not moved:  # nothing new (or only a fresh gap): wait; otherwise read on at once
-            await asyncio.sleep(poll)
+    """Read, send, then wait (holding no database connection) until the event hub says there may be news,
+    re-checking the key every ``SPARSETUNE_KEY_CHECK_SECONDS``: a revoked key's stream closes within that."""
+    settings = get_settings()
+    keys, key = request.app.state.keys, bearer_token(request.scope) or ""
+    with streams.hub(settings.sse_poll_seconds, SETTLE_SECONDS).subscribe(owner_id, job_id) as woken:
+        while not await request.is_disconnected():
+            woken.clear()  # a wake from here on is kept for the wait below
+            fetched = await to_thread.run_sync(_fetch, job_id, owner_id, after)
+            if fetched is None:
+                return
+            events, position = fetched
+            for ev in events:
+                yield ServerSentEvent(data=json.dumps(ev), event=ev["type"], id=ev["id"])
+                if job_id and ev["type"] == "end":
+                    return  # the job is over: close, and a reconnect gets 204
+            moved, after = position > after, position
+            if moved:
+                continue  # read on at once
+            refetch_at = time.monotonic() + streams.REFETCH_SECONDS
+            while not woken.is_set() and time.monotonic() < refetch_at:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), settings.key_check_seconds)
+                if await keys.verify(key) is None or await request.is_disconnected():
+                    return  # revoked (or gone): end the stream
 
 
 def _wants_stream(accept: str | None) -> bool:
@@ -106,6 +119,7 @@ async def list_events(request: Request, session: SessionDep, job: JobDep, accept
             end_id = session.scalar(select(func.max(Event.id)).where(Event.job_id == job.id, Event.type == "end"))
             if job.status in FINISHED and end_id is not None and start >= end_id:
                 return Response(status_code=204)
+            session.close()  # its connection back to the pool now, not when the stream ends hours later
             return EventSourceResponse(_stream(request, job.id, job.owner_id, start), ping=10)
         stmt = select(Event).where(Event.job_id == job.id)
         if after is not None:
@@ -123,5 +137,6 @@ def stream_events(request: Request, session: SessionDep, owner: CurrentOwner,
     """A live stream of all the owner's job events (for the dashboard); starts now unless Last-Event-ID."""
     start = _last_id(last_event_id) if last_event_id else (
         session.scalar(select(func.max(Event.id)).where(Event.owner_id == owner.id)) or 0)
+    session.close()  # its connection back to the pool now, not when the stream ends hours later
     return EventSourceResponse(_stream(request, None, owner.id, start), ping=10)
 

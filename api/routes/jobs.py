@@ -8,7 +8,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 
-from api import crud, estimates, pools, queue
+from api import crud, estimates, pools, queue, quotas
 from api.deps import Credentials, CurrentOwner, JobDep, SessionDep, owner_of
 from api.errors import APIError
 from api.models import BlockSelection, Dataset, Job, JobStatus, MetricPoint
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
-@router.post("", status_code=201, response_model=JobPublic, responses={200: {"model": JobPublic}, **errors(400, 409)})
+@router.post("", status_code=201, response_model=JobPublic, responses={200: {"model": JobPublic}, **errors(400, 409, 413)})
 def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, response: Response,
                idempotency_key: IdempotencyKey = None) -> dict:
     """Create a fine-tuning job; it is queued once the row is committed."""
@@ -30,6 +30,7 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, respon
             response.status_code = 200
             return crud.job_public(earlier)
     hp = validate_job(session, owner.id, body)
+    quotas.check_new_job(session, owner.id)  # 429 at the most queued + running jobs, 413 with storage full
     # the estimate with the training rows' token lengths, on each pool's own device (see api/pools.py)
     train = session.get(Dataset, body.training_dataset)  # validate_job checked it is the owner's
     tokens = estimates.dataset_tokens(session, train, body.model) if train is not None else None

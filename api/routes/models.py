@@ -3,8 +3,6 @@ and, given a training dataset, its rows' token lengths)."""
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -16,8 +14,9 @@ from api.models import Dataset
 from api.routes.common import envelope, errors
 from api.schemas import EstimatePublic, ListPage, ModelPublic
 from api.storable import is_plausible_id
-from api.validation import check_options
-from smt_core.estimate import DEVICES, METHODS, estimate, model_shape
+from api.validation import check_spec
+from smt_core.dataformats import parse_line
+from smt_core.estimate import DEVICES, estimate, model_shape
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -54,24 +53,13 @@ def read_estimate(owner: CurrentOwner, session: SessionDep, model_id: Annotated[
     """Trainable parameters and training memory by component, before launch."""
     if model_id not in catalog.allowed_models():
         raise not_found("model", model_id)
-    if method not in METHODS:
-        raise invalid("method", f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     cfg = catalog.model_config(model_id)
     if cfg is None:
         raise APIError(404, f"model {model_id!r}: no local config.json to estimate from", param="model_id")
-    b: float | int | None = budget
-    if budget is not None and not math.isfinite(budget):
-        raise invalid("budget", f"must be a finite number, got {budget}")
-    if budget is not None and budget >= 1:
-        b = int(budget)
-    elif budget is not None and budget <= 0:
-        raise invalid("budget", f"must be > 0, got {budget}")
     tlist = [t.strip() for t in targets.split(",") if t.strip()]
-    shape = model_shape(cfg)
-    missing = [t for t in tlist if t not in shape.targets]
-    if missing or not tlist:
-        raise invalid("targets", f"{shape.architecture} has no {','.join(missing) or 'targets'} projection")
-    options = _parse_options(method, method_options)
+    # the same checks as job creation: what a job would refuse, the estimate refuses too
+    options = _parse_options(method_options)
+    _, b = check_spec(model_id, method, budget, tlist, options)
     if device not in DEVICES:
         raise invalid("device", f"must be one of {', '.join(DEVICES)}, got {device!r}")
     tokens = task = None
@@ -86,15 +74,14 @@ def read_estimate(owner: CurrentOwner, session: SessionDep, model_id: Annotated[
             "tokens": tokens.to_dict() if tokens is not None else None}
 
 
-def _parse_options(method: str, text: str | None) -> dict:
+def _parse_options(text: str | None) -> dict:
     """The job body's method_options, passed as JSON in the query (block_size changes SMT's count)."""
     if not text:
         return {}
     try:
-        options = json.loads(text)
-    except ValueError:
+        options = parse_line(text)  # strict JSON: no NaN or Infinity
+    except (ValueError, RecursionError):
         raise invalid("method_options", "must be a JSON object") from None
     if not isinstance(options, dict):
         raise invalid("method_options", "must be a JSON object")
-    check_options(method, options)
     return options

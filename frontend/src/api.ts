@@ -45,6 +45,10 @@ export interface BlockModule { name: string; layer: number; target: string; rows
 export interface Blocks { block_size: number; modules: BlockModule[] }
 export interface Artifact { name: string; bytes: number; sha256: string; created_at: number }
 export interface JobEvent { id: string; job_id: string; type: string; data: Record<string, any>; created_at: number }
+export interface Usage {
+  object: "usage"; queued_jobs: number; running_jobs: number; stored_bytes: number;
+  limits: { max_active_jobs_per_owner: number; max_steps: number; max_stored_bytes_per_owner: number };
+}
 export interface LineError { line?: number; field?: string | null; message: string }
 
 /** An API error in words: the server's message, the parameter it names and per-line details. */
@@ -137,5 +141,6 @@ export const api = {
   artifacts: (id: string) => getJSON<Page<Artifact>>(`/v1/jobs/${id}/artifacts`),
   buildMerged: (id: string) => sendJSON<{ status: string }>(`/v1/jobs/${id}/artifacts/merged`, undefined),
   workers: () => getJSON<Page<Worker>>("/v1/workers"),
+  usage: () => getJSON<Usage>("/v1/usage"),
   download: (id: string, name: string) => request(`/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}`),
 };

@@ -1,4 +1,4 @@
-"""Rate limits: token buckets per key (per IP without one), reads and writes apart, 429 with Retry-After,
+"""Rate limits: token buckets per owner (per IP without a valid key), reads and writes apart, 429 with Retry-After,
 shared through Redis by every API process, in-process in embedded mode."""
 
 from __future__ import annotations
@@ -42,17 +42,18 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def test_writes_over_the_limit_get_429_with_retry_after_per_key(service_env):
-    with limited_app(SPARSETUNE_RATE_WRITES_PER_SECOND="1", SPARSETUNE_RATE_WRITES_BURST="3") as c:
+    # a slow refill (one token in 4 s): a loaded machine must not hand a token back during the burst
+    with limited_app(SPARSETUNE_RATE_WRITES_PER_SECOND="0.25", SPARSETUNE_RATE_WRITES_BURST="3") as c:
         alice, bob = bearer(make_key("rl-alice")[0]), bearer(make_key("rl-bob")[0])
         codes = [c.post("/v1/jobs", headers=alice, json={}).status_code for _ in range(3)]
         assert codes == [422, 422, 422], "the burst passes through to validation"
         r = c.post("/v1/jobs", headers=alice, json={})
         assert r.status_code == 429
         assert r.json()["error"]["code"] == "rate_limited" and "writes per second" in r.json()["error"]["message"]
-        assert r.headers["Retry-After"] == "1"
+        assert r.headers["Retry-After"] == "4"
         assert c.get("/v1/jobs", headers=alice).status_code == 200, "reads have their own bucket"
-        assert c.post("/v1/jobs", headers=bob, json={}).status_code == 422, "another key has its own bucket"
-        time.sleep(1.05)  # one token back at 1/s
+        assert c.post("/v1/jobs", headers=bob, json={}).status_code == 422, "another owner has its own bucket"
+        time.sleep(4.05)  # one token back at 0.25/s
         assert c.post("/v1/jobs", headers=alice, json={}).status_code == 422
         assert c.post("/v1/jobs", headers=alice, json={}).status_code == 429
 
@@ -68,15 +69,14 @@ def test_requests_without_a_key_are_limited_per_client_address(service_env):
 
 def test_buckets_live_in_redis_and_are_shared_by_api_processes(service_env):
     env = {"SPARSETUNE_RATE_WRITES_PER_SECOND": "0.1", "SPARSETUNE_RATE_WRITES_BURST": "2"}
-    key, _ = make_key("rl-shared")
-    prefix = key.split("_")[1]
+    key, owner_id = make_key("rl-shared")
     with limited_app(**env) as first, limited_app(**env) as second:
         assert first.post("/v1/jobs", headers=bearer(key), json={}).status_code == 422
         assert second.post("/v1/jobs", headers=bearer(key), json={}).status_code == 422
         r = first.post("/v1/jobs", headers=bearer(key), json={})
         assert r.status_code == 429 and int(r.headers["Retry-After"]) == 10
     r = redis.Redis.from_url(service_env["BROKER_URL"])
-    stored = r.keys(f"sparsetune:ratelimit:{service_env['SPARSETUNE_QUEUE']}:w:key:{prefix}")
+    stored = r.keys(f"sparsetune:ratelimit:{service_env['SPARSETUNE_QUEUE']}:w:owner:{owner_id}")
     assert len(stored) == 1 and 0 < r.pttl(stored[0]) <= 21_000, "buckets expire once they would be full again"
 
 

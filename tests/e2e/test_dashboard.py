@@ -405,6 +405,11 @@ def test_the_jobs_list_pages_and_filters_and_a_running_job_is_cancelled_from_its
     sign_in(page, service.key)
     first = page.get_by_role("table").get_by_role("row").nth(1)
     expect(first).to_contain_text(batch[-1]["id"])  # newest first
+    usage = page.get_by_test_id("usage")  # GET /v1/usage: the long run is this owner's one active job
+    expect(usage.locator("[data-usage=active]")).to_have_text("1")
+    expect(usage).to_contain_text("/ 20")
+    expect(usage).to_contain_text("Storage")
+    assert service.get("/v1/usage")["queued_jobs"] + service.get("/v1/usage")["running_jobs"] == 1
     expect(page.get_by_role("row").filter(has_text=long["id"])).to_have_count(0)
     expect(page.get_by_role("button", name="Previous page")).to_be_disabled()  # 22+ jobs: two pages of 20
     page.get_by_role("button", name="Next page").click()

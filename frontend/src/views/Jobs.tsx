@@ -2,6 +2,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, STATUSES } from "../api";
 import { JobProgress, StatusBadge } from "../components/JobBits";
+import { UsagePanel } from "../components/Usage";
 import { budget, count, time } from "../format";
 import { useLive, useLoad, useTick } from "../hooks";
 
@@ -25,6 +26,7 @@ export function JobsView({ status }: { status: string }) {
         <h1 id="jobs-title">Jobs</h1>
         <a class="button" href="#/jobs/new">New job</a>
       </div>
+      <UsagePanel />
       <div class="toolbar">
         <label for="status-filter">Status</label>
         <select id="status-filter" value={status} onChange={(e) => setStatus((e.target as HTMLSelectElement).value)}>

@@ -1,0 +1,71 @@
+"""The door: every /v1 request is authenticated here, in the ASGI layer, before a byte of its body is read.
+
+Key checks go through a small per-process cache (api/security.py ``KeyCache``); routes still authenticate for
+themselves (their dependencies load the owner), so this is the first check, not the only one. The rate limit
+is taken here too, once it is known who asks: the verified owner, or the client address for a request
+without a valid key. A key this process has not verified lately costs a database lookup, so the client
+address pays for that lookup first from a bucket of its own (api/ratelimit.py ``KEY_LOOKUPS``), and a key that
+fails draws from the address's bucket like a keyless request: a flood of made-up keys buys neither lookups nor
+fresh buckets.
+Requests the door refuses (401, 429) never reach the in-flight cap or the body guard inside it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.db import is_disconnect
+from api.errors import busy_response, error_body, unauthorized
+from api.ratelimit import RateLimiter, client_address
+from api.security import KeyCache, KeyIdentity, bearer_token, looks_like_key
+
+log = logging.getLogger("sparsetune.api")
+GUARDED_PREFIX = "/v1"  # health checks, Prometheus, docs and the dashboard's static files are public
+IDENTITY = "sparsetune.identity"  # where the door leaves the verified KeyIdentity in the ASGI scope
+
+
+def identity_of(scope: Scope) -> KeyIdentity | None:
+    return scope.get(IDENTITY)
+
+
+class DoorMiddleware:
+    def __init__(self, app: ASGIApp, keys: KeyCache, limiter: RateLimiter | None = None) -> None:
+        self.app, self.keys, self.limiter = app, keys, limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(GUARDED_PREFIX):
+            return await self.app(scope, receive, send)
+        token = bearer_token(scope)
+        identity = None
+        if token is not None and looks_like_key(token):
+            found, identity = self.keys.cached(token)
+            if not found:
+                refused = None if self.limiter is None else await self.limiter.check_lookup(scope)
+                if refused is not None:
+                    return await refused(scope, receive, send)
+                try:
+                    identity = await self.keys.verify(token)
+                except PoolTimeout:
+                    log.warning("database pool exhausted: request shed")
+                    return await busy_response()(scope, receive, send)
+                except DBAPIError as exc:
+                    if not is_disconnect(exc):
+                        raise
+                    body = error_body(503, "database unavailable, retry shortly")
+                    return await JSONResponse(body, status_code=503, headers={"Retry-After": "5"})(
+                        scope, receive, send)
+        refused = await self._limit(scope, f"owner:{identity.owner_id}" if identity else client_address(scope))
+        if refused is not None:
+            return await refused(scope, receive, send)
+        if identity is None:
+            return await unauthorized(missing=token is None)(scope, receive, send)
+        scope[IDENTITY] = identity
+        await self.app(scope, receive, send)
+
+    async def _limit(self, scope: Scope, who: str) -> JSONResponse | None:
+        return None if self.limiter is None else await self.limiter.check(scope, who)

@@ -1,0 +1,91 @@
+"""Per-owner limits: queued + running jobs, steps of one job, and bytes stored (datasets + artifacts).
+
+Generous defaults (settings ``SPARSETUNE_MAX_ACTIVE_JOBS_PER_OWNER``, ``SPARSETUNE_MAX_STEPS``,
+``SPARSETUNE_MAX_STORED_BYTES_PER_OWNER``): they stop one client from filling the queue or the disk, not
+normal use. Too many active jobs is a 429 ``quota_exceeded`` (retry once one finishes); too many bytes a 413
+``storage_quota_exceeded`` (delete something first); a job longer than the step limit a 422 on its field, since
+retrying the same body can never succeed. ``param`` names the limit, as ``GET /v1/usage`` lists it.
+Checked before the write, not under a lock: two concurrent requests may each pass and overshoot by one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.errors import APIError
+from api.models import Artifact, Dataset, Job, JobStatus
+from api.settings import get_settings
+
+
+def limits() -> dict[str, int]:
+    s = get_settings()
+    return {"max_active_jobs_per_owner": s.max_active_jobs_per_owner, "max_steps": s.max_steps,
+            "max_stored_bytes_per_owner": s.max_stored_bytes_per_owner}
+
+
+def job_counts(session: Session, owner_id: str) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).where(
+        Job.owner_id == owner_id, Job.status.in_([JobStatus.queued, JobStatus.running])).group_by(Job.status))
+    counts = {JobStatus(status).value: n for status, n in rows}
+    return {"queued_jobs": counts.get("queued", 0), "running_jobs": counts.get("running", 0)}
+
+
+def stored_bytes(session: Session, owner_id: str) -> int:
+    datasets = session.scalar(select(func.coalesce(func.sum(Dataset.bytes), 0)).where(Dataset.owner_id == owner_id))
+    artifacts = session.scalar(select(func.coalesce(func.sum(Artifact.bytes), 0)).join(Job, Job.id == Artifact.job_id)
+                               .where(Job.owner_id == owner_id))
+    return int(datasets or 0) + int(artifacts or 0)
+
+
+def usage(session: Session, owner_id: str) -> dict[str, Any]:
+    return {"object": "usage", **job_counts(session, owner_id), "stored_bytes": stored_bytes(session, owner_id),
+            "limits": limits()}
+
+
+def check_new_job(session: Session, owner_id: str) -> None:
+    """429 once the owner has the maximum of queued + running jobs; 413 once their storage is full (the job's
+    artifacts would have nowhere to go)."""
+    s = get_settings()
+    active = sum(job_counts(session, owner_id).values())
+    if active >= s.max_active_jobs_per_owner:
+        raise APIError(429, f"{active} jobs are queued or running, the most one owner may have "
+                       f"(SPARSETUNE_MAX_ACTIVE_JOBS_PER_OWNER={s.max_active_jobs_per_owner}); retry when one "
+                       "finishes, or cancel one", param="max_active_jobs_per_owner", code="quota_exceeded")
+    used = stored_bytes(session, owner_id)
+    if used >= s.max_stored_bytes_per_owner:
+        raise _storage_full(used, 0, s.max_stored_bytes_per_owner)
+
+
+def check_new_bytes(session: Session, owner_id: str, size: int) -> None:
+    """413 if storing ``size`` more bytes would take the owner past their storage limit."""
+    limit = get_settings().max_stored_bytes_per_owner
+    used = stored_bytes(session, owner_id)
+    if used + size > limit:
+        raise _storage_full(used, size, limit)
+
+
+def _storage_full(used: int, size: int, limit: int) -> APIError:
+    more = f" plus these {size}" if size else ""
+    return APIError(413, f"{used} bytes stored{more} would exceed the owner's limit of {limit} "
+                    "(SPARSETUNE_MAX_STORED_BYTES_PER_OWNER); delete datasets or jobs first",
+                    param="max_stored_bytes_per_owner", code="storage_quota_exceeded")
+
+
+def check_steps(hp: dict[str, Any], rows: int | None) -> None:
+    """The job's steps, given or implied by epochs × rows / batch_size, within SPARSETUNE_MAX_STEPS."""
+    limit = get_settings().max_steps
+    if hp.get("steps") is not None:
+        if hp["steps"] > limit:
+            raise APIError(422, f"hyperparameters.steps: {hp['steps']} is over the limit of {limit} "
+                           "(SPARSETUNE_MAX_STEPS)", param="hyperparameters.steps", code="quota_exceeded")
+        return
+    if hp.get("epochs") is not None and rows:
+        implied = math.ceil(hp["epochs"] * math.ceil(rows / hp["batch_size"]))
+        if implied > limit:
+            raise APIError(422, f"hyperparameters.epochs: {hp['epochs']} epochs of {rows} rows at batch_size "
+                           f"{hp['batch_size']} is about {implied} steps, over the limit of {limit} "
+                           "(SPARSETUNE_MAX_STEPS)", param="hyperparameters.epochs", code="quota_exceeded")

@@ -1,0 +1,195 @@
+"""Against a real uvicorn (the protocol production runs, api/server.py): many open event streams leave the
+connection pool to the other requests, a revoked key's streams close, and clients trickling headers or a
+body are cut off."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import factories
+from tests.api.fixtures import ROOT, make_key, stop_process, wait_for
+
+SERVER_ENV = {"SPARSETUNE_HEADER_TIMEOUT_SECONDS": "1", "SPARSETUNE_BODY_TIMEOUT_SECONDS": "1",
+              "SPARSETUNE_KEY_CHECK_SECONDS": "0.5", "SPARSETUNE_SSE_POLL_SECONDS": "0.2"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(service_env, tmp_path_factory) -> Iterator[str]:
+    port, logs = free_port(), tmp_path_factory.mktemp("hardening") / "api.log"
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port), "--log-level",
+                            "warning", "--http", "api.server:HttpToolsProtocol"], cwd=ROOT,
+                           env={**os.environ, **SERVER_ENV}, start_new_session=True,
+                           stdout=open(logs, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(url) or api.poll() is not None, 60, 0.3, "the API to serve")
+        assert api.poll() is None, Path(logs).read_text()[-3000:]
+        yield url
+    finally:
+        stop_process(api)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Stream(threading.Thread):
+    """One SSE stream read in a thread: its status, the data lines so far, and when it ended."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers = url, {**headers, "Accept": "text/event-stream"}
+        self.status, self.data, self.ended_at, self.error = None, [], None, None
+        self.opened = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", self.url, headers=self.headers, timeout=httpx.Timeout(10, read=60)) as r:
+                self.status = r.status_code
+                self.opened.set()
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        self.data.append(json.loads(line[5:]))
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+        finally:
+            self.ended_at = time.monotonic()
+            self.opened.set()
+
+
+def _job(url: str, headers: dict[str, str]) -> str:
+    data = "".join(json.dumps(r) + "\n" for r in factories.completion_rows(8)).encode()
+    ds = httpx.post(f"{url}/v1/datasets", headers=headers, files={"file": ("t.jsonl", data)}, timeout=10)
+    assert ds.status_code == 201, ds.text
+    body = {"model": "cfg-llama", "training_dataset": ds.json()["id"], "method": "lora",
+            "hyperparameters": {"steps": 2, "batch_size": 2, "max_seq_len": 32}}
+    job = httpx.post(f"{url}/v1/jobs", headers=headers, json=body, timeout=10)
+    assert job.status_code == 201, job.text
+    return job.json()["id"]
+
+
+def test_more_open_streams_than_pooled_connections_leave_the_api_answering(server):
+    from api.db import get_engine
+
+    pool = get_engine().pool
+    size = pool.size() + pool._max_overflow  # the API process builds the same engine from the same settings
+    key, _ = make_key("many-streams")
+    auth = {"Authorization": f"Bearer {key}"}
+    streams = [Stream(f"{server}/v1/events", auth) for _ in range(size + 5)]
+    for s in streams:
+        s.start()
+    for s in streams:
+        assert s.opened.wait(20) and s.status == 200, (s.status, s.error)
+    time.sleep(1)  # every stream past its first read, waiting
+    start = time.monotonic()
+    r = httpx.get(f"{server}/v1/jobs", headers=auth, timeout=30)
+    assert r.status_code == 200 and time.monotonic() - start < 2, (r.status_code, time.monotonic() - start)
+    job = _job(server, auth)  # its creation is an event: every stream hears of it
+    wait_for(lambda: all(any(d.get("job_id") == job for d in s.data) for s in streams), 15, 0.2,
+             "every stream to get the new job's event")
+    assert all(s.ended_at is None for s in streams)
+
+
+def test_a_revoked_keys_open_streams_close_within_seconds(server):
+    from sqlalchemy import select
+
+    from api.db import session_scope
+    from api.models import ApiKey
+    from api.security import revoke_key
+
+    first, owner = make_key("revoke-streams")
+    job = _job(server, {"Authorization": f"Bearer {first}"})  # queued: no worker here, its stream stays open
+    key, _ = make_key("revoke-streams-2", owner)
+    auth = {"Authorization": f"Bearer {key}"}
+    streams = [Stream(f"{server}/v1/events", auth), Stream(f"{server}/v1/jobs/{job}/events", auth)]
+    for s in streams:
+        s.start()
+    for s in streams:
+        assert s.opened.wait(20) and s.status == 200, (s.status, s.error)
+    time.sleep(1)
+    assert all(s.ended_at is None for s in streams), "the streams stay open while the key is valid"
+    with session_scope() as session:
+        revoke_key(session, session.scalar(select(ApiKey).where(ApiKey.prefix == key.split("_")[1])).id)
+    revoked = time.monotonic()
+    wait_for(lambda: all(s.ended_at for s in streams), 10, 0.1, "the revoked key's streams to close")
+    assert max(s.ended_at for s in streams) - revoked < 4
+
+
+def _raw(server: str) -> socket.socket:
+    host, port = server.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=15)
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
+    """What the server sent before closing, or None if it was still open after ``seconds``."""
+    sock.settimeout(seconds)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return got
+
+
+def test_a_client_trickling_its_headers_is_cut_off(server):
+    with _raw(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        start = time.monotonic()
+        closed = False
+        for i in range(20):  # one header line every 0.4 s, for up to 8 s
+            time.sleep(0.4)
+            try:
+                sock.sendall(f"X-Slow-{i}: y\r\n".encode())
+            except OSError:
+                closed = True
+                break
+        if not closed:
+            closed = _closed_within(sock, 0.5) is not None
+        assert closed and time.monotonic() - start < 4, "the header timeout (1 s here) cut the connection"
+    with _raw(server) as sock:  # a connection that sends nothing at all is closed too
+        assert _closed_within(sock, 4) == b""
+
+
+def test_a_client_trickling_its_body_gets_408_and_is_cut_off(server):
+    key, _ = make_key("slow-body")
+    with _raw(server) as sock:
+        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 1000\r\n\r\n{")
+        start = time.monotonic()
+        got = _closed_within(sock, 6)
+        assert got is not None and got.startswith(b"HTTP/1.1 408"), got
+        assert time.monotonic() - start < 4
+
+
+def test_a_keyless_chunked_upload_is_refused_before_its_body(server):
+    with _raw(server) as sock:
+        sock.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+        piece = b"x" * 65536
+        sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        sock.settimeout(5)
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 401"), head
