@@ -9,8 +9,11 @@ saves x, the factors and one threshold per matrix, and recomputes ΔW in backwar
 the threshold (12), against 1 327 104 for one dense fp32 ΔW (``tests/core/test_snell.py``).
 
 Cost: what memory saves, time pays — per adapted matrix and step, ΔW is built twice (forward and backward),
-ranked once (``kthvalue``), and used in three dense products (x @ ΔWˢᵀ, the input gradient, the ΔW
-gradient), so a step costs more than a LoRA step of the same rank (the paper: 0.557 vs 0.443 s/image).
+ranked once (``topk`` of the smaller side; never ``kthvalue``, which CUDA runs on one thread block). With an
+fp32 base W0 + ΔWˢ is folded into one product each way, plus the ΔW gradient product gradᵀ @ x; with a bf16
+base (the GPU policy) ΔWˢ stays apart so tiny updates are not rounded away, and the products run in bf16 with
+fp32 accumulation. A step still costs more than a LoRA step of the same rank (the paper: 0.557 vs 0.443
+s/image; here 1.18–1.25× LoRA on CPU, SmolLM2-135M, see the README).
 
 Initialisation for language models (the open question of METHODS.md §2)
 -----------------------------------------------------------------------

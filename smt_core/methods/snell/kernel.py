@@ -14,9 +14,10 @@ Competition: keep n_keep = m·n − floor(s·m·n) entries of ΔW, with a thresh
 ΔWˢ = ΔW ⊙ g, so ∂ΔWˢ/∂ΔW = g.
 The m-th largest comes from ``topk`` of the smaller side (the m largest, or the m·n − m + 1 smallest) and
 its min / max: the same order statistic as ``kthvalue``, ties included, and it works past 2²⁴ elements
-(where ``torch.quantile`` refuses). Not ``kthvalue`` on CUDA: it ranks a whole matrix on one thread block
-(125 ms for 16.8 M entries against 0.37 ms for ``topk``). On CPU ``kthvalue`` (a quickselect) is the faster
-of the two (:data:`CPU_KTHVALUE`).
+(where ``torch.quantile`` refuses). Not ``kthvalue``: on CUDA it ranks a whole matrix on one thread block
+(125 ms for 16.8 M entries against 0.37 ms for ``topk``), and on CPU it is no faster (one core, |ΔW| at
+initialisation, keep = 10%: 576×576 2.3 ms against 1.6 ms, 192×576 0.64 against 0.44 ms). On CPU, larger
+matrices first narrow the candidates with a sample (:func:`_kth_filtered`, exact as well).
 
 :class:`SnellLinear` computes one physical module's output, the frozen base included, and saves only x, the
 factors, the coefficients and one threshold per part (the frozen weight and bias are the module's own
@@ -26,8 +27,10 @@ O(in·out) kept between forward and backward). Its precision follows the frozen 
   transiently in forward and again in backward — one large product each way instead of two;
 - a lower-precision frozen weight (bf16 under autocast on GPU): no fold, since adding a ΔWˢ of 1e-6 into a
   bf16 copy of weights of 1e-2 would round it away. The products x @ W0ᵀ, x @ ΔWˢᵀ, grad_y @ W0,
-  grad_y @ ΔWˢ run in that dtype (ΔWˢ cast to it, the matrix units accumulate in fp32), grad_yᵀ @ x is
-  returned in fp32; ΔW, the gate and the factor gradients stay in fp32 (the factors' dtype) throughout.
+  grad_y @ ΔWˢ run in that dtype (ΔWˢ cast to it, the matrix units accumulate in fp32), grad_yᵀ @ x comes
+  out in fp32 (straight from the accumulator where ``torch.mm`` takes ``out_dtype``, as on CUDA; rounded
+  to bf16 and widened on the CPU: :func:`mm_fp32`); ΔW, the gate and the factor gradients stay in fp32
+  (the factors' dtype) throughout.
 Autocast is switched off inside: the products' dtype is chosen once, as autocast would for the base
 (:func:`compute_dtype`), and applied the same way in forward and backward.
 """
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -43,10 +47,12 @@ import torch.nn.functional as F
 P = 2  # halves of the rank: the released piecewise-linear kernel
 EPS = 1e-8  # squared-distance clamp: above fp32 cancellation noise of the expansion for factors of norm ≲ 1
 RULES = ("released", "paper")
-# Measured on 2 CPU cores, fp32, keep = 10%: 576×576 kthvalue 1.6 ms vs topk 2.9 ms; 192×576 0.5 vs 1.0 ms
-CPU_KTHVALUE = True
+FILTER_MIN = 1 << 14  # below this many entries the CPU threshold ranks everything (_kth_filtered)
+FILTER_STRIDE = 31  # prime: the sample of a row-major matrix steps across the columns from row to row
+FILTER_MARGIN = 1.2  # candidates ≈ 1.2·k + 16·stride: too few (a fallback) only 3+ standard deviations out
 
 
+@cache  # every forward asks, for a handful of distinct shapes
 def n_keep(rows: int, cols: int, sparsity: float) -> int:
     """m·n − floor(s·m·n) in exact arithmetic: s is read as the decimal the user wrote (0.29 → 29/100),
     so float rounding (0.29·100 = 28.999…) cannot shift the count."""
@@ -64,28 +70,44 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 # -- the kernel ------------------------------------------------------------------------------------------
 def kernel_delta(a: torch.Tensor, b: torch.Tensor, coeffs: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Dense ΔW (rows, in) from A (in, r), B (rows, r), coefficients (P,)."""
-    return _kernel(a, b, coeffs, eps, keep_halves=False)[0]
+    return _kernel(a, b, coeffs, eps)[0]
 
 
-def _kernel(a: torch.Tensor, b: torch.Tensor, coeffs: torch.Tensor, eps: float,
-            keep_halves: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """ΔW, and with ``keep_halves`` each half's distance and clamp mask (what backward needs). Forward and
+@dataclass
+class Slopes:
+    """Per half p, what backward needs beyond ΔW: ``inv`` = 1[S ≥ eps] / sqrt(max(S, eps)) (the clamp's
+    own derivative: zero where it clamped), and the distances themselves when c is learned."""
+
+    inv: list[torch.Tensor]
+    dists: list[torch.Tensor] | None
+
+
+def _kernel(a: torch.Tensor, b: torch.Tensor, coeffs: torch.Tensor, eps: float, slopes: bool = False,
+            dists: bool = False) -> tuple[torch.Tensor, Slopes | None]:
+    """ΔW, and with ``slopes`` the :class:`Slopes` (``dists`` keeps the distances too). Forward and
     backward both build ΔW here, with the same ops in the same order: the same values, so the gate
     rebuilt in backward matches the saved threshold bit for bit."""
     h = a.shape[1] // P
-    delta, dists, clamped = None, [], []
+    delta, kept = None, Slopes([], [] if dists else None) if slopes else None
     for p in range(P):
         sq = _sq_distance(a[:, p * h:(p + 1) * h], b[:, p * h:(p + 1) * h])  # (rows, in)
-        if keep_halves:
-            clamped.append(sq < eps)  # where the clamp blocks the gradient (as clamp_min's own backward)
+        live = _ge(sq, eps) if kept is not None else None  # 1 where the clamp lets the gradient through
         d = sq.clamp_min_(eps).sqrt_()
-        if keep_halves:
-            dists.append(d)
         if delta is None:
-            delta = d * coeffs[p] if keep_halves else d.mul_(coeffs[p])
+            delta = d * coeffs[p] if kept is not None else d.mul_(coeffs[p])
         else:
             delta.addcmul_(d, coeffs[p])
-    return delta, dists, clamped
+        if kept is not None:
+            kept.inv.append(live.div_(d))
+            if kept.dists is not None:
+                kept.dists.append(d)
+    return delta, kept
+
+
+def _ge(t: torch.Tensor, bound: torch.Tensor | float) -> torch.Tensor:
+    """1.0 where t ≥ bound, else 0.0, in t's dtype — written straight as floats: on CPU a bool mask and
+    masked_fill_ cost 4–15× an ordinary elementwise pass."""
+    return torch.ge(t, bound, out=torch.empty_like(t))
 
 
 def _sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -112,12 +134,35 @@ def _threshold(mag: torch.Tensor, keep: int, rule: str) -> torch.Tensor:
 def kth_largest(flat: torch.Tensor, m: int) -> torch.Tensor:
     """The m-th largest entry of a 1-d tensor (1 ≤ m ≤ numel), as a 0-d tensor: the same value as
     ``flat.kthvalue(numel − m + 1)``, from ``topk`` of whichever side is smaller (see the module docstring)."""
-    total = flat.numel()
-    if flat.device.type == "cpu" and CPU_KTHVALUE:
-        return flat.kthvalue(total - m + 1).values
-    if m <= total - m + 1:
-        return flat.topk(m, sorted=False).values.min()
-    return flat.topk(total - m + 1, largest=False, sorted=False).values.max()
+    n = flat.numel()
+    k, largest = (m, True) if m <= n - m + 1 else (n - m + 1, False)  # the k-th from that end
+    if flat.device.type == "cpu" and n >= FILTER_MIN:
+        found = _kth_filtered(flat, k, largest)
+        if found is not None:
+            return found
+    return _kth_topk(flat, k, largest)
+
+
+def _kth_topk(flat: torch.Tensor, k: int, largest: bool) -> torch.Tensor:
+    """The k-th largest (or smallest) entry: the last of the k largest (smallest)."""
+    values = flat.topk(k, largest=largest, sorted=False).values
+    return values.min() if largest else values.max()
+
+
+def _kth_filtered(flat: torch.Tensor, k: int, largest: bool) -> torch.Tensor | None:
+    """CPU only: the k-th largest (smallest) entry ranked among candidates instead of everything. ``topk``'s
+    time on the CPU depends on the values; this one's hardly does (one core, keep = 10%, |ΔW| at
+    initialisation: 576×576 1.35 ms against 1.6, 192×576 0.45 against 0.44; factors moved from it: 1.5
+    against 3.4, 0.39 against 1.15). A strided sample's value of rank k·margin/stride bounds the answer
+    from below (above); every entry on the answer's side of that bound, ties included, is a candidate. If
+    there are at least k of them, the k-th among them is the k-th overall — exactly. If not (an
+    unrepresentative sample), None: the caller ranks everything."""
+    sample = flat[::FILTER_STRIDE]
+    bound = _kth_topk(sample, min(sample.numel(), int(k * FILTER_MARGIN / FILTER_STRIDE) + 16), largest)
+    candidates = flat[flat >= bound] if largest else flat[flat <= bound]
+    if candidates.numel() < k:
+        return None
+    return _kth_topk(candidates, candidates.numel() - k + 1, not largest)  # the k-th from the other end
 
 
 def gate(delta: torch.Tensor, t: torch.Tensor, rule: str) -> torch.Tensor:
@@ -128,7 +173,7 @@ def gate(delta: torch.Tensor, t: torch.Tensor, rule: str) -> torch.Tensor:
 def _gate_(mag: torch.Tensor, t: torch.Tensor, rule: str) -> torch.Tensor:
     """The gate from |ΔW|, computed in place in ``mag``."""
     if rule == "released":
-        return mag.masked_fill_(mag < t, 0.0)  # (masked_fill: a bool multiplier would be cast to float first)
+        return mag.mul_(_ge(mag, t))
     return mag.sub_(t).clamp_min_(0.0)
 
 
@@ -208,34 +253,18 @@ class SnellLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         plan: Plan = ctx.plan
-        n = 3 * len(plan.parts)
         x, weight, *rest = ctx.saved_tensors
-        tensors, thresholds = rest[:n], rest[n:]
-        want_x = ctx.needs_input_grad[0]
+        n = 3 * len(plan.parts)
         with torch.autocast(x.device.type, enabled=False):
             x2d = x.reshape(-1, x.shape[-1]).to(plan.dtype)  # (tokens, in)
             gy = grad_y.reshape(-1, plan.out_features).to(plan.dtype)  # (tokens, out)
-            folded = weight.clone() if want_x and plan.fold else None  # W0, then + ΔWˢ part by part
-            grad_x = _base_grad_x(gy, weight, x2d) if want_x and not plan.fold else None
+            grad_x = _InputGrad(gy, weight, x2d, plan.fold) if ctx.needs_input_grad[0] else None
             grads: list[torch.Tensor | None] = []
             for k, part in enumerate(plan.parts):
-                rows = slice(part.row0, part.row0 + part.rows)
-                a, b, c = tensors[3 * k:3 * k + 3]
-                delta, dists, clamped = _kernel(a, b, c, plan.eps, keep_halves=True)
-                g = _gate_(delta.abs(), thresholds[k], plan.rule)  # (rows, in)
-                if folded is not None:
-                    folded[rows] += delta.mul_(g)  # ΔWˢ
-                elif grad_x is not None:
-                    grad_x.addmm_(gy[:, rows], delta.mul_(g).to(plan.dtype))
-                del delta
-                grad_delta = mm_fp32(gy[:, rows].t(), x2d, a.dtype).mul_(g)  # dL/dΔW = dL/dΔWˢ ⊙ g
-                del g
-                grads += _factor_grads(a, b, c, grad_delta, dists, clamped, ctx.needs_input_grad[6 + 3 * k])
-            if folded is not None:
-                grad_x = gy @ folded
-        if grad_x is not None:
-            grad_x = grad_x.view(x.shape).to(x.dtype)
-        return (grad_x, None, None, None, *grads)
+                grads += _part_grads(*rest[3 * k:3 * k + 3], rest[n + k], part, plan, x2d, gy, grad_x,
+                                     want_c=ctx.needs_input_grad[6 + 3 * k])
+            gx = None if grad_x is None else grad_x.result().view(x.shape).to(x.dtype)
+        return (gx, None, None, None, *grads)
 
 
 def _folded(weight: torch.Tensor, parts: tuple[PartSpec, ...], sparse: list[torch.Tensor]) -> torch.Tensor:
@@ -258,30 +287,65 @@ def _unfolded_forward(x2d: torch.Tensor, weight: torch.Tensor | None, bias: torc
     return y
 
 
-def _base_grad_x(gy: torch.Tensor, weight: torch.Tensor | None, x2d: torch.Tensor) -> torch.Tensor:
-    """grad_y @ W0 in the products' dtype (zeros without a weight): the parts' terms are added into it."""
-    if weight is None:
-        return torch.zeros_like(x2d)
-    return gy @ weight.to(gy.dtype)
+class _InputGrad:
+    """grad_x = grad_y @ (W0 + ΔWˢ), gathered part by part. Folded: W0 + ΔWˢ is rebuilt, then one product.
+    Unfolded: grad_y @ W0 first (zeros without a weight), each part's grad_y @ ΔWˢ added into it."""
+
+    def __init__(self, gy: torch.Tensor, weight: torch.Tensor | None, x2d: torch.Tensor, fold: bool) -> None:
+        self.gy, self.fold = gy, fold
+        if fold:
+            self.acc = weight.clone()  # (out, in)
+        elif weight is None:
+            self.acc = torch.zeros_like(x2d)  # (tokens, in)
+        else:
+            self.acc = gy @ weight.to(gy.dtype)
+
+    def add(self, rows: slice, sparse: torch.Tensor) -> None:
+        """Take one part's ΔWˢ (rows, in) into account."""
+        if self.fold:
+            self.acc[rows] += sparse
+        else:
+            self.acc.addmm_(self.gy[:, rows], sparse.to(self.gy.dtype))
+
+    def result(self) -> torch.Tensor:
+        return self.gy @ self.acc if self.fold else self.acc
+
+
+def _part_grads(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, t: torch.Tensor, part: PartSpec, plan: Plan,
+                x2d: torch.Tensor, gy: torch.Tensor, grad_x: _InputGrad | None,
+                want_c: bool) -> list[torch.Tensor | None]:
+    """One part's factor gradients, ΔW rebuilt from the factors exactly as in forward; its ΔWˢ goes to
+    ``grad_x`` on the way."""
+    rows = slice(part.row0, part.row0 + part.rows)
+    delta, slopes = _kernel(a, b, c, plan.eps, slopes=True, dists=want_c)
+    g = _gate_(delta.abs(), t, plan.rule)  # (rows, in)
+    if grad_x is not None:
+        grad_x.add(rows, delta.mul_(g))  # ΔWˢ
+    del delta
+    grad_delta = mm_fp32(gy[:, rows].t(), x2d, a.dtype).mul_(g)  # dL/dΔW = dL/dΔWˢ ⊙ g, (rows, in)
+    del g
+    return _factor_grads(a, b, c, grad_delta, slopes)
 
 
 def _factor_grads(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, grad_delta: torch.Tensor,
-                  dists: list[torch.Tensor], clamped: list[torch.Tensor],
-                  want_c: bool) -> list[torch.Tensor | None]:
-    """dL/dA, dL/dB, dL/dc from dL/dΔW, half by half."""
+                  slopes: Slopes) -> list[torch.Tensor | None]:
+    """dL/dA, dL/dB (and dL/dc when ``slopes`` kept the distances) from dL/dΔW, half by half.
+
+    With S = ‖b_i‖² + ‖a_j‖² − 2 b_i·a_j and u = dL/dΔW ⊙ slopes.inv (= 2·dL/dS / c_p):
+    dL/dB_i = c_p (Σ_j u_ij B_i − Σ_j u_ij A_j), dL/dA_j = c_p (Σ_i u_ij A_j − Σ_i u_ij B_i). The two
+    skinny products run as (h, ·) @ (·, ·) and are transposed back: on CPU 4× faster than (·, ·) @ (·, h).
+    """
     h = a.shape[1] // P
-    ga, gb = torch.empty_like(a), torch.empty_like(b)
-    gc = a.new_empty(P) if want_c else None
+    ga, gb = [], []
+    gc = a.new_empty(P) if slopes.dists is not None else None
     for p in range(P):
-        ap, bp, d = a[:, p * h:(p + 1) * h], b[:, p * h:(p + 1) * h], dists[p]
+        ap, bp = a[:, p * h:(p + 1) * h], b[:, p * h:(p + 1) * h]
         if gc is not None:
-            gc[p] = torch.dot(grad_delta.view(-1), d.view(-1))
-        # d sqrt(max(S, eps)) / dS = 1[S ≥ eps] / (2 sqrt(S)); u = 2·dL/dS / c_p, written over d
-        u = torch.div(grad_delta, d, out=d).masked_fill_(clamped[p], 0.0)
-        # S = ‖b_i‖² + ‖a_j‖² − 2 b_i·a_j, so dL/dB_i = c_p (Σ_j u_ij B_i − Σ_j u_ij A_j), likewise for A
-        gb[:, p * h:(p + 1) * h] = torch.addmm(u.sum(1, keepdim=True) * bp, u, ap, alpha=-1).mul_(c[p])
-        ga[:, p * h:(p + 1) * h] = torch.addmm(u.sum(0).unsqueeze(1) * ap, u.t(), bp, alpha=-1).mul_(c[p])
-    return [ga, gb, gc]
+            gc[p] = torch.dot(grad_delta.view(-1), slopes.dists[p].view(-1))
+        u = slopes.inv[p].mul_(grad_delta)  # (rows, in)
+        gb.append((u.sum(1, keepdim=True) * bp).sub_((ap.t() @ u.t()).t()).mul_(c[p]))
+        ga.append((u.sum(0).unsqueeze(1) * ap).sub_((bp.t() @ u).t()).mul_(c[p]))
+    return [torch.cat(ga, 1), torch.cat(gb, 1), gc]
 
 
 _OUT_DTYPE_MM: dict[tuple[str, torch.dtype], bool] = {}  # (device type, dtype) → torch.mm takes out_dtype

@@ -22,8 +22,9 @@ class SnellLayer(WrappedLinear):
 
     Per targeted part (a logical matrix of ``rows`` output rows): factors A (in, r) and B (rows, r), fp32
     whatever the base dtype (tiny updates vanish in bf16), and coefficients c (P,) — a parameter when
-    learned, a buffer otherwise. The delta is computed in the logical (out, in) orientation, so the
-    Conv1D's (in, out) storage matters only to merge, which goes through ``add_to_weight``.
+    learned, a buffer otherwise. The delta is computed in the logical (out, in) orientation; the Conv1D's
+    (in, out) storage is read through ``weight_out_in()`` (a view) by the fused forward, and written only by
+    merge, through ``add_to_weight``.
     """
 
     def __init__(self, base: nn.Module, site_name: str, in_features: int, out_features: int,
@@ -52,13 +53,15 @@ class SnellLayer(WrappedLinear):
             return self.base(x, *args, **kwargs)
         if args or kwargs or not self._fusable():
             return self.base(x, *args, **kwargs) + self.delta(x)
-        return self._apply(x, self.weight_out_in(), self.base.bias)
+        return self._run(x, self.weight_out_in(), self.base.bias)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """x @ ΔWˢᵀ over the whole output width (zeros outside the targeted parts), (..., out)."""
-        return self._apply(x, None, None)
+        return self._run(x, None, None)
 
-    def _apply(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+        """SnellLinear over this layer's parts: with the frozen (out, in) weight the whole output, without
+        it the delta term alone."""
         specs = tuple(PartSpec(p.row0, p.rows, self.keep(p)) for p in self.parts)
         tensors = [t for p in self.parts
                    for t in (self.snell_A[p.target], self.snell_B[p.target], self.snell_c[p.target])]
