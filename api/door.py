@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.db import is_disconnect
-from api.errors import busy_response, error_body, unauthorized
+from api.errors import busy_response, database_unavailable_response, unauthorized
 from api.ratelimit import RateLimiter, client_address
 from api.security import KeyCache, KeyIdentity, bearer_token, looks_like_key
 
@@ -56,9 +56,7 @@ class DoorMiddleware:
                 except DBAPIError as exc:
                     if not is_disconnect(exc):
                         raise
-                    body = error_body(503, "database unavailable, retry shortly")
-                    return await JSONResponse(body, status_code=503, headers={"Retry-After": "5"})(
-                        scope, receive, send)
+                    return await database_unavailable_response()(scope, receive, send)
         refused = await self._limit(scope, f"owner:{identity.owner_id}" if identity else client_address(scope))
         if refused is not None:
             return await refused(scope, receive, send)

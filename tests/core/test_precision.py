@@ -21,12 +21,8 @@ from smt_core.data import collate, encode
 from smt_core.dataformats import read_jsonl
 from tests import factories
 
-METHODS = ["smt", "snell", "lora", "dora", "full"]
-MODELS = {  # fixture name → data factory
-    "tiny_llama_dir": factories.completion_rows,
-    "tiny_gpt2_dir": factories.completion_rows,
-    "tiny_bert_dir": factories.classification_rows,
-}
+METHODS = factories.METHODS
+MODELS = factories.MODEL_DATA  # fixture name → data factory
 BUDGET = 3000
 STEPS = 4
 OPTIONS = {"smt": {"selection_steps": 2, "block_size": 16, "head_steps": 2}}

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import factories
+
 ON_CPU_ENV = "SPARSETUNE_GPU_TESTS_ON_CPU"
 # cuda where there is one; the CPU too when asked (the same tests, the same bf16 policy, no GPU needed)
 DEVICES = (["cuda"] if torch.cuda.is_available() else []) + (["cpu"] if os.environ.get(ON_CPU_ENV) == "1" else [])
@@ -67,7 +69,7 @@ STEPS = 6
 CHECKPOINT_EVERY = 2
 RATES = {"full": 1e-3}  # else 1e-2: six steps must move the model; full fine-tuning at 1e-2 overshoots
 OPTIONS = {"smt": {"selection_steps": 2, "block_size": 16, "head_steps": 2}, "snell": {"sparsity": 0.9}}
-METHODS = ("smt", "snell", "lora", "dora", "full")
+METHODS = tuple(factories.METHODS)
 
 
 def cases(methods=METHODS, archs=None) -> list:
@@ -78,8 +80,6 @@ def cases(methods=METHODS, archs=None) -> list:
 
 
 def rows_for(arch: str, n: int = 48) -> list[dict]:
-    from tests import factories
-
     return factories.classification_rows(n) if arch == "bert" else factories.completion_rows(n)
 
 
