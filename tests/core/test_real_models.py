@@ -1,4 +1,4 @@
-"""Real behaviour on the packaged pretrained models (../shared/ASSETS.md), with the default settings."""
+"""Real behaviour on the packaged pretrained models (docs/ASSETS.md), with the default settings."""
 
 from __future__ import annotations
 
