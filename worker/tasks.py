@@ -32,7 +32,8 @@ _ctx = multiprocessing.get_context("spawn")
 def run_job(job_id: str) -> str:
     """Run one job if this worker can claim it."""
     token = leases.claim(job_id, heartbeat.WORKER_ID)
-    if token is None:
+    if token is None:  # a duplicate or late message: someone else holds the job, or it has ended
+        log.info("skipped: not claimable", extra={"job_id": job_id})
         return "skipped"
     log.info("claimed", extra={"job_id": job_id})
     heartbeat.set_current_job(job_id)

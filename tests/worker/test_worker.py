@@ -27,6 +27,7 @@ def models(service_env, tiny_llama_dir, config_only_model) -> dict[str, str]:
 def live_worker(models, tmp_path_factory) -> Iterator[subprocess.Popen]:
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     proc = start_worker({}, log)
+    proc.log_path = log  # type: ignore[attr-defined]  # read by tests that check what the worker did
     try:
         yield proc
     finally:
@@ -70,9 +71,12 @@ def test_job_trains_records_rows_and_ignores_duplicate_message(client, auth, dat
 
     n_events = len(types)
     enqueue(job_id)
-    import time
 
-    time.sleep(3)
+    def skipped() -> bool:
+        lines = [json.loads(line) for line in live_worker.log_path.read_text().splitlines() if line.startswith("{")]
+        return any(e.get("job_id") == job_id and e["message"].startswith("skipped") for e in lines)
+
+    wait_for(skipped, 30, 0.2, "the worker to read the duplicate message and skip it")
     assert job_of(client, auth, job_id)["attempts"] == 1 and len(events_of(client, auth, job_id)) == n_events
     from tests.api.fixtures import count_rows
 
