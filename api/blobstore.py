@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import sqlite_upkeep
 from api.models import Blob, BlobChunk
 from api.settings import get_settings
 
@@ -79,6 +80,28 @@ class DbBlobStore:
                 raise RuntimeError(f"blob {blob_id}: chunk {seq} is missing")
             yield bytes(data)
 
+    def read_range(self, factory: sessionmaker[Session], blob_id: str, start: int, stop: int) -> Iterator[bytes]:
+        """Yield bytes [start, stop) of a complete blob: only the chunks that overlap, and of the edge chunks only
+        the overlapping slice (``substr`` in the database; Postgres reads just that part of an EXTERNAL value)."""
+        with factory() as session:  # chunk lengths from each value's header, not its bytes
+            sizes = session.execute(select(BlobChunk.seq, func.length(BlobChunk.data))
+                                    .join(Blob, Blob.id == BlobChunk.blob_id)
+                                    .where(BlobChunk.blob_id == blob_id, Blob.complete.is_(True))
+                                    .order_by(BlobChunk.seq)).all()
+        offset = 0
+        for seq, size in sizes:
+            lo, hi = max(start, offset), min(stop, offset + size)
+            if lo < hi:
+                with factory() as session:
+                    data = session.scalar(select(func.substr(BlobChunk.data, lo - offset + 1, hi - lo))
+                                          .where(BlobChunk.blob_id == blob_id, BlobChunk.seq == seq))
+                if data is None:
+                    raise RuntimeError(f"blob {blob_id}: chunk {seq} is missing")
+                yield bytes(data)
+            offset += size
+            if offset >= stop:
+                break
+
     def read_to_file(self, session: Session, blob_id: str, path: str | Path) -> str:
         """Copy a blob into ``path`` and return the sha256 of what was written (checked against the row)."""
         blob = session.get(Blob, blob_id)
@@ -95,9 +118,13 @@ class DbBlobStore:
             raise RuntimeError(f"blob {blob_id}: sha256 mismatch on read")
         return blob.sha256
 
-    def delete(self, session: Session, blob_id: str) -> None:
+    def delete(self, session: Session, blob_id: str, reclaim: bool = True) -> None:
+        """Delete the blob in the caller's transaction. ``reclaim``: once it commits, an SQLite database gives
+        the space back to the file system (api/sqlite_upkeep.py); pass False when the space is reused at once."""
         session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob_id))
         session.execute(delete(Blob).where(Blob.id == blob_id))
+        if reclaim:
+            sqlite_upkeep.reclaim_after_commit(session)
 
 
 def get_store() -> DbBlobStore:

@@ -1,10 +1,12 @@
 """What `sparsetune up` does: migrate (alembic upgrade head, never create_all), create a first key if none
-exists, start one worker as a subprocess (the api never imports the worker), and serve until stopped."""
+exists, start one worker as a subprocess (the api never imports the worker) under a supervisor that restarts
+it if it dies (api/supervisor.py), and serve until stopped."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +15,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from api import private, sqlite_upkeep
 from api.settings import get_settings
+from api.supervisor import Supervisor, stop_process_group  # noqa: F401 - stop_process_group: used by tests
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -40,9 +44,7 @@ def ensure_first_key() -> str | None:
         _, key = create_key(s, "first key")
     settings = get_settings()
     if settings.embedded:
-        path = settings.home / "api_key"
-        path.write_text(key + "\n")
-        path.chmod(0o600)
+        private.write_private(settings.home / "api_key", key + "\n")
     return key
 
 
@@ -52,29 +54,37 @@ def start_worker() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "worker"], env=env, start_new_session=True, stdout=sys.stderr)
 
 
-def stop_process_group(proc: subprocess.Popen, grace: float = 60) -> None:
-    """SIGTERM to the process's group, SIGKILL after ``grace`` seconds. For the worker, SIGTERM lets it hand
-    its running job back (it resumes from its checkpoint next time)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+def worker_exited(pid: int, started_at: float) -> None:
+    """The supervisor saw the worker die and killed its group: its jobs need not wait out their lease (they
+    are sent again now, or failed after their last attempt), and its work folders (users' data) go."""
+    from api import reconcile, workdirs
+
+    reconcile.release_worker(socket.gethostname(), pid, started_at)
+    workdirs.sweep()
+
+
+def supervised_worker() -> Supervisor:
+    settings = get_settings()
+    supervisor = Supervisor(settings.restart_backoff_seconds, settings.restart_backoff_max_seconds)
+    supervisor.add("worker", start_worker, worker_exited)
+    return supervisor
 
 
 def serve(host: str, port: int) -> int:
     import uvicorn
 
+    from api.db import get_engine
+
     settings = get_settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private.secure_home(settings.home)  # and a umask of 0o077 for all that `up` and its processes create
     os.environ.setdefault("SPARSETUNE_HOME", str(settings.home))
     migrate()
+    sqlite_upkeep.upkeep_at_start(get_engine())  # SQLite: made incremental once, free pages handed back
     key = ensure_first_key()
     if key:
         print(f"SPARSETUNE_API_KEY={key}", flush=True)
-    worker = start_worker()
+    supervisor = supervised_worker()
+    supervisor.start()
     server = uvicorn.Server(uvicorn.Config("api.main:app", host=host, port=port, log_level="warning",
                                            access_log=False, http="api.server:HttpToolsProtocol"))
 
@@ -92,5 +102,5 @@ def serve(host: str, port: int) -> int:
     try:
         server.run()
     finally:
-        stop_process_group(worker)
+        supervisor.stop()
     return 0

@@ -185,7 +185,12 @@ def cmd_jobs_download(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from api.bootstrap import serve
+    from api.hosts import allow_bound_host
 
+    allow_bound_host(args.host)
+    if args.host in ("0.0.0.0", "::"):
+        print("sparsetune up: on every interface; requests must name localhost or an IP address, or a host in "
+              "SPARSETUNE_ALLOWED_HOSTS (e.g. SPARSETUNE_ALLOWED_HOSTS=sparsetune.example.com)", file=sys.stderr)
     return serve(args.host, args.port)
 
 

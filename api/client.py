@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -30,6 +31,14 @@ def default_key() -> str | None:
 
     path = get_settings().home / "api_key"
     return path.read_text().strip() if path.is_file() else None
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while piece := fh.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 class Client:
@@ -66,25 +75,32 @@ class Client:
             return self.request("POST", "/v1/datasets", files={"file": (path.name, fh, "application/jsonl")})
 
     def download(self, job_id: str, name: str, out: Path) -> dict[str, Any]:
-        import hashlib
-
-        digest, size = hashlib.sha256(), 0
+        """Stream an artifact to ``out`` and check the file against its sha256. An ``out.part`` left by an
+        interrupted download is resumed with a Range request (a stored artifact never changes, and the check
+        reads the whole file, old bytes too); a partial copy that fails the check is removed, so a retry starts
+        afresh."""
         tmp = out.with_name(out.name + ".part")
-        with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as r:
-            if r.status_code >= 400:
-                r.read()
-                self._check(r)
+        have = tmp.stat().st_size if tmp.is_file() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}", headers=headers) as r:
             expected = r.headers.get("x-checksum-sha256")
-            with tmp.open("wb") as fh:
-                for chunk in r.iter_bytes():
-                    digest.update(chunk)
-                    size += len(chunk)
-                    fh.write(chunk)
-        if expected and digest.hexdigest() != expected:
+            if not (r.status_code == 416 and have):  # 416: the partial copy is already whole (or too long)
+                if r.status_code >= 400:
+                    r.read()
+                    self._check(r)
+                if not (r.status_code == 206 and r.headers.get("content-range", "").startswith(f"bytes {have}-")):
+                    have = 0  # the whole artifact came: start the file again
+                with tmp.open("ab" if have else "wb") as fh:
+                    for chunk in r.iter_bytes():
+                        fh.write(chunk)
+        got = _sha256_of(tmp)
+        if expected and got != expected:
             tmp.unlink(missing_ok=True)
-            raise ApiError(0, f"{name}: sha256 mismatch (got {digest.hexdigest()}, expected {expected})")
+            raise ApiError(0, f"{name}: sha256 mismatch (got {got}, expected {expected}); the partial download "
+                              "was removed: run the command again")
+        size = tmp.stat().st_size
         tmp.replace(out)
-        return {"name": name, "path": str(out), "bytes": size, "sha256": digest.hexdigest()}
+        return {"name": name, "path": str(out), "bytes": size, "sha256": got, "resumed_from": have}
 
     def events(self, job_id: str) -> Iterator[dict[str, Any]]:
         """Follow the job's SSE stream to `end`, reconnecting with Last-Event-ID if the connection drops."""

@@ -109,6 +109,17 @@ def cancel_job(session: Session, job: Job) -> Job:
     raise conflict(f"job {job.id} is already {job.status.value}")
 
 
+def drop_checkpoint(session: Session, job_id: str) -> None:
+    """A job that has ended keeps its artifacts, never its checkpoint (it cannot resume): row and blob go."""
+    ck = session.get(Checkpoint, job_id)
+    if ck is None:
+        return
+    blob_id = ck.blob_id
+    session.delete(ck)
+    session.flush()
+    get_store().delete(session, blob_id)
+
+
 def delete_job(session: Session, job: Job) -> None:
     if job.status not in FINISHED:
         raise conflict(f"job {job.id} is {job.status.value}; cancel it first")
@@ -143,6 +154,7 @@ def job_public(job: Job) -> dict[str, Any]:
         "method_options": job.method_options, "seed": job.seed, "suffix": job.suffix, "metadata": job.meta,
         "attempts": job.attempts, "checkpoint_step": job.checkpoint_step, "pool": job.pool,
         "estimated_memory": job.estimated_memory, "worker": job.worker_id, "merge_status": job.merge_status,
+        "warnings": job.warnings or [],
     }
 
 

@@ -1,4 +1,4 @@
-"""Engines and sessions: one engine per process and URL; SQLite gets WAL, a busy timeout and foreign keys.
+"""Engines and sessions: one engine per process and URL; SQLite gets its pragmas from api/sqlite_upkeep.py.
 Also the one rule for riding out a database restart: which errors mean "the connection went away" and how
 long a worker keeps retrying a write before it gives up.
 """
@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import private, sqlite_upkeep
 from api.settings import get_settings
 
 T = TypeVar("T")
@@ -29,25 +30,16 @@ POOL_TIMEOUT_SECONDS = 5  # longest wait for a pooled connection before the requ
 IDLE_PING_SECONDS = 1.0  # a pooled connection idle this long is pinged before use
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    """Several processes (api, worker, trainer child) share one SQLite file: wait instead of failing."""
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
-
-
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         from pathlib import Path
 
-        path = url.split("///", 1)[-1]
+        path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private.create_private_file(Path(path))  # before SQLite creates it 0644
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_upkeep.apply_pragmas)
         return engine
     # pool_timeout: under overload a request waits at most this long for a connection, then gets a 503 it can
     # retry (load shedding) instead of queueing for the default 30 s; a connect timeout keeps a request from

@@ -7,7 +7,9 @@ without a valid key. A key this process has not verified lately costs a database
 address pays for that lookup first from a bucket of its own (api/ratelimit.py ``KEY_LOOKUPS``), and a key that
 fails draws from the address's bucket like a keyless request: a flood of made-up keys buys neither lookups nor
 fresh buckets.
-Requests the door refuses (401, 429) never reach the in-flight cap or the body guard inside it.
+Requests the door refuses (401, 429, 503) never reach the in-flight cap or the body guard inside it; when
+such a request carries a body, the answer says ``Connection: close``, so the server drops the connection
+instead of reading the unread body to its end to keep it alive (a keyless 250 MiB upload costs its headers).
 """
 
 from __future__ import annotations
@@ -47,23 +49,38 @@ class DoorMiddleware:
             if not found:
                 refused = None if self.limiter is None else await self.limiter.check_lookup(scope)
                 if refused is not None:
-                    return await refused(scope, receive, send)
+                    return await refuse_unread(refused, scope, receive, send)
                 try:
                     identity = await self.keys.verify(token)
                 except PoolTimeout:
                     log.warning("database pool exhausted: request shed")
-                    return await busy_response()(scope, receive, send)
+                    return await refuse_unread(busy_response(), scope, receive, send)
                 except DBAPIError as exc:
                     if not is_disconnect(exc):
                         raise
-                    return await database_unavailable_response()(scope, receive, send)
+                    return await refuse_unread(database_unavailable_response(), scope, receive, send)
         refused = await self._limit(scope, f"owner:{identity.owner_id}" if identity else client_address(scope))
         if refused is not None:
-            return await refused(scope, receive, send)
+            return await refuse_unread(refused, scope, receive, send)
         if identity is None:
-            return await unauthorized(missing=token is None)(scope, receive, send)
+            return await refuse_unread(unauthorized(missing=token is None), scope, receive, send)
         scope[IDENTITY] = identity
         await self.app(scope, receive, send)
 
     async def _limit(self, scope: Scope, who: str) -> JSONResponse | None:
         return None if self.limiter is None else await self.limiter.check(scope, who)
+
+
+def has_body(scope: Scope) -> bool:
+    """A request that announces a body: chunked, or a Content-Length above zero."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
+
+
+async def refuse_unread(response: JSONResponse, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer without reading the body; with one unread, close the connection after the answer."""
+    if has_body(scope):
+        response.headers["Connection"] = "close"
+    await response(scope, receive, send)

@@ -21,6 +21,7 @@ log = logging.getLogger("sparsetune.api")
 
 CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
          405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+         416: "range_not_satisfiable",
          422: "invalid_request", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}
 
 RETRY_AFTER_SECONDS = 5  # a database restart usually takes a few seconds

@@ -18,6 +18,7 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.door import refuse_unread
 from api.errors import busy_response
 
 log = logging.getLogger("sparsetune.api")
@@ -45,7 +46,7 @@ class InFlightCapMiddleware:
             return await self.app(scope, receive, send)
         if self.in_flight >= self.cap:
             log.warning("over %d requests in flight: request shed", self.cap)
-            return await busy_response()(scope, receive, send)
+            return await refuse_unread(busy_response(), scope, receive, send)
         self.in_flight += 1  # one event loop per process: no lock needed
         try:
             await self.app(scope, receive, send)

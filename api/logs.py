@@ -11,7 +11,8 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {"ts": round(time.time(), 3), "level": record.levelname.lower(), "logger": record.name,
                "message": record.getMessage()}
-        for key in ("job_id", "status", "path", "method", "status_code", "duration_ms"):
+        for key in ("job_id", "status", "path", "method", "status_code", "duration_ms", "supervised", "pid",
+                    "exit_code", "restart_in_seconds"):
             if hasattr(record, key):
                 out[key] = getattr(record, key)
         if record.exc_info:

@@ -7,11 +7,12 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import errors, logs, ratelimit
+from api import background, docs, errors, headers, logs, ratelimit
 from api.door import DoorMiddleware
+from api.hosts import AllowedHosts, HostCheckMiddleware
 from api.inflight import InFlightCapMiddleware
 from api.requestlog import GuardAndLogMiddleware
-from api.routes import artifacts, datasets, events, health, jobs, models, usage, workers
+from api.routes import artifacts, datasets, events, health, jobs, methods, models, usage, workers
 from api.security import KeyCache
 from api.settings import get_settings
 
@@ -22,16 +23,23 @@ def create_app() -> FastAPI:
     settings = get_settings()
     logs.configure(settings.log_level)
     app = FastAPI(title="sparsetune", version="0.1.0",
-                  description="Sparse fine-tuning (SMT, SNELL) with LoRA/DoRA/full baselines, as a service.")
+                  description="Sparse fine-tuning (SMT, SNELL) with LoRA/DoRA/full baselines, as a service.",
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
+                  lifespan=background.lifespan)  # the reconciler beside the API  # docs.install: no CDN
     errors.install(app)
+    docs.install(app)
     # innermost first: body limits and timeouts and the request log; the in-flight cap, which so counts only
-    # requests the door let in; the door (outermost): key check and rate limit before any body is read
+    # requests the door let in; the door: key check and rate limit before any body is read; outside it all, the
+    # Host check (api/hosts.py) and the security headers (api/headers.py)
     app.add_middleware(GuardAndLogMiddleware, max_upload_bytes=settings.max_upload_bytes,
-                       max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout_seconds)
+                       max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout_seconds,
+                       min_body_rate=settings.min_body_bytes_per_second)
     app.add_middleware(InFlightCapMiddleware, max_in_flight=settings.max_in_flight)
     app.state.keys = KeyCache(ttl=settings.key_check_seconds)  # shared with the event streams' key re-checks
     app.add_middleware(DoorMiddleware, keys=app.state.keys, limiter=ratelimit.limiter_for(settings))
-    for module in (health, datasets, jobs, events, artifacts, models, workers, usage):
+    app.add_middleware(HostCheckMiddleware, allowed=AllowedHosts(settings.allowed_hosts))  # before the door
+    headers.install(app)  # outermost of all: every response, a 500 included, carries the security headers
+    for module in (health, datasets, jobs, events, artifacts, models, methods, workers, usage):
         app.include_router(module.router)
     if DASHBOARD.is_dir():  # the built dashboard, if any, is served at / (it uses only the public API)
         app.mount("/", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")

@@ -154,6 +154,8 @@ class Job(Base):
     pool: Mapped[str | None] = mapped_column(String(64))
     estimated_memory: Mapped[int | None] = mapped_column(BigInteger)
     worker_id: Mapped[str | None] = mapped_column(String(64))
+    # notes from when the job was created, e.g. no pool had a live worker (a list of strings; null: none)
+    warnings: Mapped[list[str] | None] = mapped_column(JSONType)
 
 
 class Event(Base):
@@ -224,6 +226,6 @@ class Worker(Base):
     device: Mapped[str] = mapped_column(String(255))
     device_memory: Mapped[int | None] = mapped_column(BigInteger)
     current_job_id: Mapped[str | None] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(16), default="idle")  # idle | busy | stopped
+    status: Mapped[str] = mapped_column(String(16), default="idle")  # idle | busy | stopped | lost (seen dead)
     started_at: Mapped[float] = mapped_column(Double, default=now)
     last_seen_at: Mapped[float] = mapped_column(Double, default=now, index=True)

@@ -114,11 +114,23 @@ def devices_of(hyperparameters: dict[str, Any]) -> int:
 
 
 def live_pools(session: Session, settings: Settings | None = None) -> set[str]:
-    """Pools with at least one worker whose heartbeat is recent (three intervals)."""
+    """Pools with at least one worker whose heartbeat is recent (three intervals) and that is not known to
+    have stopped (a warm shutdown says ``stopped``; ``sparsetune up`` marks a worker it saw die ``lost``)."""
     settings = settings or get_settings()
     since = time.time() - 3 * settings.heartbeat_seconds
     return set(session.scalars(select(Worker.pool).where(Worker.last_seen_at >= since,
-                                                         Worker.status != "stopped").distinct()))
+                                                         Worker.status.not_in(("stopped", "lost"))).distinct()))
+
+
+def no_live_worker_warnings(pool: Pool, live: set[str]) -> list[str] | None:
+    """What a job routed to ``pool`` is told when no worker there is live: it waits in the queue."""
+    if pool.name in live:
+        return None
+    if not live & {p.name for p in configured()}:
+        return ["no worker is running: the job waits in the queue until one starts "
+                "(sparsetune up, or sparsetune worker)"]
+    return [f"no pool that fits the job has a live worker: it waits in pool {pool.name}'s queue until one "
+            f"starts (sparsetune worker --pool {pool.name})"]
 
 
 def _peak_on(peak: Peak, pool: Pool) -> int | None:

@@ -3,8 +3,10 @@
 The size limit depends on the route: the upload limit (plus multipart slack) for dataset uploads, a small one
 (``SPARSETUNE_MAX_BODY_BYTES``) for every other body. A ``Content-Length`` over it is refused before reading;
 a chunked body (no length) is counted as it arrives and refused the moment it passes the limit, so nothing
-past it is read. Each wait for the next piece of a body is bounded (``SPARSETUNE_BODY_TIMEOUT_SECONDS``), so
-a client trickling a body cannot hold a request slot for long: 408, and the connection is closed.
+past it is read. Each wait for the next piece of a body is bounded (``SPARSETUNE_BODY_TIMEOUT_SECONDS``), and
+after that first grace period the body must keep an average rate (``SPARSETUNE_MIN_BODY_BYTES_PER_SECOND``):
+a client trickling a byte at a time cannot hold a request slot for long either. Both get 408, and the
+connection is closed.
 Both refusals are raised from ``receive`` as :class:`api.errors.BodyRefused` (FastAPI passes HTTP errors
 from body parsing on) and answered in the one error shape.
 
@@ -29,9 +31,15 @@ UPLOAD_ROUTES = frozenset({("POST", "/v1/datasets")})
 
 class GuardAndLogMiddleware:
     def __init__(self, app: ASGIApp, max_upload_bytes: int, max_body_bytes: int = 1024 * 1024,
-                 body_timeout: float = 30.0) -> None:
+                 body_timeout: float = 30.0, min_body_rate: float = 16 * 1024) -> None:
         self.app, self.max_upload_bytes, self.max_body_bytes = app, max_upload_bytes, max_body_bytes
-        self.body_timeout = body_timeout
+        self.body_timeout, self.min_body_rate = body_timeout, min_body_rate
+
+    def _wait_budget(self, started: float, received: int) -> float:
+        """Seconds the next piece of a body may take: the per-piece timeout, cut short where the body as a whole
+        falls behind ``body_timeout + received / min_body_rate`` since its first wait."""
+        deadline = started + self.body_timeout + received / self.min_body_rate
+        return min(self.body_timeout, deadline - time.perf_counter())
 
     def _limit(self, scope: Scope) -> tuple[int, str, str]:
         """(bytes allowed, the message past them, the param named)."""
@@ -56,13 +64,16 @@ class GuardAndLogMiddleware:
         async def bounded_receive() -> Message:
             if done[0]:  # the body is in: what is left to hear is a disconnect, whenever it comes (streams)
                 return await receive()
+            wait = self._wait_budget(start, received[0])
             try:
-                with anyio.fail_after(self.body_timeout):
+                if wait <= 0:
+                    raise TimeoutError
+                with anyio.fail_after(wait):
                     msg = await receive()
             except TimeoutError:
-                log.warning("request body stalled for %.0f s: refused", self.body_timeout)
-                raise errors.BodyRefused(408, f"body: nothing received for {self.body_timeout:g} s",
-                                         "body") from None
+                log.warning("request body too slow: refused after %.0f s", time.perf_counter() - start)
+                raise errors.BodyRefused(408, f"body: too slow (nothing for {self.body_timeout:g} s, or under "
+                                         f"{self.min_body_rate:g} bytes/s on average)", "body") from None
             if msg["type"] == "http.request":
                 received[0] += len(msg.get("body", b""))
                 if received[0] > limit:

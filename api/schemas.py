@@ -170,6 +170,7 @@ class JobPublic(BaseModel):
     estimated_memory: int | None = None  # estimated peak training bytes per device, as shown before launch
     worker: str | None = None  # the worker that claimed it last
     merge_status: Literal["requested", "running", "done", "failed"] | None = None  # merged.tar, once asked for
+    warnings: list[str] = []  # said at creation, e.g. that no pool had a live worker (the job waits queued)
 
 
 class WorkerPublic(BaseModel):
@@ -226,6 +227,23 @@ class ModelPublic(BaseModel):
     parameters: int | None
     architecture: str | None
     targets: list[str]
+
+
+class MethodOptionPublic(BaseModel):
+    name: str
+    type: Literal["integer", "number", "boolean", "string"]
+    default: Any  # null: computed by the method (the help says how)
+    minimum: int | float | None
+    maximum: int | float | None
+    enum: list[Any] | None
+    help: str
+
+
+class MethodPublic(BaseModel):
+    id: str
+    object: Literal["method"] = "method"
+    uses_budget: bool
+    options: list[MethodOptionPublic]
 
 
 class EstimateTokens(BaseModel):

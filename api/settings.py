@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -59,8 +59,14 @@ class Settings(BaseSettings):
     # open event streams live on
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="SPARSETUNE_MAX_BODY_BYTES")
     body_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="SPARSETUNE_BODY_TIMEOUT_SECONDS")
+    min_body_bytes_per_second: float = Field(default=16 * 1024, gt=0,
+                                             validation_alias="SPARSETUNE_MIN_BODY_BYTES_PER_SECOND")
     header_timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="SPARSETUNE_HEADER_TIMEOUT_SECONDS")
     key_check_seconds: float = Field(default=2.0, gt=0, le=60, validation_alias="SPARSETUNE_KEY_CHECK_SECONDS")
+    # Host names the API answers to besides localhost, *.localhost and IP addresses (api/hosts.py): comma-
+    # separated, "*.example.com" for its subdomains, "*" for any
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                                          validation_alias="SPARSETUNE_ALLOWED_HOSTS")
     chunk_bytes: int = Field(default=4 * 1024 * 1024, validation_alias="SPARSETUNE_CHUNK_BYTES")
     lease_seconds: float = Field(default=120.0, validation_alias="SPARSETUNE_LEASE_SECONDS")
     reconcile_seconds: float = Field(default=30.0, validation_alias="SPARSETUNE_RECONCILE_SECONDS")
@@ -77,6 +83,13 @@ class Settings(BaseSettings):
     pools: dict[str, dict[str, int]] = Field(default_factory=dict, validation_alias="SPARSETUNE_POOLS")
     worker_pool: str | None = Field(default=None, validation_alias="SPARSETUNE_WORKER_POOL")
     heartbeat_seconds: float = Field(default=10.0, gt=0, validation_alias="SPARSETUNE_HEARTBEAT_SECONDS")
+    # the API process runs the reconciler too (api/background.py), so a dead worker is noticed with none alive
+    api_reconciler: bool = Field(default=True, validation_alias="SPARSETUNE_API_RECONCILER")
+    # `sparsetune up` restarts a process that died after this delay, doubled per quick death up to the max
+    # (and back to the start once it stayed up that long); see api/supervisor.py
+    restart_backoff_seconds: float = Field(default=1.0, gt=0, validation_alias="SPARSETUNE_RESTART_BACKOFF_SECONDS")
+    restart_backoff_max_seconds: float = Field(default=60.0, gt=0,
+                                               validation_alias="SPARSETUNE_RESTART_BACKOFF_MAX_SECONDS")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -110,6 +123,11 @@ class Settings(BaseSettings):
             else:
                 out[name] = {"memory": parse_bytes(spec, where), "devices": 1}
         return out
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: Any) -> Any:
+        return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
 
     @field_validator("max_stored_bytes_per_owner", mode="before")
     @classmethod
@@ -149,13 +167,15 @@ class Settings(BaseSettings):
         return self.broker_url or "filesystem://"
 
     def broker_transport_options(self) -> dict[str, Any]:
-        """The filesystem transport keeps its messages under ``home``; Redis needs a long visibility timeout."""
+        """The filesystem transport keeps its messages, and its exchange table (``control``, which kombu would
+        otherwise put in the working directory), under ``home``; Redis needs a long visibility timeout."""
         if self.broker.startswith("filesystem://"):
             folder = self.home / "broker"
-            for sub in ("queue", "processed"):
-                (folder / sub).mkdir(parents=True, exist_ok=True)
+            for path in (self.home, folder, folder / "queue", folder / "processed", folder / "control"):
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private (api/private.py) when new
             return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-                    "processed_folder": str(folder / "processed"), "store_processed": False}
+                    "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control"),
+                    "store_processed": False}
         # Redelivery is the reconciler's job (leases), so the visibility timeout only has to outlast a job.
         return {"visibility_timeout": 7 * 24 * 3600}
 

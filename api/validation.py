@@ -3,7 +3,6 @@ any row is written. Each failure is a 422 naming the field."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -14,66 +13,39 @@ from api.models import Dataset
 from api.schemas import JobCreate
 from api.settings import get_settings
 from api.storable import is_plausible_id
-from smt_core.estimate import METHOD_OPTIONS, METHODS, ModelShape, budget_count, model_shape
+from smt_core.estimate import ModelShape, model_shape, plan
+from smt_core.methods.options import ConfigError
+from smt_core.methods.spec import MethodSpec, resolve_budget
+from smt_core.registry import served_specs
 from smt_core.spec import LOGICAL_TARGETS
 
-ZERO_ALLOWED = {"head_steps"}  # integer options for which 0 means "skip"
-# upper bounds of the numeric options (any other integer option: INT_MAX, float: FLOAT_MAX); steps-like
-# options are bounded by SPARSETUNE_MAX_STEPS as well
-OPTION_MAX: dict[str, int | float] = {"block_size": 4096, "selection_steps": 10_000_000, "head_steps": 10_000_000,
-                                      "alpha": 10_000.0}
-STEP_OPTIONS = ("selection_steps", "head_steps")
-INT_MAX, FLOAT_MAX = 1_000_000, 1_000_000.0
+
+def _check_options(spec: MethodSpec, options: dict[str, Any]) -> None:
+    """The method's own config built from the body's options (typed JSON: no string parsing), so the API
+    accepts exactly what the engine accepts; step counts are also capped by SPARSETUNE_MAX_STEPS."""
+    try:
+        config = spec.parse(options)
+    except ConfigError as exc:
+        raise invalid(f"method_options.{exc.field}", exc.reason) from None
+    limit = get_settings().max_steps
+    for opt in spec.config.options():
+        value = getattr(config, opt.name)
+        if opt.bounded_by_max_steps and value is not None and value > limit:
+            raise invalid(f"method_options.{opt.name}", f"{value} is over the limit of {limit} (SPARSETUNE_MAX_STEPS)")
 
 
-def check_options(method: str, options: dict[str, Any]) -> None:
-    allowed = METHOD_OPTIONS[method]
-    for key, value in options.items():
-        if key not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise invalid(f"method_options.{key}", f"unknown option for {method} (known: {known})")
-        kind = allowed[key]
-        if isinstance(kind, tuple):
-            if value not in kind:
-                raise invalid(f"method_options.{key}", f"must be one of {', '.join(kind)}, got {value!r}")
-        elif kind is bool:
-            if not isinstance(value, bool):
-                raise invalid(f"method_options.{key}", "must be true or false")
-        elif kind is int:
-            low = 0 if key in ZERO_ALLOWED else 1
-            high = OPTION_MAX.get(key, INT_MAX)
-            if key in STEP_OPTIONS:
-                high = min(high, get_settings().max_steps)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise invalid(f"method_options.{key}", f"must be an integer in [{low}, {high}], got {_short(value)}")
-        elif kind is float:
-            high = OPTION_MAX.get(key, FLOAT_MAX)
-            if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-                    or not 0 <= value <= high):
-                raise invalid(f"method_options.{key}", f"must be a number in [0, {high:g}], got {_short(value)}")
-    if method == "snell" and "sparsity" in options and not 0 <= options["sparsity"] < 1:
-        raise invalid("method_options.sparsity", f"must be in [0, 1), got {options['sparsity']}")
-    if "dropout" in options and not 0 <= options["dropout"] < 1:
-        raise invalid("method_options.dropout", f"must be in [0, 1), got {options['dropout']}")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _check_budget(method: str, budget: int | float | None, total: int | None) -> int | float | None:
+def _check_budget(spec: MethodSpec, budget: int | float | None, total: int | None) -> int | float | None:
     """The budget as the engine takes it (a whole float >= 1 is a count); 422 if it cannot be one."""
-    if method == "full":
-        return budget  # full fine-tuning ignores the budget and reports its real count
+    if not spec.uses_budget:
+        return budget  # e.g. full fine-tuning ignores the budget and reports its real count
     if budget is None:
-        raise invalid("budget", f"required for method {method}")
+        raise invalid("budget", f"required for method {spec.name}")
+    try:
+        resolve_budget(budget, total or 1)  # the engine's reading of it: 422 where it has none
+    except ConfigError as exc:
+        raise invalid(exc.field, exc.reason) from None
     if isinstance(budget, float) and budget.is_integer() and budget >= 1:
-        budget = int(budget)
-    if isinstance(budget, float) and not 0 < budget < 1:
-        raise invalid("budget", f"a fraction must be in (0, 1), got {budget}")
-    if isinstance(budget, int) and budget < 1:
-        raise invalid("budget", f"a parameter count must be >= 1, got {budget}")
+        budget = int(budget)  # a whole float is a count
     if isinstance(budget, int) and total is not None and budget > total:
         raise invalid("budget", f"{budget} exceeds the model's {total} parameters")
     return budget
@@ -95,8 +67,10 @@ def check_spec(model: str, method: str, budget: int | float | None, targets: lis
     models = catalog.allowed_models()
     if model not in models:
         raise invalid("model", f"unknown model {model!r}; allowed: {', '.join(sorted(models)) or 'none'}")
-    if method not in METHODS:
-        raise invalid("method", f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    spec = next((s for s in served_specs() if s.name == method), None)
+    if spec is None:
+        names = ", ".join(s.name for s in served_specs())
+        raise invalid("method", f"unknown method {method!r}; expected one of {names}")
     bad = [t for t in targets if t not in LOGICAL_TARGETS]
     if bad or len(set(targets)) != len(targets) or not targets:
         raise invalid("targets", f"unknown or repeated {bad or targets}; expected names from {','.join(LOGICAL_TARGETS)}")
@@ -106,23 +80,17 @@ def check_spec(model: str, method: str, budget: int | float | None, targets: lis
         missing = [t for t in targets if t not in shape.targets]
         if missing:
             raise invalid("targets", f"{shape.architecture} has no {','.join(missing)} projection")
-    budget = _check_budget(method, budget, shape.total_params if shape else None)
+    budget = _check_budget(spec, budget, shape.total_params if shape else None)
     try:
         storable.check_value(options)
     except ValueError as exc:
         raise invalid("method_options", str(exc)) from None
-    check_options(method, options)
-    if method in ("lora", "dora") and shape is not None and "rank" not in options:
-        want = budget_count(budget, shape.total_params) or 0
-        per_rank = sum(o + i for t in targets for o, i in [shape.targets[t]]) * shape.layers
-        if want < per_rank:
-            raise invalid("budget", f"{want} parameters is below rank 1 for {method} on these targets "
-                          f"(needs {per_rank})")
-    bs = options.get("block_size")
-    if method == "smt" and bs is not None and shape is not None:
-        sides = [s for t in targets for s in shape.targets[t]]
-        if bs & (bs - 1) or any(s % bs for s in sides):
-            raise invalid("method_options.block_size", f"{bs} must be a power of two dividing every target side {sorted(set(sides))}")
+    _check_options(spec, options)
+    if shape is not None:  # what the engine would refuse on this model: a budget below one unit, fused targets
+        try:
+            plan(shape, spec.name, budget, targets, options)
+        except ConfigError as exc:
+            raise invalid(exc.field, exc.reason) from None
     return shape, budget
 
 

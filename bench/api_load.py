@@ -9,10 +9,20 @@ slow server cannot slow the load down and hide its own queueing (coordinated omi
 Also measured: first-page list latency at 1,000 and at 10,000 jobs of the same owner (sequential requests),
 and the Postgres plans (EXPLAIN ANALYZE) of the list, read and events queries.
 
+With ``--hostile`` the normal mix runs while another process (bench/hostile.py) holds 500 event streams per
+API process, 20 slow clients and 4 keyless chunked 250 MiB uploads; each rate's row then adds each API
+process's peak RSS and what the hostile clients saw (issue 14's target: 200 req/s at p99 < 100 ms, no 5xx,
+< 400 MB RSS per API process, on a quiet machine).
+
+The rate limits and the per-owner active-job quota are raised far above the load (the limiter still runs on
+every request): the load is one owner's, and the benchmark measures the service, not its limits.
+
     python bench/api_load.py                                # rates 50..400 req/s, 20 s each, 2 workers
     python bench/api_load.py --rates 100 --seconds 5 --jobs 2000      # a quick look
+    python bench/api_load.py --hostile --rates 100,200 --seconds 20   # the hostile mix
+    python bench/api_load.py --hostile --rates 50 --seconds 5 --jobs 2000 --streams 100   # a quick look
 
-Writes bench/results/api_load.json and prints a markdown table.
+Writes bench/results/api_load.json (api_load_hostile.json with --hostile) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ from typing import Any
 
 import aiohttp
 import httpx
+from hostile import HostileProcess, delta  # bench/: the script's own folder
+from procinfo import RssSampler, raise_open_files
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("SPARSETUNE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -161,7 +173,7 @@ def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]
     process per core on its own port and the client spreads requests over them, as a load balancer would."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
-           "--no-access-log", "--log-level", "warning"]
+           "--no-access-log", "--log-level", "warning", "--http", "api.server:HttpToolsProtocol"]  # as deployed
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -294,7 +306,39 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def markdown_hostile(result: dict[str, Any]) -> str:
+    """One row per rate: the normal mix's figures, each API process's peak RSS, what the hostile clients saw."""
+    h = result["hostile"]
+    lines = [f"API load beside hostile clients: {h['streams_per_process']} event streams per API process "
+             f"({result['workers']} processes), {h['slow_clients']} slow clients (a line or byte every "
+             f"{h['slow_interval_s']:g} s), {h['uploads']} keyless chunked {h['upload_mib']} MiB uploads; "
+             f"{result['seconds']} s per rate; load average before/after {result['load_average_before_after']}",
+             "", "| rate | achieved | p50 ms | p99 ms | 5xx | 429 | transport errors | peak RSS MiB per API process "
+             "| streams open | stream events | slow closed (max s headers/body) | uploads: answers, MiB before "
+             "answer (max), fully sent |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rates"]:
+        x = r.get("hostile", {})
+        rss = " / ".join(f"{v['peak_rss_mib']}" for v in r["rss"].values())
+        slow_max = x.get("slow_seconds_max", {})
+        lines.append(
+            f"| {r['rate']:g} | {r['achieved_rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['status_5xx']} | "
+            f"{r['status_429']} | {r['transport_errors']} | {rss} | {x.get('streams_open')} | "
+            f"{x.get('stream_events')} | {x.get('slow_closed')} ({slow_max.get('headers', '-')}/"
+            f"{slow_max.get('body', '-')}) | {x.get('upload_statuses')}, {x.get('upload_mib_before_answer_max')}, "
+            f"{x.get('uploads_fully_sent')}/{x.get('uploads_ended')} |")
+    best = result["highest_rate_p99_under_100ms"]
+    lines += ["", f"Highest rate with p99 < {P99_TARGET_MS:g} ms and no 5xx: {best if best else 'none'} req/s; "
+              f"server tracebacks logged: {result['server_errors_logged']}"]
+    return "\n".join(lines)
+
+
+LIMITS_FOR_LOAD = {  # far above the load: the limiter runs on every request but refuses none
+    "SPARSETUNE_RATE_READS_PER_SECOND": "1000000", "SPARSETUNE_RATE_READS_BURST": "1000000",
+    "SPARSETUNE_RATE_WRITES_PER_SECOND": "1000000", "SPARSETUNE_RATE_WRITES_BURST": "1000000",
+    "SPARSETUNE_MAX_ACTIVE_JOBS_PER_OWNER": "100000000"}
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", default="50,100,200,300,400", help="requests per second, comma-separated")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per rate")
@@ -304,8 +348,50 @@ def main() -> int:
     ap.add_argument("--events-per-job", type=int, default=5)
     ap.add_argument("--list-requests", type=int, default=300, help="sequential lists per list-latency figure")
     ap.add_argument("--keys", type=int, default=4, help="API keys of the one owner the load is spread over")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "api_load.json")
+    ap.add_argument("--hostile", action="store_true", help="run the normal mix beside bench/hostile.py's clients")
+    ap.add_argument("--streams", type=int, default=500, help="--hostile: event streams held per API process")
+    ap.add_argument("--slow-clients", type=int, default=20, help="--hostile: slow connections held")
+    ap.add_argument("--slow-interval", type=float, default=3.0, help="--hostile: seconds between a slow "
+                                                                      "client's header lines or body bytes")
+    ap.add_argument("--uploads", type=int, default=4, help="--hostile: concurrent keyless chunked uploads")
+    ap.add_argument("--upload-mib", type=int, default=250, help="--hostile: size of each upload")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default bench/results/api_load.json (api_load_hostile.json with --hostile)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = ROOT / "bench" / "results" / ("api_load_hostile.json" if args.hostile else "api_load.json")
+    return args
+
+
+def start_hostile(args: argparse.Namespace, bases: list[str], tmp: Path) -> HostileProcess:
+    """A second owner (the hostile one) with a dataset and a few queued jobs whose event streams it holds."""
+    from api.db import session_scope
+    from api.security import create_key
+
+    with session_scope() as s:
+        key = create_key(s, "hostile")[1]
+    headers = {"Authorization": f"Bearer {key}"}
+    data = b'{"prompt": "p", "completion": "c"}\n' * 16
+    r = httpx.post(f"{bases[0]}/v1/datasets", headers=headers, files={"file": ("h.jsonl", data)}, timeout=30)
+    r.raise_for_status()
+    body = {"model": "cfg-llama", "training_dataset": r.json()["id"], "method": "smt", "budget": 0.01,
+            "hyperparameters": {"steps": 2, "batch_size": 2, "max_seq_len": 32}}
+    job_ids = []
+    for _ in range(10):
+        r = httpx.post(f"{bases[0]}/v1/jobs", headers=headers, json=body, timeout=30)
+        r.raise_for_status()
+        job_ids.append(r.json()["id"])
+    cfg = {"bases": bases, "key": key, "job_ids": job_ids, "job_body": body, "streams": args.streams,
+           "ramp": 100, "create_every": 1.0, "slow_clients": args.slow_clients,
+           "slow_interval": args.slow_interval, "uploads": args.uploads, "upload_bytes": args.upload_mib * 2**20}
+    hostile = HostileProcess(cfg, tmp / "hostile.log")
+    ready = hostile.ready()
+    print(f"hostile clients ready: {ready['streams_open']} streams open", file=sys.stderr)
+    return hostile
+
+
+def main() -> int:
+    args = parse_args()
     sys.path.insert(0, str(ROOT))
     rng = random.Random(0)
     tmp = Path(tempfile.mkdtemp(prefix="st-api-load-"))
@@ -313,12 +399,17 @@ def main() -> int:
     (tmp / "cfg" / "config.json").write_text(json.dumps(TINY_LLAMA))
     queue = f"st-bench-{secrets.token_hex(4)}"
     env = {"BROKER_URL": REDIS, "SPARSETUNE_QUEUE": queue, "SPARSETUNE_HOME": str(tmp / "home"),
-           "SPARSETUNE_MODELS": json.dumps({"cfg-llama": str(tmp / "cfg")}), "SPARSETUNE_ENV": "local"}
+           "SPARSETUNE_MODELS": json.dumps({"cfg-llama": str(tmp / "cfg")}), "SPARSETUNE_ENV": "local",
+           **LIMITS_FOR_LOAD}
+    # every stream, load connection and hostile socket is a descriptor, in the servers (who inherit the limit)
+    # and in this process's hostile child: 1024, a common default, is not enough for 500 streams a process
+    files_limit = raise_open_files(2 * args.workers * (args.streams if args.hostile else 0) + 4096)
     load_before = list(os.getloadavg())  # other work on the machine shares its cores: say how much there was
     name, url = create_database()
     env["DATABASE_URL"] = url
     os.environ.update(env)
     procs: list[subprocess.Popen] = []
+    hostile: HostileProcess | None = None
     try:
         from api.db import get_engine, session_scope
         from api.security import create_key
@@ -351,36 +442,57 @@ def main() -> int:
             lists[str(n)] = {"first": list_latency(base, every_key, args.list_requests),
                              "deep": list_latency(base, every_key, args.list_requests, deep)}
 
-        measure_lists(small)
-        print(f"seeded {small} jobs: list {lists[str(small)]}", file=sys.stderr)
+        if not args.hostile:  # the hostile run is about the mix under attack: no list or plan figures
+            measure_lists(small)
+            print(f"seeded {small} jobs: list {lists[str(small)]}", file=sys.stderr)
         for start in range(small, args.jobs, 5000):
             job_ids += seed_jobs(engine, owner_id, ds, start, min(5000, args.jobs - start), args.events_per_job, rng)
         plans = explain(engine, owner_id, middle_job(engine, owner_id, args.jobs))
-        measure_lists(args.jobs)
-        print(f"seeded {args.jobs} jobs: list {lists[str(args.jobs)]}", file=sys.stderr)
+        if not args.hostile:
+            measure_lists(args.jobs)
+            print(f"seeded {args.jobs} jobs: list {lists[str(args.jobs)]}", file=sys.stderr)
         target = Target(bases, keys, job_ids, ds, rng)
         rows = []
-        for rate in [float(r) for r in args.rates.split(",")]:
-            row = asyncio.run(open_loop(target, rate, args.seconds, args.warmup, rng))
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
-            if row["achieved_rps"] < 0.8 * rate:  # saturated: higher rates only queue longer
-                print(f"saturated at {rate:g} req/s; higher rates skipped", file=sys.stderr)
-                break
+        with RssSampler({f"api{w}": proc.pid for w, proc in enumerate(procs)}) as rss:
+            if args.hostile:
+                hostile = start_hostile(args, bases, tmp)
+            before = hostile.snapshot() if hostile else {}
+            rss.take()  # each rate's window starts here
+            for rate in [float(r) for r in args.rates.split(",")]:
+                row = asyncio.run(open_loop(target, rate, args.seconds, args.warmup, rng))
+                row["rss"] = rss.take()
+                if hostile:
+                    after = hostile.snapshot()
+                    row["hostile"], before = delta(before, after), after
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+                if row["achieved_rps"] < 0.8 * rate:  # saturated: higher rates only queue longer
+                    print(f"saturated at {rate:g} req/s; higher rates skipped", file=sys.stderr)
+                    break
+            final = hostile.stop() if hostile else None
         ok = [r["rate"] for r in rows if r["p99_ms"] < P99_TARGET_MS and r["status_5xx"] == 0
               and r["transport_errors"] == 0 and r["achieved_rps"] >= 0.95 * r["rate"]]
         result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "workers": args.workers,
                   "load_average_before_after": [load_before, list(os.getloadavg())],
                   "cpus": os.cpu_count(), "jobs": args.jobs, "events": args.jobs * args.events_per_job,
                   "keys": args.keys, "mix": MIX, "seconds": args.seconds, "rates": rows,
+                  "open_files_limit": list(files_limit),
                   "highest_rate_p99_under_100ms": max(ok) if ok else None, "list_latency": lists, "plans": plans,
                   "server_errors_logged": sum((tmp / f"api{w}.log").read_text().count("Traceback")
                                               for w in range(args.workers))}
+        if args.hostile:
+            result["hostile"] = {"streams_per_process": args.streams, "slow_clients": args.slow_clients,
+                                 "slow_interval_s": args.slow_interval, "uploads": args.uploads,
+                                 "upload_mib": args.upload_mib, "final": final}
+            result["server_log_tail"] = {f"api{w}": (tmp / f"api{w}.log").read_text()[-2000:]
+                                         for w in range(args.workers)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        print(markdown(result))
+        print(markdown_hostile(result) if args.hostile else markdown(result))
         return 0
     finally:
+        if hostile is not None:
+            hostile.stop()
         for proc in procs:
             stop_server(proc)
         from api.db import reset_engines

@@ -1,7 +1,8 @@
-"""What every fine-tuning method provides, and the shared work (options parsing, head handling).
+"""What every fine-tuning method's engine provides, and the shared work (head handling, weight edits).
 
-A method is a small package (``config.py``, ``layer.py``, ``model.py``, ``__init__.py`` ending in
-``register_method``). The trainer only talks to this interface:
+A method is a small package: ``config.py`` (its options and torch-free spec, see smt_core.methods.spec),
+``model.py`` (this interface; ``layer.py`` where it injects layers) and ``__init__.py`` registering the spec.
+The trainer only talks to this interface:
 
 1. ``prepare(ctx)``       inject into the model (SMT also runs its selection warm-up here) → the model to train
 2. ``trainable_parameters(model)``   what the optimizer sees (that is where sparse memory savings become real)
@@ -12,8 +13,6 @@ A method is a small package (``config.py``, ``layer.py``, ``model.py``, ``__init
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -24,45 +23,11 @@ import torch
 from torch import nn
 
 from smt_core.callbacks import Callbacks
-from smt_core.targets import Site
+from smt_core.methods.options import MethodConfig
+from smt_core.methods.spec import MethodSpec, Plan
+from smt_core.targets import Site, geometry_of
 
-
-@dataclass
-class MethodConfig:
-    """Base for method option dataclasses: unknown keys are refused, strings (from the CLI) are parsed."""
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any] | None) -> MethodConfig:
-        options = dict(options or {})
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - set(fields))
-        if unknown:
-            raise ValueError(
-                f"method_options: unknown option {', '.join(unknown)}; "
-                f"expected {', '.join(fields) or 'none'} for this method"
-            )
-        parsed = {k: _parse_option(k, v, fields[k].type) for k, v in options.items()}
-        return cls(**parsed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _parse_option(key: str, value: Any, annotation: Any) -> Any:
-    """CLI values arrive as strings (KEY=VALUE); JSON values arrive typed. Parse the former."""
-    if not isinstance(value, str):
-        return value
-    text = str(annotation)
-    if "str" in text and "int" not in text and "float" not in text and "bool" not in text:
-        return value
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if value.lower() in ("none", "null"):
-        return None
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
+__all__ = ["Method", "MethodConfig", "PrepareContext", "WrappedLinear", "add_to_weight", "replace_module"]
 
 
 @dataclass
@@ -99,8 +64,10 @@ def scaled_learning_rate(small: float, large: float | None, base_params: int) ->
 
 
 class Method(ABC):
-    """One fine-tuning method. Subclasses set the class attributes and fill in the abstract methods."""
+    """One fine-tuning method's engine. Subclasses set ``spec`` (their torch-free description, which gives
+    ``name``, ``config_class`` and ``uses_budget``) and the learning rates, and fill in the abstract methods."""
 
+    spec: ClassVar[MethodSpec]
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
     default_learning_rate: ClassVar[float]  # measured here on models of ≤ 135M parameters
@@ -110,12 +77,23 @@ class Method(ABC):
     prepare_phase: ClassVar[str] = "training"  # the job phase shown while prepare() runs
     sparse_delta: ClassVar[bool] = False  # sparse_deltas() gives the delta (a SHiRA export can hold it)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "spec" in cls.__dict__:
+            cls.name, cls.config_class, cls.uses_budget = cls.spec.name, cls.spec.config, cls.spec.uses_budget
+
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
 
     @classmethod
     def from_options(cls, options: dict[str, Any] | None) -> Method:
         return cls(cls.config_class.from_options(options))
+
+    def plan(self, sites: list[Site], budget: int | None, base_params: int = 0) -> Plan:
+        """The spec's arithmetic on these sites (the estimate runs the same on a config.json's shapes)."""
+        geometry = geometry_of(sites, base_params)
+        self.spec.check_targets(geometry)
+        return self.spec.plan(geometry, budget, self.config)
 
     @classmethod
     def learning_rate_for(cls, base_params: int) -> float:

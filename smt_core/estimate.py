@@ -3,6 +3,8 @@
 The service shows these before a job is launched (``GET /v1/models/{id}/estimate``), routes jobs to worker
 pools by them and checks budgets against them; the engine reports the real figures of every run
 (``smt_core.memory``), under the same component names. Torch-free on purpose (the API never imports torch).
+The trainable count is the method's own arithmetic (its spec's ``plan``, which the engine also runs) on the
+shapes read here (:func:`geometry`); what a method keeps in memory is read from its spec's attributes.
 
 Components, in bytes, as the engine measures them:
 
@@ -36,16 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-METHODS = ("smt", "snell", "lora", "dora", "full")
-# method -> option -> expected type (or allowed values); the API refuses anything else
-METHOD_OPTIONS: dict[str, dict[str, Any]] = {
-    "smt": {"block_size": int, "selection_steps": int, "score": ("mean_abs_sum", "abs_mean", "l1", "l2"),
-            "pools": ("global", "attention_mlp"), "head_steps": int},
-    "snell": {"sparsity": float, "rule": ("released", "paper"), "learn_coefficients": bool},
-    "lora": {"alpha": float, "dropout": float},
-    "dora": {"alpha": float, "dropout": float},
-    "full": {},
-}  # kept equal to the engine's option dataclasses by tests/core/test_registry.py
+from smt_core.methods.spec import Geometry, Module, Plan, resolve_budget
+from smt_core.registry import get_spec
+from smt_core.spec import DEFAULT_TARGETS
+
 DEVICES = ("cpu", "cuda")
 FP32 = 4
 BF16 = 2
@@ -137,59 +133,38 @@ def model_shape(cfg: dict[str, Any]) -> ModelShape:
                       0.0, tied, n * (2 * h * qo + 2 * h * kvd + 3 * h * inner))
 
 
-def budget_count(budget: float | int | None, total: int) -> int | None:
-    """An int is a count; a float in (0, 1) is a fraction of the base model's parameters."""
-    if budget is None:
-        return None
-    if isinstance(budget, float) and 0 < budget < 1:
-        return max(1, int(budget * total))
-    return int(budget)
-
-
-def default_block_size(shape: ModelShape, targets: list[str]) -> int:
-    """The largest power of two <= 256 dividing every targeted side; 64 (ragged edges) if that is < 16
-    (SMT's default, smt_core.methods.smt.selection.default_block_size)."""
-    sides = [s for t in targets for s in shape.targets.get(t, ())]
-    bs = 256
-    while bs > 1 and any(s % bs for s in sides):
-        bs //= 2
-    return bs if bs >= 16 else 64
-
-
 def _mats(shape: ModelShape, targets: list[str]) -> list[tuple[int, int]]:
     return [shape.targets[t] for t in targets if t in shape.targets] * shape.layers
 
 
-def lora_rank(shape: ModelShape, method: str, budget: float | int | None, targets: list[str]) -> int:
-    """LoRA/DoRA/SNELL rank for this budget (the engine's arithmetic, METHODS.md §3)."""
-    mats = _mats(shape, targets)
-    want = budget_count(budget, shape.total_params) or 1
-    per_rank = max(1, sum(o + i for o, i in mats))
-    if method == "snell":
-        return 2 * (want // (2 * per_rank))
-    extra = sum(o for o, _ in mats) if method == "dora" else 0
-    return max(0, (want - extra) // per_rank)
+def geometry(shape: ModelShape, targets: list[str]) -> Geometry:
+    """The targeted modules as the engine finds them (smt_core.targets.find_sites), for the methods' own
+    arithmetic (MethodSpec.plan): one module per target and layer, except GPT-2's fused Q/K/V (``c_attn``),
+    one module holding whichever of q, k, v are targeted."""
+    wanted = [t for t in targets if t in shape.targets]
+    per_layer: list[Module] = []
+    if shape.family == "gpt2" and set(wanted) & {"q", "k", "v"}:
+        fused = tuple((t, shape.targets[t][0]) for t in ("q", "k", "v") if t in wanted)
+        per_layer.append(Module("attn.c_attn", shape.hidden, 3 * shape.hidden, fused))
+        wanted = [t for t in wanted if t not in ("q", "k", "v")]
+    per_layer += [Module(t, shape.targets[t][1], shape.targets[t][0], ((t, shape.targets[t][0]),)) for t in wanted]
+    return Geometry(tuple(per_layer) * shape.layers, shape.total_params)
+
+
+def plan(shape: ModelShape, method: str, budget: float | int | None, targets: list[str],
+         options: dict[str, Any] | None = None) -> Plan:
+    """What ``method`` trains on this model: the spec's own arithmetic, the engine's (ConfigError naming
+    ``budget``, ``targets`` or an option when the engine would refuse the job)."""
+    spec = get_spec(method)
+    geo = geometry(shape, targets)
+    spec.check_targets(geo)
+    count = resolve_budget(budget, shape.total_params) if spec.uses_budget else None
+    return spec.plan(geo, count, spec.parse(options))
 
 
 def trainable_params(shape: ModelShape, method: str, budget: float | int | None, targets: list[str],
                      options: dict[str, Any] | None = None) -> int:
-    options = options or {}
-    mats = _mats(shape, targets)
-    capacity = sum(o * i for o, i in mats)
-    if method == "full":
-        return shape.total_params
-    want = budget_count(budget, shape.total_params) or 1
-    if method == "smt":
-        bs = int(options.get("block_size") or default_block_size(shape, targets))
-        blocks = max(1, want // (bs * bs))
-        return min(blocks * bs * bs, capacity)
-    per_rank = sum(o + i for o, i in mats)
-    rank = lora_rank(shape, method, budget, targets)
-    if method in ("lora", "dora"):
-        extra = sum(o for o, _ in mats) if method == "dora" else 0  # DoRA's magnitude vector
-        return rank * per_rank + extra
-    # snell: an even rank split in two halves; the factors are what trains
-    return rank * per_rank + (2 * len(mats) if options.get("learn_coefficients") else 0)
+    return plan(shape, method, budget, targets, options).trainable
 
 
 # ---- token lengths of a dataset's rows ------------------------------------------------------------------
@@ -441,7 +416,8 @@ def activation_tally(shape: ModelShape, work: Workload, method: str, targets: li
     (``one_layer=True`` gives those, a short-lived part of the peak).
     """
     cuda = work.device == "cuda"
-    full = method == "full"
+    spec = get_spec(method)
+    full = spec.trains_base
     a = BF16 if cuda else FP32  # activation bytes
     mask_b = 1 if cuda else FP32  # dropout mask
     t, B, S = work.tokens, work.batch, work.seq
@@ -449,7 +425,7 @@ def activation_tally(shape: ModelShape, work: Workload, method: str, targets: li
     qo = shape.targets["q"][0]
     kvd = shape.targets["k"][0]
     groups = _groups(shape)
-    trains = set(shape.targets) if full else set(targets) if (warm_up or method in ("lora", "dora", "snell")) else set()
+    trains = set(shape.targets) if full else set(targets) if (warm_up or spec.reads_inputs) else set()
     layer, first_cut, final, embed = Tally(), Tally(), Tally(), Tally()
 
     def norm(into: Tally, width: int, stats: int) -> None:  # a norm's input (fp32) and per-token statistics
@@ -503,16 +479,15 @@ def activation_tally(shape: ModelShape, work: Workload, method: str, targets: li
                 layer.add(t * width * BF16, len([m for m in members if m in shape.targets]))
             else:
                 layer.add(t * width * a)
-    if method in ("lora", "dora", "snell") and not warm_up:
+    if spec.reads_inputs and not warm_up:
         for target in targets:
             if target in shape.targets:
                 out_f, in_f = shape.targets[target]
                 layer.add(t * lora_rank * a)
                 if cuda:  # PEFT casts x to the adapter's fp32 dtype; autocast saves a bf16 copy per module
                     layer.add(t * in_f * BF16)
-                if method == "dora":
-                    layer.add(t * out_f * a, 2)
-    if method == "smt" and not warm_up and smt_columns and smt_block:
+                layer.add(t * out_f * a, spec.output_copies)  # DoRA: the base and LoRA outputs
+    if spec.selects_blocks and not warm_up and smt_columns and smt_block:
         for g, cols in smt_columns.items():
             width = groups[g][1]
             if cuda and cols / (L * width) >= SMT_FOLD_MIN_COVERAGE:  # the GPU layer saves its input whole
@@ -574,7 +549,7 @@ def transient_bytes(shape: ModelShape, work: Workload) -> int:
 def gradient_tally(shape: ModelShape, method: str, trainable: int) -> Tally:
     """fp32 gradients, tensor by tensor for full fine-tuning (the embeddings' is the large one)."""
     out = Tally()
-    if method != "full":
+    if not get_spec(method).trains_base:
         out.add(trainable * FP32)
         return out
     embeddings = 1 if shape.tied or not shape.causal else 2  # an untied LM head is as large
@@ -621,17 +596,18 @@ def memory(shape: ModelShape, trainable: int, batch_size: int, max_seq_len: int,
            causal_lm: bool | None = None, rank: int = 0, block_size: int = 0,
            gradient_checkpointing: bool = False) -> dict[str, int]:
     """Bytes by component (see the module docstring); ``tokens`` makes the sequence length the dataset's."""
-    targets = list(targets or ["q", "k", "v"])
+    targets = list(targets or DEFAULT_TARGETS)
     if device not in DEVICES:
         raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
     seq = tokens.width(max_seq_len) if tokens is not None and tokens.rows else max_seq_len
     padded = bool(tokens is not None and tokens.rows and tokens.padded(max_seq_len))
     work = Workload(batch_size, seq, padded, shape.causal if causal_lm is None else causal_lm, device)
     cuda = device == "cuda"
-    frozen_b = BF16 if cuda and method != "full" else FP32
-    frozen = 0 if method == "full" else shape.total_params * frozen_b
+    spec = get_spec(method)
+    frozen_b = BF16 if cuda and not spec.trains_base else FP32
+    frozen = 0 if spec.trains_base else shape.total_params * frozen_b
     columns = (smt_slice_columns(shape, targets, max(1, trainable // max(1, block_size * block_size)), block_size)
-               if method == "smt" and block_size else None)
+               if spec.selects_blocks and block_size else None)
     act = activation_tally(shape, work, method, targets, lora_rank=rank, smt_columns=columns, smt_block=block_size,
                            checkpointing=gradient_checkpointing)
     grads = gradient_tally(shape, method, trainable)
@@ -645,7 +621,7 @@ def memory(shape: ModelShape, trainable: int, batch_size: int, max_seq_len: int,
                                      smt_block=block_size, one_layer=True))
     largest = max((e for e, _ in grads.items), default=0)  # AdamW makes two temporaries of a tensor's size
     peak = _phase_peak(frozen + parts["trainable"] + parts["optimizer"], step, grads, device, int(2 * largest))
-    if method == "smt":
+    if spec.selects_blocks:
         parts["selection"] = selection_bytes(shape, targets, device)
         warm = Tally()
         warm.extend(activation_tally(shape, work, method, targets, warm_up=True, checkpointing=gradient_checkpointing))
@@ -667,11 +643,9 @@ def estimate(cfg: dict[str, Any], method: str, budget: float | int | None, targe
     dataset's row lengths (:func:`token_stats`). ``task``: causal_lm or classification (default: the
     model's own — encoders classify)."""
     shape = model_shape(cfg)
-    targets = list(targets or ["q", "k", "v"])
-    options = options or {}
-    n = trainable_params(shape, method, budget, targets, options)
-    rank = lora_rank(shape, method, budget, targets) if method in ("lora", "dora", "snell") else 0
-    bs = int(options.get("block_size") or default_block_size(shape, targets)) if method == "smt" else 0
+    targets = list(targets or DEFAULT_TARGETS)
+    planned = plan(shape, method, budget, targets, options)
+    n, rank, bs = planned.trainable, planned.rank, planned.block_size
     causal = shape.causal and task != "classification"  # an encoder always trains a classification head
     mem = memory(shape, n, batch_size, max_seq_len, method=method, targets=targets, device=device, tokens=tokens,
                  causal_lm=causal, rank=rank, block_size=bs, gradient_checkpointing=gradient_checkpointing)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from smt_core.adapters import open_adapter
-from smt_core.artifacts import dumps
+from smt_core.manifest import dumps
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, model: str | None = None) -> Path:

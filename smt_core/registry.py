@@ -1,40 +1,73 @@
-"""The method registry: the engine looks methods up by name and never branches on a method's name."""
+"""The method registry: the one place a method is looked up by name.
+
+PEFT's split: each method package registers a torch-free :class:`~smt_core.methods.spec.MethodSpec` (options,
+budget arithmetic); its engine class is named by the spec and imported only when a run asks for it. The
+engine, the estimate, the API's validation and ``GET /v1/methods`` all read the specs here, so importing this
+module (and every spec) never imports torch.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+import pkgutil
+from typing import TYPE_CHECKING, Any
+
+from smt_core.methods.options import ConfigError
 
 if TYPE_CHECKING:
     from smt_core.base import Method
+    from smt_core.methods.spec import MethodSpec
 
-_METHODS: dict[str, type[Method]] = {}
-_BUILTIN = ("smt", "snell", "lora", "full", "head")  # packages under smt_core.methods; lora also registers dora
+_SPECS: dict[str, MethodSpec] = {}
 
 
-def register_method(cls: type[Method]) -> type[Method]:
-    """Called at the end of each method package's ``__init__``."""
-    _METHODS[cls.name] = cls
-    return cls
+def register(spec: MethodSpec) -> MethodSpec:
+    """Called by each method package's ``__init__``."""
+    _SPECS[spec.name] = spec
+    return spec
 
 
 def _load_builtins() -> None:
-    for pkg in _BUILTIN:
-        try:
-            importlib.import_module(f"smt_core.methods.{pkg}")
-        except ModuleNotFoundError as exc:  # a method package not written yet must not break the others
-            if exc.name != f"smt_core.methods.{pkg}":
-                raise
+    """Import every package under smt_core.methods (each registers its specs): a new method is its package."""
+    import smt_core.methods as methods
+
+    for info in pkgutil.iter_modules(methods.__path__):
+        if info.ispkg:
+            importlib.import_module(f"smt_core.methods.{info.name}")
+
+
+def specs() -> list[MethodSpec]:
+    """Every registered method, in its spec's listing order."""
+    _load_builtins()
+    return sorted(_SPECS.values(), key=lambda s: (s.order, s.name))
+
+
+def served_specs() -> list[MethodSpec]:
+    """The methods the service offers: what job creation accepts and ``GET /v1/methods`` lists."""
+    return [s for s in specs() if s.served]
+
+
+def get_spec(name: str) -> MethodSpec:
+    _load_builtins()
+    try:
+        return _SPECS[name]
+    except (KeyError, TypeError):
+        raise ConfigError("method", f"unknown {name!r}; expected one of {', '.join(available_methods())}") from None
 
 
 def get_method(name: str) -> type[Method]:
-    _load_builtins()
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ValueError(f"method: unknown {name!r}; expected one of {', '.join(available_methods())}") from None
+    """The engine class of ``name`` (imports torch)."""
+    module, _, attr = get_spec(name).engine.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def available_methods() -> list[str]:
     _load_builtins()
-    return sorted(_METHODS)
+    return sorted(_SPECS)
+
+
+def lazy_engine(package: str, names: dict[str, str], name: str) -> Any:
+    """A method package's ``__getattr__``: its engine classes (torch) load on first use, not on import."""
+    if name not in names:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(names[name]), name)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from smt_core.methods.spec import Geometry, Module
+
 # (regex on the full module name, logical target or "qkv" for a fused Q/K/V module)
 _PATTERNS: list[tuple[str, str]] = [
     # LLaMA, Mistral, Qwen2, Phi-3 (separate projections), Gemma, OLMo ...
@@ -118,10 +120,7 @@ def base_param_count(model: nn.Module, exclude_prefixes: tuple[str, ...] = ()) -
     return total
 
 
-def resolve_budget(budget: float | int | None, base_params: int) -> int | None:
-    """A budget as a parameter count: ints are counts, floats in (0, 1) a fraction of the base model."""
-    if budget is None:
-        return None
-    if isinstance(budget, float):
-        return max(1, int(budget * base_params))
-    return int(budget)
+def geometry_of(sites: list[Site], base_params: int = 0) -> Geometry:
+    """The sites as the methods' torch-free arithmetic sees them (smt_core.methods.spec)."""
+    return Geometry(tuple(Module(s.name, s.in_features, s.out_features, tuple((p.target, p.rows) for p in s.parts))
+                          for s in sites), base_params)

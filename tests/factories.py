@@ -12,6 +12,8 @@ import os
 import random
 from pathlib import Path
 
+from smt_core.registry import served_specs
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
@@ -137,9 +139,18 @@ def sst2_split(n_train: int = 600, seed: int = 0) -> tuple[list[dict], list[dict
     return rows[:n_train], rows[n_train:]
 
 
-# The matrix the engine's method tests run: every budgeted method, on each tiny architecture's fixture
-# (tests/conftest.py) with the data factory that fits its task.
-METHODS = ["smt", "snell", "lora", "dora", "full"]
+# The matrix the engine's method tests run: every method the service offers (the registry's), on each tiny
+# architecture's fixture (tests/conftest.py) with the data factory that fits its task. A method's row holds
+# the options that make it quick on the tiny models; a new method is one package plus one row here
+# (tests/core/test_registry.py checks every offered method has its row).
+MATRIX: dict[str, dict] = {
+    "smt": {"selection_steps": 2, "block_size": 16},
+    "snell": {},
+    "lora": {},
+    "dora": {},
+    "full": {},
+}
+METHODS = [spec.name for spec in served_specs()]
 MODEL_DATA = {
     "tiny_llama_dir": completion_rows,
     "tiny_gpt2_dir": completion_rows,

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from api import pools
+from api import pools, private
 from api.settings import get_settings
 from worker.celery_app import app
 
@@ -30,6 +30,7 @@ def _exit_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    private.restrict_umask()  # work folders hold copies of users' data; queue messages and models too: 0600
     settings = get_settings()
     try:
         pool = pools.worker_pool(settings)

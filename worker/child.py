@@ -16,11 +16,12 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from api import logs
+from api import logs, workdirs
 from api.blobstore import get_store
 from api.db import reset_engines, retry_on_disconnect, session_scope
-from api.models import Artifact, Checkpoint, Dataset, Job, JobStatus
+from api.models import Artifact, Dataset, Job, JobStatus
 from api.settings import get_settings
+from smt_core.registry import available_methods, get_spec
 from worker import leases, tarball
 from worker.recorder import Recorder, restore_checkpoint
 
@@ -82,12 +83,6 @@ def _store_artifacts(job_id: str, token: int, files: dict[str, Path], metrics: d
         for name, path in sorted(files.items()):
             blob = store.write_file(s, path)
             s.merge(Artifact(job_id=job_id, name=name, blob_id=blob.id, bytes=blob.bytes, sha256=blob.sha256))
-        ck = s.get(Checkpoint, job_id)  # a finished job needs no checkpoint: keep only artifacts
-        if ck is not None:
-            blob_id = ck.blob_id
-            s.delete(ck)
-            s.flush()
-            store.delete(s, blob_id)
         job = s.get(Job, job_id)
         resolved = _resolved_hyperparameters(files.get("adapter_config.json"))
         if resolved:
@@ -134,8 +129,9 @@ def out_of_memory_message(exc: BaseException, method: str | None) -> str:
     under = f" under its cap (SPARSETUNE_CHILD_MEMORY_BYTES={cap}, {cap / 2**30:.1f} GiB)" if cap else ""
     tries = ["a smaller hyperparameters.batch_size or max_seq_len",
              "activation checkpointing (hyperparameters.gradient_checkpointing: true)"]
-    if method == "full":
-        tries.append("a sparse method (smt or snell) instead of full, which keeps no optimizer state for "
+    spec = get_spec(method) if method in available_methods() else None
+    if spec is not None and spec.trains_base:
+        tries.append(f"a sparse method (smt or snell) instead of {method}, which keeps no optimizer state for "
                      "frozen weights")
     else:
         tries.append("a smaller budget")
@@ -153,9 +149,7 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
     reset_engines()
     logs.configure(get_settings().log_level)
     rec = Recorder(job_id, token, stop_event)
-    home = get_settings().home / "work"
-    home.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=home))
+    work = workdirs.create(job_id)  # removed below; if this process is killed, by a sweep (api/workdirs.py)
     from smt_core import Cancelled  # torch-free; the engine itself is imported inside the try below
 
     method = None

@@ -17,8 +17,8 @@ import time
 from api import pools
 from api.db import session_scope
 from api.models import Worker
+from api.periodic import Periodic
 from api.settings import get_settings
-from worker.periodic import Periodic
 
 log = logging.getLogger("sparsetune.heartbeat")
 WORKER_ID = f"wk_{socket.gethostname()[:40]}_{os.getpid()}_{secrets.token_hex(3)}"[:64]

@@ -12,7 +12,7 @@ import time
 from sqlalchemy import and_, func, or_, update
 from sqlalchemy.orm import Session
 
-from api.crud import add_event
+from api.crud import add_event, drop_checkpoint
 from api.db import retried, session_scope
 from api.models import Job, JobStatus
 from api.settings import get_settings
@@ -25,12 +25,15 @@ class LostLease(RuntimeError):
 @retried("claim")
 def claim(job_id: str, worker_id: str | None = None) -> int | None:
     """Take the job if it is free; returns the new fencing token, or None (a duplicate message: no-op)."""
-    now, lease = time.time(), get_settings().lease_seconds
+    settings = get_settings()
+    now, lease = time.time(), settings.lease_seconds
     with session_scope() as s:
+        # an expired lease on its last attempt is not taken: the reconciler fails that job (api/reconcile.py)
         token = s.execute(
             update(Job)
             .where(Job.id == job_id, or_(Job.status == JobStatus.queued,
-                                         and_(Job.status == JobStatus.running, Job.lease_expires_at < now)))
+                                         and_(Job.status == JobStatus.running, Job.lease_expires_at < now,
+                                              Job.attempts < settings.max_attempts)))
             .values(status=JobStatus.running, fencing_token=Job.fencing_token + 1, lease_expires_at=now + lease,
                     attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now), child_pid=None,
                     worker_id=worker_id)
@@ -91,6 +94,7 @@ def finish(job_id: str, token: int, status: JobStatus, error: dict | None = None
     def _do(sess: Session) -> None:
         fenced(sess, job_id, token, status=status, finished_at=time.time(), lease_expires_at=None,
                error=error, child_pid=None, **values)
+        drop_checkpoint(sess, job_id)  # ended in any way: it will never resume
         job = sess.get(Job, job_id)
         sess.refresh(job)
         add_event(sess, job, "status", {"status": status.value, "phase": job.phase, "error": error})

@@ -147,8 +147,8 @@ class Recorder:
                 s.execute(delete(Checkpoint).where(Checkpoint.job_id == job.id))
                 s.add(Checkpoint(job_id=job.id, step=p["step"], blob_id=blob.id, fencing_token=self.token))
                 s.flush()
-                if old:
-                    get_store().delete(s, old)
+                if old:  # its pages hold the next checkpoint: no need to hand them back to the file system
+                    get_store().delete(s, old, reclaim=False)
                 add_event(s, job, "log", {"level": "info", "message": f"checkpoint at step {p['step']}"})
 
             self._write(rows, checkpoint_step=p["step"])

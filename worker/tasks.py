@@ -16,6 +16,7 @@ import signal
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 
+from api import workdirs
 from api.db import retry_on_disconnect, session_scope
 from api.models import Job, JobStatus
 from api.queue import TASK_MERGE_JOB, TASK_RUN_JOB, enqueue
@@ -41,8 +42,18 @@ def run_job(job_id: str) -> str:
         outcome = supervise(job_id, token)
     finally:
         heartbeat.set_current_job(None)
+        _sweep(job_id)
     log.info("done", extra={"job_id": job_id, "status": outcome})
     return outcome
+
+
+def _sweep(job_id: str) -> None:
+    """A child killed outright left its work folder (the user's data) behind: remove it now. If the database
+    is away, the reconciler's next tick does."""
+    try:
+        workdirs.sweep(job_id)
+    except Exception:  # noqa: BLE001 - never fail a run over housekeeping
+        log.warning("work folder sweep failed", extra={"job_id": job_id}, exc_info=True)
 
 
 def supervise(job_id: str, token: int) -> str:

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
 
+from api import pools
 from api.db import get_engine, session_factory
 from api.errors import APIError
 from api.models import Job, JobStatus
@@ -25,10 +26,13 @@ def read_health() -> dict:
 
 @router.get("/readyz", responses={503: {"description": "database or broker unreachable"}})
 def read_ready() -> dict:
-    """The database and the broker are reachable."""
+    """The database and the broker are reachable (503 if not); ``workers`` says whether any pool has a live
+    worker (a recent heartbeat), which readiness does not require: jobs queue until one starts."""
     try:
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
+        with session_factory()() as session:
+            live = pools.live_pools(session) & {p.name for p in pools.configured()}
     except Exception as exc:  # noqa: BLE001
         raise APIError(503, f"database unreachable: {exc.__class__.__name__}") from None
     try:
@@ -36,7 +40,7 @@ def read_ready() -> dict:
             conn.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:  # noqa: BLE001
         raise APIError(503, f"broker unreachable: {exc.__class__.__name__}") from None
-    return {"status": "ok", "database": "ok", "broker": "ok"}
+    return {"status": "ok", "database": "ok", "broker": "ok", "workers": "ok" if live else "none_live"}
 
 
 class JobCollector:

@@ -15,6 +15,7 @@ from api.models import BlockSelection, Dataset, Job, JobStatus, MetricPoint
 from api.routes.common import AfterQuery, LimitQuery, envelope, errors
 from api.schemas import Deleted, JobCreate, JobPublic, ListPage, MetricPointPublic
 from api.validation import validate_job
+from smt_core.registry import get_spec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
@@ -37,10 +38,12 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, respon
     peaks = pools.estimated_peaks(session, body.model, body.method, body.budget, list(body.targets), hp,
                                   body.method_options, tokens, estimates.task_of(train))
     devices = pools.devices_of(hp)
-    pool = pools.pick(peaks, pools.live_pools(session), devices)
+    live = pools.live_pools(session)
+    pool = pools.pick(peaks, live, devices)
     if pool is None:
         raise APIError(422, pools.too_big_message(peaks, devices), param="hyperparameters")
     job = crud.create_job(session, owner.id, body, hp, idempotency_key, pool.name, peaks.get(pool.name))
+    job.warnings = pools.no_live_worker_warnings(pool, live)  # still queued: it starts when a worker does
     session.commit()
     if queue.enqueue(job.id, pool.queue):  # only after the commit: a worker must find the row
         job.enqueued_at = job.created_at
@@ -108,6 +111,6 @@ def read_blocks(session: SessionDep, job: JobDep) -> dict[str, Any]:
     """SMT's selected blocks per module (404 until selection is done, or for other methods)."""
     sel = session.get(BlockSelection, job.id)
     if sel is None:
-        raise APIError(404, f"job {job.id} has no block selection" + (" yet" if job.method == "smt" else
-                       f" (method {job.method} selects no blocks)"), param="job_id")
+        raise APIError(404, f"job {job.id} has no block selection" + (" yet" if get_spec(job.method).selects_blocks
+                       else f" (method {job.method} selects no blocks)"), param="job_id")
     return sel.data

@@ -2,8 +2,6 @@
 
 export type Status = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 export const STATUSES: Status[] = ["queued", "running", "succeeded", "failed", "cancelled"];
-export const METHODS = ["smt", "snell", "lora", "dora", "full"] as const;
-export type Method = (typeof METHODS)[number];
 
 export interface Page<T> { object: "list"; data: T[]; has_more: boolean; last_id: string | null }
 export interface Memory {
@@ -19,7 +17,7 @@ export interface Job {
   created_at: number; started_at: number | null; finished_at: number | null;
   hyperparameters: Record<string, unknown>; method_options: Record<string, unknown>; seed: number;
   suffix: string | null; attempts: number; pool?: string | null; estimated_memory?: number | null;
-  worker?: string | null;
+  worker?: string | null; warnings?: string[];  // notes from creation, e.g. no live worker: it waits queued
 }
 export interface Worker {
   id: string; host: string; pid: number; pool: string; pool_memory: number | null; device: string;
@@ -31,6 +29,12 @@ export interface Dataset {
   truncated_rows: number; label_names?: string[] | null; created_at: number;
 }
 export interface Model { id: string; parameters: number | null; architecture: string | null; targets: string[] }
+/** One option of a method as GET /v1/methods lists it (default null: the method computes it; see help). */
+export interface MethodOption {
+  name: string; type: "integer" | "number" | "boolean" | "string"; default: unknown;
+  minimum: number | null; maximum: number | null; enum: unknown[] | null; help: string;
+}
+export interface MethodInfo { id: string; object: "method"; uses_budget: boolean; options: MethodOption[] }
 export interface Estimate {
   model: string; method: string; budget: number | null; targets: string[]; trainable_params: number;
   total_params: number; memory: Memory; device?: "cpu" | "cuda"; sequence_length?: number;
@@ -121,6 +125,7 @@ export function query(params: Record<string, string | number | null | undefined>
 
 export const api = {
   models: () => getJSON<Page<Model>>("/v1/models"),
+  methods: () => getJSON<Page<MethodInfo>>("/v1/methods"),
   estimate: (model: string, p: Record<string, string | number>) =>
     getJSON<Estimate>(`/v1/models/${encodeURIComponent(model)}/estimate${query(p)}`),
   datasets: () => getJSON<Page<Dataset>>("/v1/datasets?limit=100"),

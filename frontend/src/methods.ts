@@ -1,7 +1,8 @@
-// What the form knows about each method: its name and one-line description, its options, and budgets.
-import type { Method } from "./api";
+// How methods and their options read on screen. What a method is — its options, their types, defaults and
+// bounds, whether it takes a budget — comes from GET /v1/methods (the engine's registry), never from here.
+import type { MethodInfo, MethodOption } from "./api";
 
-export const METHOD_LABELS: Record<Method, [string, string]> = {
+const METHOD_LABELS: Record<string, [string, string]> = {
   smt: ["SMT", "sparse matrix tuning: trains the most-changed blocks of the chosen projections"],
   snell: ["SNELL", "sparse tuning with a kernelised low-rank update and a sparsity rule"],
   lora: ["LoRA", "low-rank adapters (PEFT)"],
@@ -9,30 +10,37 @@ export const METHOD_LABELS: Record<Method, [string, string]> = {
   full: ["Full fine-tuning", "every weight trains; the budget is ignored"],
 };
 
-export interface OptionField { key: string; label: string; kind: "int" | "float" | "bool" | string[]; placeholder: string }
-export const OPTIONS: Record<Method, OptionField[]> = {
-  smt: [
-    { key: "block_size", label: "Block size", kind: "int", placeholder: "largest power of two ≤ 256 dividing the sides" },
-    { key: "selection_steps", label: "Selection steps", kind: "int", placeholder: "100, or one epoch if shorter" },
-    { key: "score", label: "Block score", kind: ["mean_abs_sum", "abs_mean", "l1", "l2"], placeholder: "mean_abs_sum" },
-    { key: "pools", label: "Block pools", kind: ["global", "attention_mlp"], placeholder: "global" },
-    { key: "head_steps", label: "Head warm-up steps", kind: "int", placeholder: "20 (a new classification head only)" },
-  ],
-  snell: [
-    { key: "sparsity", label: "Sparsity", kind: "float", placeholder: "0.9" },
-    { key: "rule", label: "Sparsity rule", kind: ["released", "paper"], placeholder: "released" },
-    { key: "learn_coefficients", label: "Learn coefficients", kind: "bool", placeholder: "false" },
-  ],
-  lora: [
-    { key: "alpha", label: "Alpha", kind: "float", placeholder: "2 × rank" },
-    { key: "dropout", label: "Dropout", kind: "float", placeholder: "0" },
-  ],
-  dora: [
-    { key: "alpha", label: "Alpha", kind: "float", placeholder: "2 × rank" },
-    { key: "dropout", label: "Dropout", kind: "float", placeholder: "0" },
-  ],
-  full: [],
+const OPTION_LABELS: Record<string, string> = {
+  block_size: "Block size", selection_steps: "Selection steps", score: "Block score", pools: "Block pools",
+  head_steps: "Head warm-up steps", learn_coefficients: "Learn coefficients", rule: "Sparsity rule",
 };
+
+const words = (name: string) => name.charAt(0).toUpperCase() + name.slice(1).replace(/_/g, " ");
+
+/** A method's display name and one-line description (a method the dashboard has no words for: its id). */
+export function methodLabel(id: string): [string, string] {
+  return METHOD_LABELS[id] ?? [id.toUpperCase(), ""];
+}
+
+export function optionLabel(name: string): string {
+  return OPTION_LABELS[name] ?? words(name);
+}
+
+/** What an empty field means: the default, or that the method computes it. */
+export function optionPlaceholder(opt: MethodOption): string {
+  return opt.default === null || opt.default === undefined ? "the method's default" : String(opt.default);
+}
+
+/** The form's option strings for a method as the typed JSON a job (and an estimate) takes; empty ones left out. */
+export function typedOptions(method: MethodInfo | undefined, values: Record<string, string>): Record<string, unknown> {
+  const options: Record<string, unknown> = {};
+  for (const opt of method?.options ?? []) {
+    const v = (values[`${method!.id}.${opt.name}`] ?? "").trim();
+    if (!v) continue;
+    options[opt.name] = opt.type === "integer" || opt.type === "number" ? Number(v) : opt.type === "boolean" ? v === "true" : v;
+  }
+  return options;
+}
 
 /** "0.01", "1%", "4096" or "1e6" → a fraction or a count; null when it is not a valid budget. */
 export function parseBudget(text: string): number | null {

@@ -82,6 +82,7 @@ def service_env(tmp_path_factory, config_only_model) -> Iterator[dict[str, str]]
            "SPARSETUNE_LEASE_SECONDS": "6", "SPARSETUNE_RECONCILE_SECONDS": "1",
            "SPARSETUNE_REQUEUE_AFTER_SECONDS": "4", "SPARSETUNE_CHECKPOINT_EVERY": "2",
            "SPARSETUNE_MAX_UPLOAD_BYTES": str(256 * 1024), "SPARSETUNE_SSE_POLL_SECONDS": "0.2",
+           "SPARSETUNE_ALLOWED_HOSTS": "testserver",  # httpx's TestClient's Host; never allowed by default
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     try:
         with environment(env):

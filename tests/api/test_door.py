@@ -28,7 +28,7 @@ def app_with(**env: str):
 
 
 def asgi_client(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=20)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver", timeout=20)
 
 
 class Body:

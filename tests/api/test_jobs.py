@@ -48,7 +48,7 @@ def test_create_job_queues_with_resolved_fields(client, auth, dataset):
     ({"method": "lora", "budget": 512, "method_options": {}}, "budget", "below rank 1 for lora"),
     ({"targets": ["q", "zz"]}, "targets", "zz"),
     ({"method_options": {"block_size": 16, "colour": "red"}}, "method_options.colour", "unknown option"),
-    ({"method_options": {"block_size": 24}}, "method_options.block_size", "power of two"),
+    ({"method_options": {"block_size": 0}}, "method_options.block_size", "integer in [1, 4096]"),
     ({"method_options": {"score": "vibes"}}, "method_options.score", "mean_abs_sum"),
     ({"temperature": 1}, "temperature", "unknown field"),
     ({"hyperparameters": {"steps": 4, "epochs": 1}}, "hyperparameters", "not both"),

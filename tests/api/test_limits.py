@@ -160,7 +160,7 @@ def _estimate(client, auth, **params):
 @pytest.mark.parametrize("params, param", [
     ({"method_options": "[" * 1000 + "]" * 1000}, "method_options"),
     ({"method_options": '{"a":' * 300 + "1" + "}" * 300}, "method_options"),
-    ({"method_options": '{"block_size": 3}'}, "method_options.block_size"),
+    ({"method_options": '{"block_size": 0}'}, "method_options.block_size"),
     ({"method_options": '{"block_size": NaN}'}, "method_options"),
     ({"method": "lora", "budget": "0.5", "method_options": '{"alpha": 1e300}'}, "method_options.alpha"),
     ({"budget": "1.5"}, "budget"),

@@ -68,7 +68,7 @@ h = {"Authorization": "Bearer " + sys.argv[1]}
 ds = c.post("/v1/datasets", headers=h, files={"file": ("a.jsonl", b'{"prompt": "p", "completion": "c"}\\n')})
 assert ds.status_code == 201, ds.text
 body = {"model": "cfg-llama", "training_dataset": ds.json()["id"], "method": "smt", "budget": 0.01}
-for r in (c.get("/v1/models", headers=h), c.get("/v1/models/cfg-llama/estimate", headers=h),
+for r in (c.get("/v1/models", headers=h), c.get("/v1/models/cfg-llama/estimate", headers=h), c.get("/v1/methods", headers=h),
           c.post("/v1/jobs", headers=h, json=body), c.get("/v1/jobs", headers=h), c.get("/readyz")):
     assert r.status_code < 300, r.text
 assert "torch" not in sys.modules, "torch imported"

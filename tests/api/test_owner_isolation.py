@@ -125,7 +125,7 @@ def test_another_owner_gets_404_or_nothing_of_the_owners(client, app, alice, met
         body = r.text
         if any(f"{{{p}}}" in path for p in OWNED_PARAMS):
             assert r.status_code == 404, (method, url, r.text)
-            assert r.json()["error"]["code"] == "not_found"
+            assert method == "HEAD" or r.json()["error"]["code"] == "not_found"  # a HEAD answer has no body
         elif (method, path) == ("POST", "/v1/jobs"):
             assert r.status_code == 422 and r.json()["error"]["param"] == "training_dataset", r.text
         else:
@@ -157,8 +157,8 @@ def test_revoked_key_is_refused_at_once(client, app, alice, method, path):
         return
     r = client.request(method, url, headers=headers, **kwargs)
     assert r.status_code == 401, (method, url, r.text)
-    assert r.json()["error"] == {"code": "unauthorized", "message": "invalid or revoked API key",
-                                 "param": "Authorization"}
+    assert method == "HEAD" or r.json()["error"] == {"code": "unauthorized", "message": "invalid or revoked API key",
+                                                     "param": "Authorization"}
     assert client.get("/v1/datasets", headers={"Authorization": alice["Authorization"]}).status_code == 200, \
         "revoking one key leaves the owner's other keys working"
 

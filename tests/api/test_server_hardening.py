@@ -21,6 +21,7 @@ from tests import factories
 from tests.api.fixtures import ROOT, make_key, stop_process, wait_for
 
 SERVER_ENV = {"SPARSETUNE_HEADER_TIMEOUT_SECONDS": "1", "SPARSETUNE_BODY_TIMEOUT_SECONDS": "1",
+              "SPARSETUNE_MIN_BODY_BYTES_PER_SECOND": "20",
               "SPARSETUNE_KEY_CHECK_SECONDS": "0.5", "SPARSETUNE_SSE_POLL_SECONDS": "0.2"}
 
 
@@ -156,7 +157,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
 
 def test_a_client_trickling_its_headers_is_cut_off(server):
     with _raw(server) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         start = time.monotonic()
         closed = False
         for i in range(20):  # one header line every 0.4 s, for up to 8 s
@@ -176,7 +177,7 @@ def test_a_client_trickling_its_headers_is_cut_off(server):
 def test_a_client_trickling_its_body_gets_408_and_is_cut_off(server):
     key, _ = make_key("slow-body")
     with _raw(server) as sock:
-        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 1000\r\n\r\n{")
         start = time.monotonic()
         got = _closed_within(sock, 6)
@@ -184,12 +185,62 @@ def test_a_client_trickling_its_body_gets_408_and_is_cut_off(server):
         assert time.monotonic() - start < 4
 
 
+def test_a_body_trickled_a_byte_at_a_time_is_cut_off_by_its_average_rate(server):
+    """Each byte arrives well inside the 1 s per-piece timeout, but at 4 bytes/s, under the 20 bytes/s floor."""
+    key, _ = make_key("trickle-body")
+    with _raw(server) as sock:
+        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 1000\r\n\r\n")
+        start, answer = time.monotonic(), b""
+        sock.settimeout(0.25)
+        while time.monotonic() - start < 8 and not answer:
+            try:
+                sock.sendall(b" ")
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - start < 4  # 1 s of grace + the bytes' worth at 20 bytes/s
+
+
+def test_a_refused_body_is_not_read_the_connection_closes(server):
+    """A keyless 100 MiB upload: the 401 comes at once and the server hangs up instead of draining the body."""
+    with _raw(server) as sock:
+        sock.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\nContent-Length: 104857600\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\n\r\n" + b"x" * 65536)
+        got = _closed_within(sock, 3)
+        assert got is not None, "the connection stayed open, waiting for the rest of the body"
+        assert got.startswith(b"HTTP/1.1 401") and b"connection: close" in got.lower(), got
+
+
 def test_a_keyless_chunked_upload_is_refused_before_its_body(server):
     with _raw(server) as sock:
-        sock.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        sock.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
                      b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
         piece = b"x" * 65536
         sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
         sock.settimeout(5)
         head = sock.recv(65536)
         assert head.startswith(b"HTTP/1.1 401"), head
+
+
+def test_an_event_stream_carries_the_security_headers_and_still_streams(server):
+    key, _ = make_key("secure-stream")
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.stream("GET", f"{server}/v1/events", headers={**auth, "Accept": "text/event-stream"},
+                      timeout=httpx.Timeout(10, read=15)) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        job = _job(server, auth)
+        for line in r.iter_lines():  # a read timeout fails the test: the headers must not hold the stream
+            if line.startswith("data:") and json.loads(line[5:]).get("job_id") == job:
+                break
+
+
+def test_a_request_naming_an_unknown_host_is_400_over_the_wire(server):
+    r = httpx.get(f"{server}/healthz", headers={"Host": "rebound.example"}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "Host"
+    assert httpx.get(f"{server}/healthz", headers={"Host": "localhost:1"}, timeout=10).status_code == 200

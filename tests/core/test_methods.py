@@ -10,6 +10,7 @@ import torch
 from smt_core import Callbacks, Cancelled, TrainSpec, run
 from smt_core.adapters import load_adapted, open_adapter
 from smt_core.artifacts import load_adapter
+from smt_core.estimate import estimate, load_config
 from smt_core.merge import merge_adapter
 from tests import factories
 
@@ -40,9 +41,8 @@ def _train(request, tmp_path_factory, method: str, model_fixture: str, cache: di
         model_dir = request.getfixturevalue(model_fixture)
         tmp = tmp_path_factory.mktemp(f"{method}-{model_fixture}")
         data = factories.write_jsonl(tmp / "train.jsonl", MODELS[model_fixture](48))
-        opts = {"selection_steps": 2, "block_size": 16} if method == "smt" else {}
         spec = TrainSpec(model=str(model_dir), train_data=str(data), method=method, budget=BUDGET, steps=3,
-                         batch_size=4, max_seq_len=32, learning_rate=1e-2, method_options=opts,
+                         batch_size=4, max_seq_len=32, learning_rate=1e-2, method_options=factories.MATRIX[method],
                          out_dir=str(tmp / "out"), **kw)
         cache[key] = (run(spec), tmp / "out")
     return cache[key]
@@ -57,6 +57,10 @@ def test_method_round_trip_merge_and_budget(method, model_fixture, request, tmp_
     assert (out / "adapter_config.json").is_file() and (out / "metrics.json").is_file()
     if method != "full":
         assert 0 < result.metrics["trainable_params"] <= BUDGET, "trainable parameters never exceed the budget"
+    # the count shown before launch (the spec's arithmetic on config.json) is the count the run trained
+    folder = request.getfixturevalue(model_fixture)
+    planned = estimate(load_config(folder), method, BUDGET, ["q", "k", "v"], options=factories.MATRIX[method])
+    assert planned["trainable_params"] == result.metrics["trainable_params"], (method, model_fixture)
 
     # save → load is exact: the reloaded adapter's tensors equal the saved ones
     base, tok, sites, m, saved, _ = open_adapter(out)
@@ -93,8 +97,7 @@ def test_only_adapter_parameters_train(method, tiny_llama_dir, tmp_path):
         p.requires_grad_(False)
     enc = encode(factories.completion_rows(16), "prompt_completion", tok, 32)
     plan = BatchPlan(len(enc.examples), 4, 0)
-    opts = {"selection_steps": 2, "block_size": 16} if method == "smt" else {}
-    meth = get_method(method).from_options(opts)
+    meth = get_method(method).from_options(factories.MATRIX[method])
     ctx = PrepareContext(model=model, sites=find_sites(model, ["q", "k", "v"]), budget=BUDGET, base_params=0,
                          device=torch.device("cpu"), batches=lambda: plan.iterate(enc.examples, tok.pad_token_id, "cpu"),
                          loss_fn=loss_fn, steps_per_epoch=4)
@@ -115,6 +118,23 @@ def test_smt_fills_budget_to_within_one_block(tiny_llama_dir, tmp_path):
         limit = r.metrics["trainable_params"]
         _, manifest = load_adapter(tmp_path / "o")
         assert manifest["budget_params"] - 256 < limit <= manifest["budget_params"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bert"])
+def test_smt_default_block_size_is_one_rule_for_the_engine_and_the_estimate(arch, tmp_path):
+    """Sides whose common power of two is below 16 (hidden 72, MLP 200): the engine and the estimate both
+    fall back to 64 with ragged edges (one rule, smt_core.methods.smt.config.default_block_size)."""
+    from smt_core.estimate import model_shape, plan
+    from smt_core.methods.smt.selection import default_block_size
+    from smt_core.models import load_model, resolve_model
+    from smt_core.targets import find_sites
+
+    folder = factories.build_tiny_model(tmp_path / arch, arch, hidden=72, heads=4, kv_heads=2, intermediate=200)
+    model, _ = load_model(resolve_model(str(folder)), "causal_lm" if arch != "bert" else "classification", ["a", "b"])
+    shape = model_shape(load_config(folder))
+    for targets in (["q", "k", "v"], ["q", "v", "o", "up", "down"]):
+        engine = default_block_size(find_sites(model, targets))
+        assert engine == plan(shape, "smt", 0.5, targets).block_size == 64, (arch, targets)
 
 
 def test_smt_budget_below_one_block_is_refused(tiny_llama_dir, tmp_path):

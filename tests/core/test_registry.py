@@ -1,25 +1,121 @@
-"""The registry and the torch-free tables the API validates against must agree."""
+"""The method registry is the one source of truth for what a method is: torch-free specs, read by the engine,
+the estimate and the API; nothing else branches on a method's name."""
 
 from __future__ import annotations
 
-import dataclasses
+import ast
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from smt_core.estimate import METHOD_OPTIONS, METHODS
-from smt_core.registry import available_methods, get_method
+from smt_core.methods.options import ConfigError
+from smt_core.registry import available_methods, get_method, get_spec, served_specs, specs
+from tests import factories
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = {"smt", "snell", "lora", "dora", "full", "head"}
+# where a method's name may be branched on: its own package, the registry, tests and benchmarks
+ALLOWED = ("smt_core/methods/", "smt_core/registry.py", "tests/", "bench/")
+SKIPPED = (".venv", "node_modules", "frontend", ".git")
 
 
-def test_every_service_method_is_registered():
-    assert set(METHODS) <= set(available_methods())
+def test_the_service_offers_the_methods_it_offered_before_the_registry():
+    assert [s.name for s in served_specs()] == ["smt", "snell", "lora", "dora", "full"]
+    assert set(available_methods()) == NAMES  # head: the command line's linear probe
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_api_option_table_matches_the_engine_config(method):
-    fields = {f.name for f in dataclasses.fields(get_method(method).config_class)}
-    assert set(METHOD_OPTIONS[method]) == fields, "api would accept (or refuse) options the engine does not"
+def test_every_offered_method_has_its_test_matrix_row():
+    assert factories.METHODS == [s.name for s in served_specs()]
+    assert set(factories.MATRIX) == set(factories.METHODS), "a new method needs its row in tests/factories.MATRIX"
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_the_engine_class_is_built_from_its_spec(name):
+    spec = get_spec(name)
+    engine = get_method(name)
+    assert engine.spec is spec and engine.name == name
+    assert engine.config_class is spec.config and engine.uses_budget == spec.uses_budget
+    assert isinstance(engine.from_options({}).config, spec.config)
 
 
 def test_unknown_method_names_the_choices():
     with pytest.raises(ValueError, match="method: unknown 'nope'; expected one of .*smt"):
         get_method("nope")
+
+
+def test_importing_the_registry_and_every_spec_imports_no_torch():
+    code = ("import sys\nimport smt_core.estimate, smt_core.registry as r\n"
+            "specs = r.specs()\nassert len(specs) == 6, specs\n"
+            "assert [s.public() for s in r.served_specs()]\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\nprint('clean')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.stdout.strip() == "clean", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("spec", specs(), ids=lambda s: s.name)
+def test_every_option_is_checked_against_its_own_definition(spec):
+    for opt in spec.config.options():
+        assert opt.check(opt.default) == opt.default  # the default is valid
+        bad = []
+        if opt.minimum is not None:
+            bad.append(opt.minimum - 1)
+            if opt.exclusive_minimum:
+                bad.append(opt.minimum)
+        if opt.maximum is not None:
+            bad.append(opt.maximum + 1)
+            if opt.exclusive_maximum:
+                bad.append(opt.maximum)
+        bad += ["nonsense", [1]] if opt.type != "string" else [3]
+        for value in bad:
+            with pytest.raises(ConfigError) as exc:
+                spec.parse({opt.name: value})
+            assert exc.value.field == opt.name, (opt.name, value)
+    with pytest.raises(ConfigError) as exc:
+        spec.parse({"colour": 1})
+    assert exc.value.field == "colour"
+
+
+def test_cli_strings_are_parsed_by_the_option_type_json_values_are_not():
+    assert get_spec("smt").parse({"block_size": "32"}, parse_strings=True).block_size == 32
+    with pytest.raises(ConfigError, match="block_size"):
+        get_spec("smt").parse({"block_size": "32"})  # a JSON body's string is not an integer
+    assert get_spec("snell").parse({"learn_coefficients": "true"}, parse_strings=True).learn_coefficients is True
+
+
+def _method_name_branches(tree: ast.AST) -> list[tuple[int, str]]:
+    """Comparisons (== != in, not in), and dict keys, whose operand is a method-name literal (or a literal
+    tuple/list/set holding one)."""
+    def names(node: ast.AST | None) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value} & NAMES
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            return set().union(*(names(e) for e in node.elts)) if node.elts else set()
+        return set()
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for operand in (node.left, *node.comparators):
+                found += [(node.lineno, n) for n in names(operand)]
+        elif isinstance(node, ast.Dict):
+            found += [(node.lineno, n) for key in node.keys for n in names(key)]
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            found += [(node.lineno, n) for n in names(node.slice)]
+    return found
+
+
+def test_no_code_outside_the_method_packages_branches_on_a_method_name():
+    offenders = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(ALLOWED) or any(part in SKIPPED for part in path.relative_to(ROOT).parts):
+            continue
+        offenders += [f"{rel}:{line} {name!r}" for line, name in _method_name_branches(ast.parse(path.read_text()))]
+    assert not offenders, "read the method's spec (smt_core.registry.get_spec) instead:\n" + "\n".join(offenders)
+
+
+def test_the_name_check_sees_each_kind_of_branch():
+    code = 'a == "smt"\nb in ("lora", "x")\n{"full": 1}\nd["dora"]\n"snell" != e\nf = "head"\n'
+    assert sorted(n for _, n in _method_name_branches(ast.parse(code))) == ["dora", "full", "lora", "smt", "snell"]

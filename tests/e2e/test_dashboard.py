@@ -132,13 +132,16 @@ def page(browser, service):
     pg.set_default_timeout(30_000)
     errors: list[str] = []
     elsewhere: list[str] = []  # every asset is bundled: the page asks nothing of any other origin
+    refused: list[str] = []  # what the Content-Security-Policy blocked (Chromium says so on the console)
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("request", lambda r: None if r.url.startswith((service.url, "data:", "blob:")) else elsewhere.append(r.url))
+    pg.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     pg.goto(service.url + "/")
     yield pg
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
     assert not elsewhere, f"requests to other origins: {elsewhere}"
+    assert not refused, f"blocked by the Content-Security-Policy: {refused}"
 
 
 def shot(page: Page, name: str) -> Path:
@@ -333,6 +336,8 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
 
     # download the adapter: the bytes are the ones the API lists
     arts = {a["name"]: a for a in service.get(f"/v1/jobs/{job_id}/artifacts")["data"]}
+    # headless Chromium's save dialog aborts at once: the path of browsers without showSaveFilePicker, a Blob
+    page.evaluate("window.showSaveFilePicker = undefined")
     with page.expect_download() as dl:
         page.get_by_role("button", name="Download adapter.safetensors").click()
     path = tmp_path / "adapter.safetensors"
@@ -451,13 +456,120 @@ def test_the_jobs_list_pages_and_filters_and_a_running_job_is_cancelled_from_its
     assert service.http.get(f"/v1/jobs/{long['id']}").status_code == 404
 
 
-def test_the_new_job_form_offers_exactly_the_method_options_the_api_takes():
-    from smt_core.estimate import METHOD_OPTIONS, METHODS
+@pytest.mark.timeout(300)
+def test_the_dashboard_and_the_api_docs_run_under_a_strict_content_security_policy(page, service):
+    """Every response carries the policy; the page fixture fails the test on any blocked script, style or
+    request, and on any request to another origin (the docs' Swagger UI included)."""
+    def policy(response) -> str:
+        headers = response.all_headers()
+        assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+        return headers["content-security-policy"]
 
-    source = (ROOT / "frontend" / "src" / "methods.ts").read_text()
-    table = source[source.index("export const OPTIONS"):]
-    offered = {}
-    for method in METHODS:
-        body = re.search(rf"\b{method}: \[(.*?)\n  \]", table, re.S)
-        offered[method] = set(re.findall(r'key: "(\w+)"', body.group(1))) if body else set()
-    assert offered == {m: set(opts) for m, opts in METHOD_OPTIONS.items()}
+    home = page.goto(service.url + "/")
+    csp = policy(home)
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe" not in csp
+    sign_in(page, service.key)
+    for view, heading in (("New job", "New job"), ("Workers", "Workers"), ("Compare", "Compare jobs")):
+        page.get_by_role("link", name=view).first.click()
+        expect(page.get_by_role("heading", name=heading).first).to_be_visible()
+    docs = page.goto(service.url + "/docs")
+    assert "unsafe" not in policy(docs)
+    expect(page.locator(".opblock").first).to_be_visible(timeout=30_000)  # Swagger UI ran, from this server
+    expect(page.locator(".opblock-summary-path", has_text="/v1/jobs/{job_id}/artifacts/{name}").first).to_be_visible()
+    shot(page, "api-docs")
+
+
+STUB_PICKER = """() => {
+  window.saved = {writes: 0, bytes: [], closed: false, aborted: false};
+  window.showSaveFilePicker = async () => ({createWritable: async () => ({
+    write: async (chunk) => { saved.writes += 1; for (const b of chunk) saved.bytes.push(b); },
+    close: async () => { saved.closed = true; }, abort: async () => { saved.aborted = true; }})});
+  window.wholeReads = 0;  // a download read whole into memory: blob(), arrayBuffer() or text() on its response
+  for (const m of ["blob", "arrayBuffer", "text"]) {
+    const read = Response.prototype[m];
+    Response.prototype[m] = function () { if (this.url.includes("/artifacts/")) wholeReads += 1; return read.call(this); };
+  }
+}"""
+
+
+@pytest.mark.timeout(300)
+def test_an_artifact_is_hashed_as_it_streams_to_disk_and_a_corrupt_download_is_never_kept(page, service, tmp_path):
+    ds = service.upload(factories.write_jsonl(tmp_path / "dl.jsonl", factories.classification_rows(16, seed=3)))
+    job = service.create_job(model="tiny", training_dataset=ds["id"], method="lora", budget=1024,
+                             hyperparameters={"steps": 2, "batch_size": 4, "max_seq_len": 32})
+    assert service.wait(job["id"])["status"] == "succeeded"
+    art = {a["name"]: a for a in service.get(f"/v1/jobs/{job['id']}/artifacts")["data"]}["adapter.safetensors"]
+    sign_in(page, service.key)
+    page.goto(f"{service.url}/#/jobs/{job['id']}")
+    button = page.get_by_role("button", name="Download adapter.safetensors")
+    expect(button).to_be_visible()
+
+    # where the browser can save as bytes arrive, it writes chunk by chunk and never holds the file whole
+    page.evaluate(STUB_PICKER)
+    button.click()
+    expect(page.get_by_role("status").filter(has_text="Downloaded adapter.safetensors")).to_contain_text("sha256 checked")
+    saved = page.evaluate("saved")
+    assert saved["writes"] >= 1 and saved["closed"] and not saved["aborted"]
+    assert hashlib.sha256(bytes(saved["bytes"])).hexdigest() == art["sha256"] and len(saved["bytes"]) == art["bytes"]
+    assert page.evaluate("wholeReads") == 0, "the download was read whole into memory"
+
+    # bytes that do not match the sha256 are thrown away, on disk (the writable aborted) or as a Blob (no download)
+    served: list[int] = []
+
+    def corrupt(route):
+        served.append(1)
+        real = route.fetch()
+        body = bytearray(real.body())
+        body[-1] ^= 0xFF
+        route.fulfill(response=real, body=bytes(body))
+
+    page.route("**/artifacts/adapter.safetensors", corrupt)
+    page.evaluate(STUB_PICKER)
+    button.click()
+    expect(page.get_by_role("alert")).to_contain_text("is not the expected")
+    saved = page.evaluate("saved")
+    assert saved["aborted"] and not saved["closed"]
+    page.evaluate("window.showSaveFilePicker = undefined")
+    downloads: list = []
+    page.on("download", lambda d: downloads.append(d))
+    button.click()
+    while len(served) < 2:
+        page.wait_for_timeout(100)
+    expect(page.get_by_role("alert")).to_contain_text("nothing was saved")
+    page.wait_for_timeout(500)
+    assert downloads == []
+
+
+def test_the_new_job_form_offers_exactly_the_methods_and_options_the_api_lists(page, service):
+    """The form is built from GET /v1/methods: one radio per method, one field per option (a choice for
+    enums and booleans, the listed default or "the method's default"), the budget off where it is unused."""
+    listed = service.get("/v1/methods")["data"]
+    sign_in(page, service.key)
+    page.get_by_role("link", name="New job").first.click()
+    expect(page.get_by_role("radiogroup", name="Method").get_by_role("radio")).to_have_count(len(listed))
+    for m in listed:
+        page.locator(f"#method-{m['id']}").check()
+        fields = page.locator(f"[id^='opt-{m['id']}-']:is(input, select)")
+        expect(fields).to_have_count(len(m["options"]))
+        assert fields.evaluate_all("els => els.map(e => e.id)") == [f"opt-{m['id']}-{o['name']}" for o in m["options"]]
+        for o in m["options"]:
+            field = page.locator(f"#opt-{m['id']}-{o['name']}")
+            default = _as_js_text(o["default"])
+            if o["enum"] is not None or o["type"] == "boolean":
+                shown = field.locator("option").all_inner_texts()
+                assert shown == [f"default ({default})", *(map(str, o["enum"] or ["true", "false"]))], shown
+            else:
+                expect(field).to_have_attribute("placeholder", default)
+            expect(page.locator(f"#opt-{m['id']}-{o['name']}-help")).to_have_text(o["help"])
+        budget = page.get_by_label("Budget", exact=True)
+        expect(budget).to_be_enabled() if m["uses_budget"] else expect(budget).to_be_disabled()
+
+
+def _as_js_text(value) -> str:
+    """A listed default as the page writes it (JavaScript's String(): 0.0 is "0", False is "false")."""
+    if value is None:
+        return "the method's default"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)

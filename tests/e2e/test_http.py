@@ -156,7 +156,7 @@ def test_watch_of_failing_job_exits_1_with_its_message(server, tmp_path):
     ds = json.loads(subprocess.run([bin_, "datasets", "upload", str(data), "--json"], env=env, capture_output=True,
                                    text=True, timeout=60, check=True).stdout)["id"]
     job = subprocess.run([bin_, "jobs", "create", "--model", "cfg-llama", "--training-dataset", ds, "--method",
-                          "smt", "--budget", "64", "--steps", "1"], env=env, capture_output=True, text=True,
+                          "smt", "--budget", "0.05", "--steps", "1"], env=env, capture_output=True, text=True,
                          timeout=60, check=True).stdout.strip()
     r = subprocess.run([bin_, "jobs", "watch", job], env=env, capture_output=True, text=True, timeout=150)
     assert r.returncode == 1, r.stdout + r.stderr

@@ -1,17 +1,13 @@
-// A job's artifacts: size, sha256, downloads checked against the sha256, and "Build merged model".
+// A job's artifacts: size, sha256, downloads checked against the sha256 as they stream (download.ts), and
+// "Build merged model".
 import { useEffect, useState } from "preact/hooks";
 import { api, type Artifact, type Job } from "../api";
+import { openSink, saveChecked } from "../download";
 import { subscribe } from "../events";
 import { bytes, time } from "../format";
 import { useLoad } from "../hooks";
 
 const ACTIVE = ["queued", "running"];
-
-async function sha256Hex(blob: Blob): Promise<string | null> {
-  if (!crypto.subtle) return null;  // only in secure contexts (https or localhost)
-  const digest = await crypto.subtle.digest("SHA-256", await blob.arrayBuffer());
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 export function Artifacts({ job }: { job: Job }) {
   const arts = useLoad(() => api.artifacts(job.id), [job.id, job.status]);
@@ -36,22 +32,15 @@ export function Artifacts({ job }: { job: Job }) {
 
   const download = async (a: Artifact) => {
     setError(null);
-    setMessage(`Downloading ${a.name}…`);
     try {
-      const res = await api.download(job.id, a.name);
-      const blob = await res.blob();
+      const sink = await openSink(a.name);  // first, while the click still lets a save dialog open
+      if (!sink) { setMessage(null); return; }
+      setMessage(`Downloading ${a.name}…`);
+      const res = await api.download(job.id, a.name).catch(async (e) => { await sink.discard(); throw e; });
       const want = res.headers.get("X-Checksum-Sha256") ?? a.sha256;
-      const got = await sha256Hex(blob);
-      if (got && got !== want) { setMessage(null); setError(`${a.name}: the download's sha256 ${got} is not the expected ${want}; try again.`); return; }
-      const url = URL.createObjectURL(blob);
-      const link = document.createElement("a");
-      link.href = url;
-      link.download = a.name;
-      document.body.appendChild(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60_000);
-      setMessage(`Downloaded ${a.name} (${bytes(blob.size)})${got ? ", sha256 checked" : ""}.`);
+      const saved = await saveChecked(res, sink, want);
+      if (!saved.ok) { setMessage(null); setError(`${a.name}: the download's sha256 ${saved.sha256} is not the expected ${want}; nothing was saved, try again.`); return; }
+      setMessage(`Downloaded ${a.name} (${bytes(saved.bytes)}), sha256 checked.`);
     } catch (e) {
       setMessage(null);
       setError(`Could not download ${a.name}: ${(e as Error).message}`);

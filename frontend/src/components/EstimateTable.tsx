@@ -1,22 +1,24 @@
 // Before launch: every method's trainable parameters and estimated training memory for the chosen model.
-import { METHODS, type Estimate, type Method } from "../api";
+import type { Estimate, MethodInfo } from "../api";
 import { bytes, count, percent } from "../format";
-import { METHOD_LABELS } from "../methods";
+import { methodLabel } from "../methods";
 
 /** How the activations were sized: by the chosen dataset's longest row, or by max_seq_len. */
-function sized(estimates: Partial<Record<Method, Estimate>>): string {
+function sized(estimates: Record<string, Estimate>): string {
   const e = Object.values(estimates).find((x) => x);
   if (!e?.sequence_length) return "";
   return e.tokens ? `; batches of the dataset's longest row, ${e.sequence_length} tokens` : `; rows of ${e.sequence_length} tokens`;
 }
 
-export function EstimateTable({ model, method, estimates, errors }: {
-  model: string; method: Method; estimates: Partial<Record<Method, Estimate>>; errors: Partial<Record<Method, string>>;
+export function EstimateTable({ model, methods, method, estimates, errors }: {
+  model: string; methods: MethodInfo[]; method: string; estimates: Record<string, Estimate>; errors: Record<string, string>;
 }) {
-  const full = estimates.full?.memory.peak;
+  const reference = methods.find((m) => !m.uses_budget);  // full fine-tuning: what the others save against
+  const full = reference ? estimates[reference.id]?.memory.peak : undefined;
+  const budgeted = new Set(methods.filter((m) => m.uses_budget).map((m) => m.id));
   // the budget as a count; a method whose smallest unit exceeds it gets a warning
   const over = (e: Estimate): number => {
-    if (e.method === "full" || e.budget === null) return 0;
+    if (!budgeted.has(e.method) || e.budget === null) return 0;
     const cap = e.budget >= 1 ? e.budget : Math.floor(e.budget * e.total_params);
     return e.trainable_params > cap ? cap : 0;
   };
@@ -35,12 +37,12 @@ export function EstimateTable({ model, method, estimates, errors }: {
         </tr>
       </thead>
       <tbody>
-        {METHODS.map((m) => {
+        {methods.map(({ id: m }) => {
           const e = estimates[m];
           const err = errors[m];
           return (
             <tr class={m === method ? "selected" : ""} data-method={m} aria-current={m === method ? "true" : undefined}>
-              <th scope="row">{METHOD_LABELS[m][0]}</th>
+              <th scope="row">{methodLabel(m)[0]}</th>
               {err ? <td colSpan={9} class="muted">{err}</td> : !e ? <td colSpan={9} class="muted">…</td> : (
                 <>
                   <td class={`num${over(e) ? " over" : ""}`} data-trainable={e.trainable_params}

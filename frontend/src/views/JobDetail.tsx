@@ -122,6 +122,7 @@ export function JobDetailView({ id }: { id: string }) {
       </div>
       {actionError && <p class="error" role="alert">{actionError}</p>}
       {j.error && <p class="error" role="alert">The job failed ({j.error.code}): {j.error.message}</p>}
+      {j.status === "queued" && (j.warnings ?? []).map((w) => <p class="warning" role="status">{w}</p>)}
       <JobProgress job={j} />
       <dl class="facts">
         <dt>Model</dt><dd>{j.model}</dd>

@@ -1,54 +1,14 @@
-"""Head only (a linear probe): train the new classification head and nothing else.
+"""Head only (a linear probe): train the new classification head and nothing else."""
 
-The baseline every classification fine-tune must beat: whatever a method adds on top of it is what the
-method's trainable parameters bought.
-"""
+from smt_core.methods.head.config import SPEC, HeadConfig
+from smt_core.registry import lazy_engine, register
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
-
-from smt_core.base import Method, MethodConfig, PrepareContext
-from smt_core.registry import register_method
+register(SPEC)
+_ENGINE = {"HeadMethod": "smt_core.methods.head.model"}
 
 
-@dataclass
-class HeadConfig(MethodConfig):
-    """No options."""
+def __getattr__(name: str):
+    return lazy_engine(__name__, _ENGINE, name)
 
 
-class HeadMethod(Method):
-    """Default lr 2e-3 (the head rate every method uses): one linear layer on frozen features."""
-
-    name = "head"
-    config_class = HeadConfig
-    default_learning_rate = 2e-3
-    uses_budget = False
-
-    def prepare(self, ctx: PrepareContext) -> nn.Module:
-        if not ctx.head_parameters:
-            raise ValueError("method: head trains only a new classification head; this data has none "
-                             "(use classification data, or another method)")
-        return ctx.model
-
-    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        return []
-
-    def adapter_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return {}
-
-    def adapter_info(self) -> dict[str, Any]:
-        return {}
-
-    def load(self, model, sites, tensors, info) -> nn.Module:
-        return model
-
-    def merge(self, model, sites, tensors, info) -> None:
-        return None
-
-
-register_method(HeadMethod)
+__all__ = ["SPEC", "HeadConfig", "HeadMethod"]

@@ -1,40 +1,30 @@
 """LoRA and DoRA from HuggingFace PEFT, behind the registry's interface — wrapped, not rewritten.
 
-The same budget and targets as every method (METHODS.md §3): LoRA rank = floor(budget / Σ(in + out));
-DoRA also trains a magnitude per output row, so rank = floor((budget − Σout) / Σ(in + out)).
+The same budget and targets as every method (METHODS.md §3); the rank arithmetic is the spec's
+(``config.py``): LoRA rank = floor(budget / Σ(in + out)); DoRA also trains a magnitude per output row, so
+rank = floor((budget − Σout) / Σ(in + out)).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
 from smt_core.base import Method, PrepareContext
-from smt_core.methods.lora.config import LoraOptions
-from smt_core.targets import Site
-
-
-def _check_whole_modules(sites: list[Site]) -> None:
-    for s in sites:
-        covered = sum(p.rows for p in s.parts)
-        if covered != s.out_features:
-            raise ValueError(f"targets: LoRA adapts whole modules, but {s.name} fuses "
-                             f"{s.out_features // max(1, s.parts[0].rows)} projections and only "
-                             f"{','.join(s.targets)} are targeted; target all of q,k,v or use smt")
+from smt_core.methods.lora.config import DORA_SPEC, SPEC, LoraOptions
+from smt_core.targets import Site, geometry_of
 
 
 class LoraMethod(Method):
     """PEFT LoRA. Default lr 1e-3 with alpha = 2·rank: on MiniLM / SST-2 (38 steps, budget 1%) it reached
     0.676 held-out accuracy against 0.537 at 2e-4 — short runs need the higher rate."""
 
-    name = "lora"
-    config_class = LoraOptions
+    spec = SPEC
     default_learning_rate = 1e-3
     large_model_learning_rate = 2e-4  # LoRA/QLoRA and DoRA's LLaMA-7B runs (DoRA: 1e-4 to 2e-4)
-    use_dora: ClassVar[bool] = False
 
     def __init__(self, config: LoraOptions) -> None:
         super().__init__(config)
@@ -43,22 +33,13 @@ class LoraMethod(Method):
         self.target_names: list[str] = []
         self.dense_entries = 0
 
-    def rank_for(self, budget: int, sites: list[Site]) -> int:
-        sides = sum(s.in_features + s.out_features for s in sites)
-        extra = sum(s.out_features for s in sites) if self.use_dora else 0
-        rank = (budget - extra) // sides
-        if rank < 1:
-            raise ValueError(f"budget: {budget} parameters is below rank 1 for {self.name} on these targets "
-                             f"(needs {sides + extra})")
-        return rank
-
     def _peft_config(self) -> LoraConfig:
         alpha = self.config.alpha if self.config.alpha is not None else 2 * self.rank
         return LoraConfig(r=self.rank, lora_alpha=alpha, lora_dropout=self.config.dropout,
-                          target_modules=self.target_names, use_dora=self.use_dora, bias="none")
+                          target_modules=self.target_names, use_dora=self.spec.magnitude, bias="none")
 
     def _wrap(self, model: nn.Module, sites: list[Site]) -> nn.Module:
-        _check_whole_modules(sites)
+        self.spec.check_targets(geometry_of(sites))
         self.target_names = [s.name for s in sites]
         self.dense_entries = sum(s.in_features * s.out_features for s in sites)  # LoRA's ΔW is dense
         head = [p for p in model.parameters() if p.requires_grad]
@@ -68,9 +49,7 @@ class LoraMethod(Method):
         return peft_model
 
     def prepare(self, ctx: PrepareContext) -> nn.Module:
-        if ctx.budget is None:
-            raise ValueError(f"budget: {self.name} needs a parameter budget")
-        self.rank = self.rank_for(ctx.budget, ctx.sites)
+        self.rank = self.plan(ctx.sites, ctx.budget).rank
         return self._wrap(ctx.model, ctx.sites)
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
@@ -83,7 +62,7 @@ class LoraMethod(Method):
     def adapter_info(self) -> dict[str, Any]:
         cfg = self._peft_config()
         return {"rank": self.rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
-                "use_dora": self.use_dora, "target_modules": self.target_names}
+                "use_dora": self.spec.magnitude, "target_modules": self.target_names}
 
     def load(self, model, sites, tensors, info) -> nn.Module:
         self.rank = int(info["rank"])
@@ -107,5 +86,4 @@ class LoraMethod(Method):
 class DoraMethod(LoraMethod):
     """PEFT DoRA (``LoraConfig(use_dora=True)``): LoRA's direction plus a trained magnitude per row."""
 
-    name = "dora"
-    use_dora = True
+    spec = DORA_SPEC

@@ -1,42 +1,88 @@
-"""SMT's options (INTERFACE.md "Method options")."""
+"""SMT's options and spec (INTERFACE.md "Method options"): torch-free, shared by the engine, the estimate
+and the API. The default block size and the budget's block arithmetic live here and nowhere else."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from smt_core.base import MethodConfig
+from smt_core.methods.options import ConfigError, MethodConfig, option
+from smt_core.methods.spec import Geometry, MethodSpec, Plan
 
 SCORES = ("mean_abs_sum", "abs_mean", "l1", "l2")
 POOLS = ("global", "attention_mlp")
+BLOCK_CAP = 256  # the default block size is the largest power of two up to this dividing every targeted side …
+MIN_DIVIDING_BLOCK = 16  # … unless that is below this: then RAGGED_BLOCK, with ragged edge blocks
+RAGGED_BLOCK = 64
+MAX_STEPS_OPTION = 10_000_000
 
 
 @dataclass
 class SMTConfig(MethodConfig):
     """Options of Sparse Matrix Tuning (He et al., 2024)."""
 
-    block_size: int | None = None
-    """Side of the square blocks. Default: the largest power of two <= 256 dividing every targeted side
-    (64 on SmolLM2, 128 on MiniLM, 256 on GPT-2); sides it does not divide get ragged edge blocks."""
-    selection_steps: int | None = None
-    """Warm-up steps whose gradients are summed to score blocks. Default: 100, or one epoch if shorter."""
-    score: str = "mean_abs_sum"
-    """Block score from the summed gradient G: mean |G| (paper), |mean G| (reference code), L1 or L2 norm."""
-    pools: str = "global"
-    """global: one top-k over every block; attention_mlp: attention and MLP blocks ranked apart, the
-    budget split between them in proportion to their eligible parameters (the reference code's way)."""
-    head_steps: int = 20
-    """Classification only: steps that train the new head alone before the warm-up, so the gradients that
-    pick the blocks are not noise from a random head."""
+    block_size: int | None = option(
+        "integer", None, minimum=1, maximum=4096,
+        help="Side of the square blocks. Default: the largest power of two <= 256 dividing every targeted side "
+             "(64 on SmolLM2, 128 on MiniLM, 256 on GPT-2), or 64 when that is below 16; sides a block size "
+             "does not divide get ragged edge blocks.")
+    selection_steps: int | None = option(
+        "integer", None, minimum=1, maximum=MAX_STEPS_OPTION, bounded_by_max_steps=True,
+        help="Warm-up steps whose gradients are summed to score blocks. Default: 10% of the job's steps, at "
+             "least 10 and at most 100, never more than one epoch.")
+    score: str = option(
+        "string", "mean_abs_sum", enum=SCORES,
+        help="Block score from the summed gradient G: mean |G| (mean_abs_sum, the paper), |mean G| (abs_mean, "
+             "the reference code), or the L1 or L2 norm.")
+    pools: str = option(
+        "string", "global", enum=POOLS,
+        help="global: one top-k over every block; attention_mlp: attention and MLP blocks ranked apart, the "
+             "budget split between them in proportion to their eligible parameters (the reference code's way).")
+    head_steps: int = option(
+        "integer", 20, minimum=0, maximum=MAX_STEPS_OPTION, bounded_by_max_steps=True,
+        help="Classification only: steps that train the new head alone before the warm-up, so the gradients "
+             "that pick the blocks are not noise from a random head (0: none).")
 
-    def __post_init__(self) -> None:
-        if self.block_size is not None and (not isinstance(self.block_size, int) or self.block_size < 1):
-            raise ValueError(f"block_size: must be a positive integer, got {self.block_size!r}")
-        if self.selection_steps is not None and (
-                not isinstance(self.selection_steps, int) or self.selection_steps < 1):
-            raise ValueError(f"selection_steps: must be a positive integer, got {self.selection_steps!r}")
-        if self.score not in SCORES:
-            raise ValueError(f"score: must be one of {', '.join(SCORES)}, got {self.score!r}")
-        if self.pools not in POOLS:
-            raise ValueError(f"pools: must be one of {', '.join(POOLS)}, got {self.pools!r}")
-        if not isinstance(self.head_steps, int) or self.head_steps < 0:
-            raise ValueError(f"head_steps: must be an integer >= 0, got {self.head_steps!r}")
+
+def default_block_size(geometry: Geometry) -> int:
+    """The largest power of two <= BLOCK_CAP dividing every targeted side; RAGGED_BLOCK if that is below
+    MIN_DIVIDING_BLOCK (tiny blocks would make selection slow and the block table large)."""
+    g = 0
+    for rows, cols in geometry.matrices:
+        g = math.gcd(math.gcd(g, rows), cols)
+    b = 1
+    while b * 2 <= BLOCK_CAP and g % (b * 2) == 0:
+        b *= 2
+    return b if b >= MIN_DIVIDING_BLOCK else RAGGED_BLOCK
+
+
+def _edge(side: int, b: int) -> int:
+    """The size of the last tile along a side of ``side`` cut into ``b``-wide tiles (ragged or whole)."""
+    return side - b * ((side - 1) // b)
+
+
+class SMTSpec(MethodSpec):
+    name = "smt"
+    order = 10
+    config = SMTConfig
+    engine = "smt_core.methods.smt.model:SMTMethod"
+    selects_blocks = True
+
+    def plan(self, geometry: Geometry, budget: int | None, config: SMTConfig) -> Plan:
+        """Blocks fill the budget greedily by score, so the count is whole blocks up to the budget (capped at
+        every targeted weight). Exact when the block size divides every side; with ragged edge blocks the
+        count depends on which blocks win, and this counts whole blocks."""
+        budget = self.needs_budget(budget)
+        b = config.block_size or default_block_size(geometry)
+        mats = geometry.matrices
+        if not mats:
+            raise ConfigError("targets", "smt needs at least one targeted projection")
+        smallest = min(_edge(rows, b) * _edge(cols, b) for rows, cols in mats)
+        if budget < smallest:
+            raise ConfigError("budget", f"{budget} parameters is smaller than one block ({smallest} parameters at "
+                              f"block_size {b}); raise the budget or lower block_size")
+        capacity = sum(rows * cols for rows, cols in mats)
+        return Plan(max(smallest, min(budget // (b * b) * b * b, capacity)), block_size=b)
+
+
+SPEC = SMTSpec()

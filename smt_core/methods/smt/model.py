@@ -11,9 +11,9 @@ from torch import nn
 
 from smt_core import distributed
 from smt_core.base import Method, PrepareContext, add_to_weight, replace_module
-from smt_core.methods.smt.config import SMTConfig
+from smt_core.methods.smt.config import SPEC, SMTConfig
 from smt_core.methods.smt.layer import SliceCache, SMTLinear
-from smt_core.methods.smt.selection import Block, default_block_size, select, tile
+from smt_core.methods.smt.selection import Block, select, tile
 from smt_core.targets import Site
 
 DEFAULT_SELECTION_STEPS = 100  # the most warm-up steps the default takes (the paper's 100)
@@ -43,8 +43,7 @@ class SMTMethod(Method):
     to zero keeps the late steps small.
     """
 
-    name = "smt"
-    config_class = SMTConfig
+    spec = SPEC
     default_learning_rate = 1e-3
     large_model_learning_rate = 1e-4  # SMT's reference code on LLaMA-7B commonsense (9.65e-6 on math)
     prepare_phase = "selection"
@@ -63,10 +62,8 @@ class SMTMethod(Method):
 
     # ---- preparation: head steps, warm-up, selection, injection -------------------------------------
     def prepare(self, ctx: PrepareContext) -> nn.Module:
-        if ctx.budget is None:
-            raise ValueError("budget: SMT needs a parameter budget")
         self.sites = ctx.sites
-        self.block_size = self.config.block_size or default_block_size(ctx.sites)
+        self.block_size = self.plan(ctx.sites, ctx.budget).block_size  # refuses a budget below one block
         if ctx.head_parameters and self.config.head_steps:
             self._train_head(ctx)
         grad_sums = self._warm_up(ctx)

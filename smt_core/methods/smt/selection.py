@@ -7,12 +7,12 @@ also updates every weight (METHODS.md §1, "Project choice").
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from smt_core.targets import Site
+from smt_core.methods.smt import config
+from smt_core.targets import Site, geometry_of
 
 ATTENTION = ("q", "k", "v", "o")
 
@@ -32,17 +32,9 @@ class Block:
         return self.height * self.width
 
 
-def default_block_size(sites: list[Site], cap: int = 256) -> int:
-    """The largest power of two <= cap dividing every targeted side; 64 (ragged edges) if that is < 16."""
-    g = 0
-    for s in sites:
-        g = math.gcd(g, s.in_features)
-        for p in s.parts:
-            g = math.gcd(g, p.rows)
-    b = 1
-    while b * 2 <= cap and g % (b * 2) == 0:
-        b *= 2
-    return b if b >= 16 else 64
+def default_block_size(sites: list[Site]) -> int:
+    """SMT's default block size for these sites (the rule is the spec's: smt_core.methods.smt.config)."""
+    return config.default_block_size(geometry_of(sites))
 
 
 def tile(rows: int, cols: int, b: int) -> list[tuple[int, int, int, int]]:
@@ -94,11 +86,7 @@ def fill_budget(blocks: list[Block], budget: int) -> list[Block]:
 def select(sites: list[Site], grad_sums: list[torch.Tensor], budget: int, b: int, score: str,
            pools: str) -> tuple[list[Block], list[Block]]:
     """Returns (chosen blocks, all candidates)."""
-    cands = candidate_blocks(sites, grad_sums, b, score)
-    smallest = min(c.size for c in cands)
-    if budget < smallest:
-        raise ValueError(f"budget: {budget} parameters is smaller than one block ({smallest} parameters "
-                         f"at block_size {b}); raise the budget or lower block_size")
+    cands = candidate_blocks(sites, grad_sums, b, score)  # (the spec's plan refused a budget below one block)
     if pools == "global":
         return fill_budget(cands, budget), cands
     attn = [c for c in cands if sites[c.site].parts[c.part].target in ATTENTION]

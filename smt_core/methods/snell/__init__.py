@@ -34,11 +34,15 @@ max ‖ΔWˢ‖/‖W‖ over modules 5.9e-5 / 1.8e-5. ``tests/core/test_snell.py
 nonzero gradients on the tiny LLaMA.
 """
 
-from smt_core.methods.snell.config import SnellConfig
-from smt_core.methods.snell.layer import SnellLayer
-from smt_core.methods.snell.model import SnellMethod
-from smt_core.registry import register_method
+from smt_core.methods.snell.config import SPEC, SnellConfig
+from smt_core.registry import lazy_engine, register
 
-__all__ = ["SnellConfig", "SnellLayer", "SnellMethod"]
+register(SPEC)
+_ENGINE = {"SnellLayer": "smt_core.methods.snell.layer", "SnellMethod": "smt_core.methods.snell.model"}
 
-register_method(SnellMethod)
+
+def __getattr__(name: str):
+    return lazy_engine(__name__, _ENGINE, name)
+
+
+__all__ = ["SPEC", "SnellConfig", "SnellLayer", "SnellMethod"]

@@ -44,9 +44,9 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-P = 2  # halves of the rank: the released piecewise-linear kernel
+from smt_core.methods.snell.config import HALVES as P  # the rank's halves (the released kernel)
+
 EPS = 1e-8  # squared-distance clamp: above fp32 cancellation noise of the expansion for factors of norm ≲ 1
-RULES = ("released", "paper")
 FILTER_MIN = 1 << 14  # below this many entries the CPU threshold ranks everything (_kth_filtered)
 FILTER_STRIDE = 31  # prime: the sample of a row-major matrix steps across the columns from row to row
 FILTER_MARGIN = 1.2  # candidates ≈ 1.2·k + 16·stride: too few (a fallback) only 3+ standard deviations out

@@ -9,25 +9,13 @@ import torch
 from torch import nn
 
 from smt_core.base import Method, PrepareContext, add_to_weight, replace_module
-from smt_core.methods.snell.config import SnellConfig
+from smt_core.methods.snell.config import SPEC, SnellConfig
 from smt_core.methods.snell.kernel import EPS, P, n_keep
 from smt_core.methods.snell.layer import SnellLayer
 from smt_core.targets import Site
 
 COEFFICIENTS = (0.1, -0.1)  # the released code's fixed c; also the start when c is learned
 INIT = "uniform(±1/sqrt(features·r/2)) per factor (the released kaiming_uniform(a=√5)), c = (+0.1, −0.1)"
-
-
-def snell_rank(budget: int | None, sites: list[Site]) -> int:
-    """r = 2·floor(budget / (2·Σ(in + part rows))): P = 2 equal halves, (in + rows)·r parameters a part."""
-    per_rank = sum(site.in_features + part.rows for site in sites for part in site.parts)
-    if budget is None or per_rank == 0:
-        raise ValueError(f"budget: SNELL needs a parameter budget and targets, got budget={budget!r}")
-    rank = P * (int(budget) // (P * per_rank))
-    if rank < P:
-        raise ValueError(f"budget: {budget} parameters give SNELL rank {rank}; rank {P} over these targets "
-                         f"needs at least {P * per_rank} parameters")
-    return rank
 
 
 class SnellMethod(Method):
@@ -42,8 +30,7 @@ class SnellMethod(Method):
     rate was not swept here.
     """
 
-    name = "snell"
-    config_class = SnellConfig
+    spec = SPEC
     default_learning_rate = 5e-3
     large_model_learning_rate = 1e-3  # the released code's rate; no 7B run published, not measured here
     sparse_delta = True
@@ -56,7 +43,7 @@ class SnellMethod(Method):
 
     # -- injection ---------------------------------------------------------------------------------
     def prepare(self, ctx: PrepareContext) -> nn.Module:
-        rank = snell_rank(ctx.budget, ctx.sites)
+        rank = self.plan(ctx.sites, ctx.budget).rank  # r = 2·floor(budget / (2·Σ(in + part rows)))
         keep = {id(p) for p in ctx.head_parameters}
         for p in ctx.model.parameters():
             if id(p) not in keep:

@@ -1,7 +1,8 @@
-"""A daemon thread that calls a function every few seconds until stopped (the reconciler, the heartbeat).
+"""A daemon thread that calls a function every few seconds until stopped (the reconcilers, the heartbeat).
 
 A failing call is logged and tried again next tick: a database hiccup must not kill the thread. While the
 database is away the failure is one line a tick, not a traceback (the outage is already in the message).
+It lives in api/ because the API process runs a reconciler too (api/reconcile.py); the worker imports it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 from api.db import is_disconnect
 
-log = logging.getLogger("sparsetune.worker")
+log = logging.getLogger("sparsetune.periodic")
 
 
 class Periodic:
@@ -38,5 +39,8 @@ class Periodic:
             self._thread = threading.Thread(target=self._loop, name=f"sparsetune-{self.name}", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 0) -> None:
+        """Ask the thread to stop; ``wait`` > 0 also waits that long for a tick in progress to end."""
         self._stop.set()
+        if wait and self._thread is not None:
+            self._thread.join(wait)

@@ -1,0 +1,33 @@
+"""Head only's spec: no options, no budget, nothing of the base model trains.
+
+The CLI offers it (the linear probe every classification fine-tune must beat: whatever a method adds on top
+of it is what the method's trainable parameters bought); the service does not (``served = False``): job
+creation refuses it and ``GET /v1/methods`` leaves it out, as before the registry existed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smt_core.methods.options import MethodConfig
+from smt_core.methods.spec import Geometry, MethodSpec, Plan
+
+
+@dataclass
+class HeadConfig(MethodConfig):
+    """No options."""
+
+
+class HeadSpec(MethodSpec):
+    name = "head"
+    order = 60
+    config = HeadConfig
+    engine = "smt_core.methods.head.model:HeadMethod"
+    uses_budget = False
+    served = False
+
+    def plan(self, geometry: Geometry, budget: int | None, config: HeadConfig) -> Plan:
+        return Plan(0)  # the new head trains in every method and is reported apart (head_params)
+
+
+SPEC = HeadSpec()
