@@ -1,4 +1,4 @@
-"""What an API process runs beside its requests, for the app's lifespan: the reconciler (api/reconcile.py),
+"""What an API process runs beside its requests, for the app's lifespan: the reconciler (service/reconcile.py),
 so a worker that died is noticed, and its job sent again or failed, even when no worker is alive to do it.
 ``SPARSETUNE_API_RECONCILER=false`` turns it off (e.g. for API processes beyond the first)."""
 
@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import reconcile
-from api.periodic import Periodic
-from api.settings import get_settings
+from service import reconcile
+from service.periodic import Periodic
+from service.settings import get_settings
 
 
 @asynccontextmanager

@@ -11,11 +11,11 @@ from fastapi import Depends, Path
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.db import session_factory
 from api.errors import APIError, not_found
-from api.models import Dataset, Job, Owner
-from api.security import authenticate
-from api.storable import is_plausible_id
+from service.db import session_factory
+from service.models import Dataset, Job, Owner
+from service.security import authenticate
+from service.storable import is_plausible_id
 
 bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 

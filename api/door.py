@@ -1,6 +1,6 @@
 """The door: every /v1 request is authenticated here, in the ASGI layer, before a byte of its body is read.
 
-Key checks go through a small per-process cache (api/security.py ``KeyCache``); routes still authenticate for
+Key checks go through a small per-process cache (service/security.py ``KeyCache``); routes still authenticate for
 themselves (their dependencies load the owner), so this is the first check, not the only one. The rate limit
 is taken here too, once it is known who asks: the verified owner, or the client address for a request
 without a valid key. A key this process has not verified lately costs a database lookup, so the client
@@ -21,10 +21,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.db import is_disconnect
 from api.errors import busy_response, database_unavailable_response, unauthorized
 from api.ratelimit import RateLimiter, client_address
-from api.security import KeyCache, KeyIdentity, bearer_token, looks_like_key
+from service.db import is_disconnect
+from service.security import KeyCache, KeyIdentity, bearer_token, looks_like_key
 
 log = logging.getLogger("sparsetune.api")
 GUARDED_PREFIX = "/v1"  # health checks, Prometheus, docs and the dashboard's static files are public

@@ -15,7 +15,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.db import is_disconnect
+from service import errors as service_errors
+from service.db import is_disconnect
 
 log = logging.getLogger("sparsetune.api")
 
@@ -23,6 +24,11 @@ CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "no
          405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
          416: "range_not_satisfiable",
          422: "invalid_request", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}
+
+# the service core's refusals (service/errors.py) and their HTTP status: the one place the mapping lives
+SERVICE_STATUS: dict[type[service_errors.ServiceError], int] = {
+    service_errors.NotFound: 404, service_errors.Conflict: 409, service_errors.Invalid: 422,
+    service_errors.OverLimit: 429, service_errors.StorageFull: 413}
 
 RETRY_AFTER_SECONDS = 5  # a database restart usually takes a few seconds
 
@@ -111,6 +117,11 @@ def install(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(error_body(exc.status, exc.message, exc.param, exc.code, exc.details, exc.total),
                             status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(service_errors.ServiceError)
+    async def _service_error(_: Request, exc: service_errors.ServiceError) -> JSONResponse:
+        status = next(code for kind, code in SERVICE_STATUS.items() if isinstance(exc, kind))
+        return JSONResponse(error_body(status, exc.message, exc.param, exc.code), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

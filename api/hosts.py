@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_body
-from api.settings import get_settings
+from service.settings import get_settings
 
 LOCAL_NAMES = ("localhost", "*.localhost")
 SETTING = "SPARSETUNE_ALLOWED_HOSTS"

@@ -7,14 +7,15 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import background, docs, errors, headers, logs, ratelimit
+from api import background, docs, errors, headers, ratelimit
 from api.door import DoorMiddleware
 from api.hosts import AllowedHosts, HostCheckMiddleware
 from api.inflight import InFlightCapMiddleware
 from api.requestlog import GuardAndLogMiddleware
 from api.routes import artifacts, datasets, events, health, jobs, methods, models, usage, workers
-from api.security import KeyCache
-from api.settings import get_settings
+from service import logs
+from service.security import KeyCache
+from service.settings import get_settings
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "frontend" / "dist"
 

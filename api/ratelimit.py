@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Scope
 
 from api.errors import error_body
-from api.settings import Settings
+from service.settings import Settings
 
 log = logging.getLogger("sparsetune.api")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

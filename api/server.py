@@ -17,7 +17,7 @@ import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
 
-from api.settings import get_settings
+from service.settings import get_settings
 
 log = logging.getLogger("sparsetune.api")
 

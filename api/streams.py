@@ -25,8 +25,8 @@ from collections.abc import Iterable, Iterator
 from anyio import to_thread
 from sqlalchemy import func, select
 
-from api.db import session_factory
-from api.models import Event
+from service.db import session_factory
+from service.models import Event
 
 log = logging.getLogger("sparsetune.api")
 BATCH = 500

@@ -7,12 +7,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api import catalog, quotas, storable
 from api.errors import invalid
-from api.models import Dataset
 from api.schemas import JobCreate
-from api.settings import get_settings
-from api.storable import is_plausible_id
+from service import catalog, quotas, storable
+from service.models import Dataset
+from service.settings import get_settings
+from service.storable import is_plausible_id
 from smt_core.estimate import ModelShape, model_shape, plan
 from smt_core.methods.options import ConfigError
 from smt_core.methods.spec import MethodSpec, resolve_budget

@@ -91,8 +91,8 @@ def seed_jobs(engine, owner_id: str, dataset_id: str, start: int, count: int, ev
     from sqlalchemy import insert
     from sqlalchemy.orm import Session
 
-    from api.models import Event, Job, JobStatus
-    from api.security import new_id
+    from service.models import Event, Job, JobStatus
+    from service.security import new_id
 
     now = time.time()
     jobs, events = [], []
@@ -134,7 +134,7 @@ def explain(engine, owner_id: str, job_id: str) -> dict[str, str]:
     from sqlalchemy import select, text, tuple_
     from sqlalchemy.dialects import postgresql
 
-    from api.models import ApiKey, Event, Job
+    from service.models import ApiKey, Event, Job
 
     with engine.connect() as conn:
         anchor = conn.execute(select(Job.created_at, Job.id).where(Job.id == job_id)).one()
@@ -365,8 +365,8 @@ def parse_args() -> argparse.Namespace:
 
 def start_hostile(args: argparse.Namespace, bases: list[str], tmp: Path) -> HostileProcess:
     """A second owner (the hostile one) with a dataset and a few queued jobs whose event streams it holds."""
-    from api.db import session_scope
-    from api.security import create_key
+    from service.db import session_scope
+    from service.security import create_key
 
     with session_scope() as s:
         key = create_key(s, "hostile")[1]
@@ -411,8 +411,8 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     hostile: HostileProcess | None = None
     try:
-        from api.db import get_engine, session_scope
-        from api.security import create_key
+        from service.db import get_engine, session_scope
+        from service.security import create_key
 
         with session_scope() as s:
             row, first_key = create_key(s, "bench")
@@ -495,7 +495,7 @@ def main() -> int:
             hostile.stop()
         for proc in procs:
             stop_server(proc)
-        from api.db import reset_engines
+        from service.db import reset_engines
 
         reset_engines()
         drop_database(name)

@@ -6,9 +6,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from api.db import make_engine
-from api.models import Base
-from api.settings import get_settings
+from service.db import make_engine
+from service.models import Base
+from service.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -1,6 +1,6 @@
 """The engine's commands: ``sparsetune train | merge | export``. Exit 0 ok, 1 the run failed, 2 bad input.
 
-``add_engine_commands`` mounts them on the full ``sparsetune`` parser (api/cli.py adds the service's
+``add_engine_commands`` mounts them on the full ``sparsetune`` parser (cli/commands.py adds the service's
 commands beside them); ``python -m smt_core.cli`` runs them alone.
 """
 

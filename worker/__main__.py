@@ -12,8 +12,8 @@ import sys
 import threading
 import time
 
-from api import pools, private
-from api.settings import get_settings
+from service import pools, private
+from service.settings import get_settings
 from worker.celery_app import app
 
 

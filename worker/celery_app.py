@@ -1,4 +1,4 @@
-"""The Celery app and its configuration (shared with the api's producer in api.queue): JSON only, late acks,
+"""The Celery app and its configuration (shared with the api's producer in service.queue): JSON only, late acks,
 prefetch 1, explicit task names, never eager. Each worker also runs the reconciler and heartbeat threads."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready, worker_shutdown
 
-from api import logs
-from api.queue import celery_config
-from api.settings import get_settings
+from service import logs
+from service.queue import celery_config
+from service.settings import get_settings
 
 settings = get_settings()
 logs.configure(settings.log_level)

@@ -16,11 +16,11 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from api import logs, workdirs
-from api.blobstore import get_store
-from api.db import reset_engines, retry_on_disconnect, session_scope
-from api.models import Artifact, Dataset, Job, JobStatus
-from api.settings import get_settings
+from service import logs, workdirs
+from service.blobstore import get_store
+from service.db import reset_engines, retry_on_disconnect, session_scope
+from service.models import Artifact, Dataset, Job, JobStatus
+from service.settings import get_settings
 from smt_core.registry import available_methods, get_spec
 from worker import leases, tarball
 from worker.recorder import Recorder, restore_checkpoint
@@ -38,7 +38,7 @@ def _cap_memory() -> None:
 
 
 def _model_source(alias: str) -> str:
-    from api.catalog import allowed_models
+    from service.catalog import allowed_models
 
     source = allowed_models().get(alias)
     if source is None:
@@ -149,7 +149,7 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
     reset_engines()
     logs.configure(get_settings().log_level)
     rec = Recorder(job_id, token, stop_event)
-    work = workdirs.create(job_id)  # removed below; if this process is killed, by a sweep (api/workdirs.py)
+    work = workdirs.create(job_id)  # removed below; if this process is killed, by a sweep (service/workdirs.py)
     from smt_core import Cancelled  # torch-free; the engine itself is imported inside the try below
 
     method = None
@@ -230,7 +230,7 @@ def merge_main(job_id: str) -> None:
         log.exception("merge failed", extra={"job_id": job_id})
         with session_scope() as s:
             s.execute(update(Job).where(Job.id == job_id).values(merge_status="failed"))
-            from api.crud import add_event
+            from service.crud import add_event
 
             add_event(s, s.get(Job, job_id), "log", {"level": "error", "message": f"merge failed: {exc}"})
     finally:

@@ -14,11 +14,11 @@ import socket
 import subprocess
 import time
 
-from api import pools
-from api.db import session_scope
-from api.models import Worker
-from api.periodic import Periodic
-from api.settings import get_settings
+from service import pools
+from service.db import session_scope
+from service.models import Worker
+from service.periodic import Periodic
+from service.settings import get_settings
 
 log = logging.getLogger("sparsetune.heartbeat")
 WORKER_ID = f"wk_{socket.gethostname()[:40]}_{os.getpid()}_{secrets.token_hex(3)}"[:64]

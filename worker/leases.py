@@ -12,10 +12,10 @@ import time
 from sqlalchemy import and_, func, or_, update
 from sqlalchemy.orm import Session
 
-from api.crud import add_event, drop_checkpoint
-from api.db import retried, session_scope
-from api.models import Job, JobStatus
-from api.settings import get_settings
+from service.crud import add_event, drop_checkpoint
+from service.db import retried, session_scope
+from service.models import Job, JobStatus
+from service.settings import get_settings
 
 
 class LostLease(RuntimeError):
@@ -28,7 +28,7 @@ def claim(job_id: str, worker_id: str | None = None) -> int | None:
     settings = get_settings()
     now, lease = time.time(), settings.lease_seconds
     with session_scope() as s:
-        # an expired lease on its last attempt is not taken: the reconciler fails that job (api/reconcile.py)
+        # an expired lease on its last attempt is not taken: the reconciler fails that job (service/reconcile.py)
         token = s.execute(
             update(Job)
             .where(Job.id == job_id, or_(Job.status == JobStatus.queued,

@@ -1,11 +1,11 @@
-"""The periodic safety net in every worker: what api/reconcile.py does (the API runs it too), and the sweep
-of this host's work folders whose run died (api/workdirs.py), which only a process on this host can see."""
+"""The periodic safety net in every worker: what service/reconcile.py does (the API runs it too), and the sweep
+of this host's work folders whose run died (service/workdirs.py), which only a process on this host can see."""
 
 from __future__ import annotations
 
-from api import reconcile, workdirs
-from api.periodic import Periodic
-from api.settings import get_settings
+from service import reconcile, workdirs
+from service.periodic import Periodic
+from service.settings import get_settings
 
 
 def tick() -> None:

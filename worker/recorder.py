@@ -18,10 +18,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from api.blobstore import get_store
-from api.crud import add_event
-from api.db import get_engine, retry_on_disconnect, session_scope
-from api.models import BlockSelection, Checkpoint, Job, MetricPoint
+from service.blobstore import get_store
+from service.crud import add_event
+from service.db import get_engine, retry_on_disconnect, session_scope
+from service.models import BlockSelection, Checkpoint, Job, MetricPoint
 from smt_core.callbacks import Callbacks
 from worker import leases, tarball
 
@@ -185,6 +185,6 @@ def restore_checkpoint(s: Session, job_id: str, out_dir: Path) -> int | None:
 
 
 def _lease() -> float:
-    from api.settings import get_settings
+    from service.settings import get_settings
 
     return get_settings().lease_seconds

@@ -16,11 +16,11 @@ import signal
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 
-from api import workdirs
-from api.db import retry_on_disconnect, session_scope
-from api.models import Job, JobStatus
-from api.queue import TASK_MERGE_JOB, TASK_RUN_JOB, enqueue
-from api.settings import get_settings
+from service import workdirs
+from service.db import retry_on_disconnect, session_scope
+from service.models import Job, JobStatus
+from service.queue import TASK_MERGE_JOB, TASK_RUN_JOB, enqueue
+from service.settings import get_settings
 from worker import heartbeat, leases
 from worker.celery_app import app
 from worker.child import EXIT_HANDBACK, EXIT_LOST, EXIT_RETRY, merge_main, train_main

@@ -9,15 +9,15 @@ from fastapi import APIRouter, Depends, Header, Path
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 
-from api import queue
-from api.blobstore import get_store
-from api.db import session_factory
 from api.deps import JobDep, SessionDep
 from api.errors import APIError, conflict
-from api.models import Artifact, JobStatus
 from api.ranges import Unsatisfiable, byte_range
 from api.routes.common import errors
 from api.schemas import ArtifactPublic, ArtifactRequest, ListPage
+from service import queue
+from service.blobstore import get_store
+from service.db import session_factory
+from service.models import Artifact, JobStatus
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/artifacts", tags=["artifacts"])
 NAMES = ("adapter.safetensors", "adapter_config.json", "peft-shira.tar", "merged.tar")

@@ -9,16 +9,16 @@ from typing import Annotated, BinaryIO
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from sqlalchemy import select
 
-from api import crud, quotas
-from api.blobstore import get_store
 from api.deps import CurrentOwner, DatasetDep, SessionDep
 from api.errors import APIError
-from api.models import Dataset
 from api.routes.common import AfterQuery, LimitQuery, envelope, errors
 from api.schemas import DatasetPublic, Deleted, ListPage
-from api.security import new_id
-from api.settings import get_settings
-from api.storable import string_problem
+from service import crud, quotas
+from service.blobstore import get_store
+from service.models import Dataset
+from service.security import new_id
+from service.settings import get_settings
+from service.storable import string_problem
 from smt_core.dataformats import iter_lines, validate_lines
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])

@@ -15,15 +15,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api import crud, streams
-from api.db import session_factory
+from api import streams
 from api.deps import CurrentOwner, JobDep, SessionDep
 from api.errors import APIError
-from api.models import FINISHED, Event, Job
 from api.routes.common import AfterQuery, LimitQuery, envelope, errors
 from api.schemas import EventPublic, ListPage
-from api.security import bearer_token
-from api.settings import get_settings
+from service import crud
+from service.db import session_factory
+from service.models import FINISHED, Event, Job
+from service.security import bearer_token
+from service.settings import get_settings
 
 router = APIRouter(tags=["events"])
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)]

@@ -9,11 +9,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
 
-from api import pools
-from api.db import get_engine, session_factory
 from api.errors import APIError
-from api.models import Job, JobStatus
-from api.queue import producer
+from service import pools
+from service.db import get_engine, session_factory
+from service.models import Job, JobStatus
+from service.queue import producer
 
 router = APIRouter(tags=["health"])
 

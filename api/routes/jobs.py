@@ -8,13 +8,13 @@ from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 
-from api import crud, estimates, pools, queue, quotas
 from api.deps import Credentials, CurrentOwner, JobDep, SessionDep, owner_of
 from api.errors import APIError
-from api.models import BlockSelection, Dataset, Job, JobStatus, MetricPoint
 from api.routes.common import AfterQuery, LimitQuery, envelope, errors
 from api.schemas import Deleted, JobCreate, JobPublic, ListPage, MetricPointPublic
 from api.validation import validate_job
+from service import crud, estimates, pools, queue, quotas
+from service.models import BlockSelection, Dataset, Job, JobStatus, MetricPoint
 from smt_core.registry import get_spec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -32,7 +32,7 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, respon
             return crud.job_public(earlier)
     hp = validate_job(session, owner.id, body)
     quotas.check_new_job(session, owner.id)  # 429 at the most queued + running jobs, 413 with storage full
-    # the estimate with the training rows' token lengths, on each pool's own device (see api/pools.py)
+    # the estimate with the training rows' token lengths, on each pool's own device (see service/pools.py)
     train = session.get(Dataset, body.training_dataset)  # validate_job checked it is the owner's
     tokens = estimates.dataset_tokens(session, train, body.model) if train is not None else None
     peaks = pools.estimated_peaks(session, body.model, body.method, body.budget, list(body.targets), hp,

@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from api import catalog, estimates
 from api.deps import CurrentOwner, SessionDep
 from api.errors import APIError, invalid, not_found
-from api.models import Dataset
 from api.routes.common import envelope, errors
 from api.schemas import EstimatePublic, ListPage, ModelPublic
-from api.storable import is_plausible_id
 from api.validation import check_spec
+from service import catalog, estimates
+from service.models import Dataset
+from service.storable import is_plausible_id
 from smt_core.dataformats import parse_line
 from smt_core.estimate import DEVICES, estimate, model_shape
 

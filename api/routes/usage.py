@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api import quotas
 from api.deps import CurrentOwner, SessionDep
 from api.routes.common import errors
 from api.schemas import UsagePublic
+from service import quotas
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
 
 @router.get("", response_model=UsagePublic, responses=errors())
 def read_usage(session: SessionDep, owner: CurrentOwner) -> dict:
-    """What the caller's owner uses against the per-owner limits (see api/quotas.py)."""
+    """What the caller's owner uses against the per-owner limits (see service/quotas.py)."""
     return quotas.usage(session, owner.id)

@@ -7,12 +7,12 @@ import time
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from api import pools
 from api.deps import CurrentOwner, SessionDep
-from api.models import Job, Worker
 from api.routes.common import envelope, errors
 from api.schemas import ListPage, WorkerPublic
-from api.settings import get_settings
+from service import pools
+from service.models import Job, Worker
+from service.settings import get_settings
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 SHOWN_FOR = 24 * 3600  # stopped or lost workers stay listed this long, then drop off

@@ -110,7 +110,7 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 
 
 def _reset_caches() -> None:
-    from api import db, queue, settings
+    from service import db, queue, settings
 
     settings.get_settings.cache_clear()
     db.reset_engines()
@@ -120,7 +120,7 @@ def _reset_caches() -> None:
 def set_models(models: dict[str, str]) -> None:
     """Change the allowlist for this process (and for processes started afterwards)."""
     os.environ["SPARSETUNE_MODELS"] = json.dumps(models)
-    from api import settings
+    from service import settings
 
     settings.get_settings.cache_clear()
 
@@ -142,8 +142,8 @@ def client(app) -> Iterator:
 
 def make_key(name: str = "test", owner_id: str | None = None) -> tuple[str, str]:
     """Create a key directly in the database (what `sparsetune keys create` does); returns (key, owner_id)."""
-    from api.db import session_scope
-    from api.security import create_key
+    from service.db import session_scope
+    from service.security import create_key
 
     with session_scope() as s:
         row, key = create_key(s, name, owner_id)
@@ -165,7 +165,7 @@ def other_auth(service_env) -> dict[str, str]:
 def count_rows(table: str) -> int:
     from sqlalchemy import text
 
-    from api.db import get_engine
+    from service.db import get_engine
 
     with get_engine().connect() as conn:
         return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()

@@ -18,9 +18,9 @@ NAME = "adapter.safetensors"
 @pytest.fixture()
 def job_with_artifact(client, auth) -> str:
     """A job with an artifact stored as a worker stores it (in four chunks)."""
-    from api.blobstore import DbBlobStore
-    from api.db import session_scope
-    from api.models import Artifact
+    from service.blobstore import DbBlobStore
+    from service.db import session_scope
+    from service.models import Artifact
 
     ds = client.post("/v1/datasets", headers=auth, files={"file": ("t.jsonl", b'{"prompt": "p", "completion": "c"}\n')})
     body = {"model": "cfg-llama", "training_dataset": ds.json()["id"], "method": "smt", "budget": 0.05}
@@ -95,8 +95,8 @@ def test_byte_range_parses_one_range_and_ignores_the_rest():
 # -- the CLI's download ----------------------------------------------------------------------------------------
 
 def cli_client(client, auth):
-    """api.client.Client speaking to the in-process app."""
-    from api.client import Client
+    """cli.client.Client speaking to the in-process app."""
+    from cli.client import Client
 
     c = Client(url="http://testserver", key=auth["Authorization"].split()[1])
     c.http.close()
@@ -118,7 +118,7 @@ def test_the_cli_resumes_a_partial_download_with_a_range(client, auth, job_with_
 
 def test_the_cli_checks_a_resumed_file_whole_and_removes_a_bad_partial_copy(client, auth, job_with_artifact,
                                                                          tmp_path):
-    from api.client import ApiError
+    from cli.client import ApiError
 
     out = tmp_path / NAME
     part = tmp_path / f"{NAME}.part"

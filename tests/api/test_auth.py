@@ -28,9 +28,9 @@ def test_wrong_and_malformed_keys_are_401(client, auth):
 
 
 def test_revoked_key_is_401(client):
-    from api.db import session_scope
-    from api.models import ApiKey
-    from api.security import revoke_key
+    from service.db import session_scope
+    from service.models import ApiKey
+    from service.security import revoke_key
 
     key, owner = make_key("temp")
     assert client.get("/v1/datasets", headers={"Authorization": f"Bearer {key}"}).status_code == 200
@@ -43,8 +43,8 @@ def test_revoked_key_is_401(client):
 def test_keys_are_stored_only_as_sha256(service_env):
     import hashlib
 
-    from api.db import session_scope
-    from api.models import ApiKey
+    from service.db import session_scope
+    from service.models import ApiKey
 
     key, owner = make_key("hash-check")
     with session_scope() as s:
@@ -54,8 +54,8 @@ def test_keys_are_stored_only_as_sha256(service_env):
 
 
 def test_second_key_for_same_owner_sees_same_rows(client, auth):
-    from api.db import session_scope
-    from api.security import authenticate
+    from service.db import session_scope
+    from service.security import authenticate
 
     with session_scope() as s:
         owner = authenticate(s, auth["Authorization"].split()[1])

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from api.blobstore import DbBlobStore
-from api.db import session_factory, session_scope
-from api.models import Blob
+from service.blobstore import DbBlobStore
+from service.db import session_factory, session_scope
+from service.models import Blob
 from tests.api.fixtures import count_rows
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from api.cli import build_parser, job_body, main
+from cli.commands import build_parser, job_body, main
 
 
 def test_engine_and_service_commands_share_one_parser():

@@ -45,7 +45,7 @@ def test_short_rows_give_much_smaller_activations_than_max_seq_len(client, auth,
 
 def test_the_models_own_tokenizer_counts_rows_exactly(client, auth, short_ds, tmp_path, monkeypatch):
     """A model folder with a tokenizer.json: exact counts, and each dataset is tokenized once."""
-    from api import estimates
+    from service import estimates
     from smt_core.estimate import token_stats
 
     folder = tmp_path / "tok-llama"
@@ -119,8 +119,8 @@ def test_job_creation_stores_the_dataset_aware_estimate(client, auth, short_ds):
 def test_a_gpu_pools_jobs_are_estimated_for_cuda_and_routed_by_it(client, auth, short_ds):
     """Pool "gpu" has a worker that reported a GPU, "cpu" one on the CPU: each pool is judged by its own
     device's estimate. Sized so the job fits the GPU pool on cuda (bf16) but not the CPU pool on cpu."""
-    from api.db import session_scope
-    from api.models import Worker
+    from service.db import session_scope
+    from service.models import Worker
 
     est = {d: client.get(f"{BASE}&training_dataset={short_ds}&device={d}", headers=auth).json()["memory"]["peak"]
            for d in ("cpu", "cuda")}
@@ -139,7 +139,7 @@ def test_a_gpu_pools_jobs_are_estimated_for_cuda_and_routed_by_it(client, auth, 
             job = _job(client, auth, short_ds)
             assert job["pool"] == "gpu" and job["estimated_memory"] == est["cuda"]
         finally:
-            from api.models import Job, JobStatus
+            from service.models import Job, JobStatus
 
             with session_scope() as s:
                 for wid in ("w-est-gpu", "w-est-cpu"):

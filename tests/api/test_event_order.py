@@ -12,9 +12,9 @@ import time
 import pytest
 from sqlalchemy import func, insert, select
 
-from api.db import get_engine
-from api.models import Event
 from api.routes import events as stream
+from service.db import get_engine
+from service.models import Event
 from tests import factories
 from tests.api.fixtures import make_key
 

@@ -35,7 +35,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def fuzz_app(service_env):
     """The app without rate limits (so the fuzzer explores rather than collecting 429s)."""
     from api.main import create_app
-    from api.settings import get_settings
+    from service.settings import get_settings
 
     saved = {k: os.environ.get(k) for k in ("SPARSETUNE_RATE_READS_PER_SECOND", "SPARSETUNE_RATE_WRITES_PER_SECOND")}
     os.environ.update(dict.fromkeys(saved, "0"))

@@ -34,7 +34,7 @@ def upload(client, auth, data: bytes):
 ])
 def test_create_dataset_hostile_file_is_422_naming_the_line_and_writes_nothing(client, auth, monkeypatch,
                                                                                 data, line, words):
-    from api.settings import get_settings
+    from service.settings import get_settings
 
     monkeypatch.setenv("SPARSETUNE_MAX_LINE_BYTES", "65536")
     get_settings.cache_clear()
@@ -74,7 +74,7 @@ def test_create_dataset_just_over_the_size_limit_is_413_and_writes_nothing(clien
 
 
 def test_create_dataset_at_the_line_limit_is_accepted(client, auth, monkeypatch):
-    from api.settings import get_settings
+    from service.settings import get_settings
 
     line = b'{"prompt": "' + b"x" * (1000 - 33) + b'", "completion": "c"}'
     assert len(line) == 1000

@@ -172,7 +172,7 @@ def test_create_job_encoder_with_completion_data_is_refused(client, auth, datase
 
 def test_metadata_beyond_64_bit_integers_reads_back_exactly(client, auth, dataset):
     """JSON columns are decoded with orjson, which refuses integers past 64 bits that Postgres stores without
-    complaint; api/db.py falls back to json for those, so such a job still reads and lists (not a 500)."""
+    complaint; service/db.py falls back to json for those, so such a job still reads and lists (not a 500)."""
     meta = {"big": 2**70, "negative": -(2**65), "float": 0.1, "text": "é"}
     job_id = client.post("/v1/jobs", headers=auth, json=job_body(dataset, metadata=meta)).json()["id"]
     assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["metadata"] == meta

@@ -94,16 +94,16 @@ def test_storage_past_the_limit_is_413_and_writes_nothing(client, auth, other_au
 
 
 def test_storage_limit_setting_takes_sizes_with_units():
-    from api.settings import Settings
+    from service.settings import Settings
 
     with environment({"SPARSETUNE_MAX_STORED_BYTES_PER_OWNER": "2GiB"}):
         assert Settings().max_stored_bytes_per_owner == 2 * 2**30
 
 
 def test_usage_counts_the_owners_jobs_and_bytes_only(client, auth, other_auth, dataset):
-    from api.blobstore import get_store
-    from api.db import session_scope
-    from api.models import Artifact
+    from service.blobstore import get_store
+    from service.db import session_scope
+    from service.models import Artifact
 
     job = client.post("/v1/jobs", headers=auth, json=job_body(dataset)).json()["id"]
     with session_scope() as s:  # an artifact as a worker would store it

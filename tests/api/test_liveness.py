@@ -17,10 +17,10 @@ import pytest
 import redis
 from sqlalchemy import update
 
-from api import pools
-from api.db import session_scope
-from api.models import Job
-from api.settings import get_settings
+from service import pools
+from service.db import session_scope
+from service.models import Job
+from service.settings import get_settings
 from tests import factories
 from tests.api.fixtures import start_worker, stop_process, wait_for
 from tests.jobs import events_of, job_of
@@ -137,8 +137,8 @@ def test_the_api_reconciler_fails_an_expired_lease_after_its_last_attempt(client
 
 
 def _with_checkpoint(job_id: str) -> None:
-    from api.blobstore import get_store
-    from api.models import Checkpoint
+    from service.blobstore import get_store
+    from service.models import Checkpoint
 
     with session_scope() as s:
         blob = get_store().write_bytes(s, b"a checkpoint's bytes")
@@ -150,7 +150,7 @@ def _checkpoint_blobs(job_id: str) -> tuple[int, int]:
     """(checkpoint rows of the job, blobs holding the checkpoint's bytes)."""
     from sqlalchemy import func, select
 
-    from api.models import Blob, Checkpoint
+    from service.models import Blob, Checkpoint
 
     with session_scope() as s:
         rows = s.scalar(select(func.count()).select_from(Checkpoint).where(Checkpoint.job_id == job_id))

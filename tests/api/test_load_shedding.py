@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from api.db import POOL_TIMEOUT_SECONDS, get_engine
+from service.db import POOL_TIMEOUT_SECONDS, get_engine
 
 
 def test_an_exhausted_connection_pool_answers_503_busy_with_retry_after(client, auth):

@@ -58,7 +58,7 @@ def test_migrations_match_the_models(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from api.models import Base
+    from service.models import Base
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     alembic(url, "upgrade", "head")

@@ -141,9 +141,9 @@ def test_another_owner_gets_404_or_nothing_of_the_owners(client, app, alice, met
 def test_revoked_key_is_refused_at_once(client, app, alice, method, path):
     from sqlalchemy import select
 
-    from api.db import session_scope
-    from api.models import ApiKey
-    from api.security import revoke_key
+    from service.db import session_scope
+    from service.models import ApiKey
+    from service.security import revoke_key
 
     key, owner = make_key("iso-revoked", alice["owner"])  # a second key of the same owner
     headers = {"Authorization": f"Bearer {key}"}

@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from api import pools
-from api.settings import Settings, get_settings
+from service import pools
+from service.settings import Settings, get_settings
 
 
 @pytest.fixture()

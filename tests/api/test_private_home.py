@@ -30,7 +30,7 @@ def open_umask() -> Iterator[None]:
 
 @pytest.fixture()
 def embedded_home(tmp_path) -> Iterator[Path]:
-    from api.bootstrap import migrate
+    from cli.bootstrap import migrate
 
     home = tmp_path / "home"
     with environment({"DATABASE_URL": "", "BROKER_URL": "", "SPARSETUNE_HOME": str(home)}):  # empty = unset
@@ -40,7 +40,7 @@ def embedded_home(tmp_path) -> Iterator[Path]:
 
 def test_first_key_file_is_created_private_and_not_through_a_link(embedded_home, tmp_path, open_umask,
                                                                   monkeypatch):
-    from api.bootstrap import ensure_first_key
+    from cli.bootstrap import ensure_first_key
 
     elsewhere = tmp_path / "elsewhere.txt"  # a file others can read, and a link to it where the key goes
     elsewhere.write_text("not a key\n")
@@ -66,7 +66,7 @@ def test_first_key_file_is_created_private_and_not_through_a_link(embedded_home,
 
 
 def test_secure_home_makes_an_existing_home_private_and_leaves_link_targets_alone(tmp_path, open_umask):
-    from api.private import secure_home
+    from service.private import secure_home
 
     home = tmp_path / "home"
     (home / "work" / "job_1").mkdir(parents=True, mode=0o755)
@@ -95,7 +95,7 @@ def test_secure_home_makes_an_existing_home_private_and_leaves_link_targets_alon
 
 
 def test_filesystem_queue_keeps_its_control_folder_under_home(tmp_path):
-    from api.settings import get_settings
+    from service.settings import get_settings
 
     with environment({"DATABASE_URL": "", "BROKER_URL": "", "SPARSETUNE_HOME": str(tmp_path / "home")}):
         options = get_settings().broker_transport_options()

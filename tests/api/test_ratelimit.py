@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from api.ratelimit import MemoryBuckets, Rate, RedisBuckets, buckets_for
-from api.settings import Settings
+from service.settings import Settings
 from tests.api.fixtures import make_key
 
 
@@ -22,7 +22,7 @@ def limited_app(**env: str):
     from fastapi.testclient import TestClient
 
     from api.main import create_app
-    from api.settings import get_settings
+    from service.settings import get_settings
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

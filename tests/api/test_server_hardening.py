@@ -90,7 +90,7 @@ def _job(url: str, headers: dict[str, str]) -> str:
 
 
 def test_more_open_streams_than_pooled_connections_leave_the_api_answering(server):
-    from api.db import get_engine
+    from service.db import get_engine
 
     pool = get_engine().pool
     size = pool.size() + pool._max_overflow  # the API process builds the same engine from the same settings
@@ -114,9 +114,9 @@ def test_more_open_streams_than_pooled_connections_leave_the_api_answering(serve
 def test_a_revoked_keys_open_streams_close_within_seconds(server):
     from sqlalchemy import select
 
-    from api.db import session_scope
-    from api.models import ApiKey
-    from api.security import revoke_key
+    from service.db import session_scope
+    from service.models import ApiKey
+    from service.security import revoke_key
 
     first, owner = make_key("revoke-streams")
     job = _job(server, {"Authorization": f"Bearer {first}"})  # queued: no worker here, its stream stays open

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from api.settings import Settings
+from service.settings import Settings
 
 
 def test_embedded_default_lives_under_home(monkeypatch, tmp_path):

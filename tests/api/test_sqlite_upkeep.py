@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from api import sqlite_upkeep
-from api.blobstore import get_store
+from service import sqlite_upkeep
+from service.blobstore import get_store
 from tests.api.fixtures import environment, make_key
 
 MIB = 1024 * 1024
@@ -21,7 +21,7 @@ MIB = 1024 * 1024
 @pytest.fixture()
 def embedded(tmp_path) -> Iterator[Path]:
     """The embedded default (SQLite and the filesystem queue in a fresh home), migrated; returns the home."""
-    from api.bootstrap import migrate
+    from cli.bootstrap import migrate
 
     home = tmp_path / "home"
     env = {"DATABASE_URL": "", "BROKER_URL": "", "SPARSETUNE_HOME": str(home),  # empty = unset
@@ -39,7 +39,7 @@ def checkpointed_size(db: Path) -> int:
 
 
 def test_wal_file_stays_under_its_limit_after_a_burst_of_writes(embedded):
-    from api.db import session_scope
+    from service.db import session_scope
 
     wal = embedded / "sparsetune.db-wal"
     store = get_store()
@@ -73,7 +73,7 @@ def test_deleting_a_dataset_gives_its_space_back_to_the_file_system(embedded):
 
 
 def test_a_database_made_without_incremental_vacuum_is_converted_once_and_shrinks(tmp_path):
-    from api.db import make_engine
+    from service.db import make_engine
 
     db = tmp_path / "old.db"
     with sqlite3.connect(db) as conn:  # how earlier versions made it: WAL first, so auto_vacuum stayed NONE

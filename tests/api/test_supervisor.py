@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 
-from api.supervisor import Supervisor
-from api.workdirs import alive
+from cli.supervisor import Supervisor
+from service.workdirs import alive
 from tests.api.fixtures import wait_for
 
 # a leader that starts a grandchild in its group (like the worker's training child), prints its pid, and

@@ -49,8 +49,8 @@ def test_text_that_cannot_be_stored_is_422_naming_line_and_field_and_writes_noth
 
 def test_a_stored_lone_surrogate_label_still_lists():
     """A dataset saved before uploads refused them: it serialises with the label escaped, not a 500."""
-    from api import crud
-    from api.models import Dataset
+    from service import crud
+    from service.models import Dataset
 
     old = Dataset(id="ds_x", filename="f", format="classification", rows=1, bytes=1, sha256="0" * 64,
                   truncated_rows=0, label_names=["\ud800", "ok"], created_at=0)
@@ -120,7 +120,7 @@ def _asgi_post(app, path: str, headers: list[tuple[bytes, bytes]], pieces, lengt
 def test_upload_memory_is_independent_of_its_size(service_env, auth):
     """A 40 MiB upload: the API's Python allocations stay bounded by the blob chunk size, well below the file's
     size (the old route held the whole file, its lines and every parsed row: 159 MiB for this one)."""
-    from api.settings import get_settings
+    from service.settings import get_settings
 
     size_mib = 40
     line = json.dumps({"prompt": "p" * 900, "completion": "c" * 90}).encode() + b"\n"

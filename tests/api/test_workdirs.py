@@ -9,9 +9,9 @@ import subprocess
 
 from sqlalchemy import update
 
-from api import workdirs
-from api.db import session_scope
-from api.models import Job, JobStatus
+from service import workdirs
+from service.db import session_scope
+from service.models import Job, JobStatus
 from tests import factories
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.bootstrap import stop_process_group
+from cli.bootstrap import stop_process_group
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from api.bootstrap import stop_process_group
+from cli.bootstrap import stop_process_group
 from tests import factories
 from tests.api.fixtures import ROOT
 from tests.e2e.test_http import free_port

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.bootstrap import stop_process_group
+from cli.bootstrap import stop_process_group
 from tests import factories, jobs
 from tests.e2e.test_http import free_port
 from tests.e2e.test_up_cli import BIN

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.bootstrap import stop_process_group
-from api.workdirs import alive
+from cli.bootstrap import stop_process_group
+from service.workdirs import alive
 from tests import factories
 from tests.api.fixtures import ROOT, wait_for
 from tests.e2e.test_http import free_port

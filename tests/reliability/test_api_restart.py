@@ -66,8 +66,8 @@ def test_api_restart_during_sse_stream_reconnect_with_last_event_id_misses_nothi
 
 def job_is_running(job_id: str) -> bool:
     """Read straight from the database: the API is down at this point."""
-    from api.db import session_scope
-    from api.models import Job
+    from service.db import session_scope
+    from service.models import Job
 
     with session_scope() as s:
         return s.get(Job, job_id).status == "running"

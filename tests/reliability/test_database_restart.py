@@ -63,8 +63,8 @@ def test_postgres_restart_mid_job_worker_retries_and_api_answers_503_until_back(
 
 def child_pid(job_id: str) -> int:
     """The training process of a running job, straight from the database."""
-    from api.db import session_scope
-    from api.models import Job
+    from service.db import session_scope
+    from service.models import Job
 
     with session_scope() as s:
         return s.get(Job, job_id).child_pid

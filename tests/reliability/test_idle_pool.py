@@ -1,13 +1,13 @@
 """PostgreSQL restarted while the API is idle: no request met the outage, so nothing told the API's pool that
 its connections died. The first request afterwards must still succeed: a connection idle for a while is
-pinged before use and replaced if dead (api/db.py; the API does not ping on every checkout, which cost a
+pinged before use and replaced if dead (service/db.py; the API does not ping on every checkout, which cost a
 round trip per request)."""
 
 from __future__ import annotations
 
 import time
 
-from api.db import IDLE_PING_SECONDS
+from service.db import IDLE_PING_SECONDS
 
 
 def test_first_request_after_a_restart_while_idle_succeeds(faults, api, http, auth):

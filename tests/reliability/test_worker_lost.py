@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from api.db import session_scope
-from api.models import Job
+from service.db import session_scope
+from service.models import Job
 from tests.api.fixtures import start_worker, stop_process, wait_for
 from tests.jobs import create, events_of, finished, log_messages, metric_steps
 

@@ -7,12 +7,12 @@ import time
 
 from sqlalchemy import select, update
 
-from api import crud
-from api.blobstore import get_store
-from api.db import session_scope
-from api.models import Dataset, Job, JobStatus, MetricPoint
 from api.schemas import JobCreate
-from api.security import create_key
+from service import crud
+from service.blobstore import get_store
+from service.db import session_scope
+from service.models import Dataset, Job, JobStatus, MetricPoint
+from service.security import create_key
 from worker import leases
 from worker.recorder import Recorder
 

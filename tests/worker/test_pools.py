@@ -59,8 +59,8 @@ def _retire_other_modules_jobs() -> None:
 
     from sqlalchemy import update
 
-    from api.db import session_scope
-    from api.models import Job, JobStatus
+    from service.db import session_scope
+    from service.models import Job, JobStatus
 
     with session_scope() as s:
         s.execute(update(Job).where(Job.status.in_([JobStatus.queued, JobStatus.running]))
@@ -138,8 +138,8 @@ def test_jobs_route_by_estimated_memory_and_heartbeats_list_the_fleet(client, au
 def test_job_of_a_killed_worker_host_moves_to_a_pool_that_fits_and_resumes(client, auth, dataset, fleet):
     """Runs last: it kills the small pool's worker and its training child (the whole host, as far as the job
     can tell). The lease expires, the small pool has no heartbeat, so the large pool takes the job."""
-    from api.db import session_scope
-    from api.models import Job
+    from service.db import session_scope
+    from service.models import Job
 
     job_id = client.post("/v1/jobs", headers=auth, json=body(dataset, SMALL, 30)).json()["id"]
 

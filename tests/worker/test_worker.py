@@ -67,7 +67,7 @@ def test_job_trains_records_rows_and_ignores_duplicate_message(client, auth, dat
     types = [e["type"] for e in events_of(client, auth, job_id)]
     assert types[-1] == "end" and types.count("end") == 1 and "metric" in types
     # a duplicate delivery is a no-op: the claim fails, nothing is written
-    from api.queue import enqueue
+    from service.queue import enqueue
 
     n_events = len(types)
     enqueue(job_id)
@@ -99,8 +99,8 @@ def test_cancel_running_job_stops_within_a_step(client, auth, dataset, live_work
 
 @pytest.mark.timeout(300)
 def test_sigkill_training_child_resumes_from_checkpoint_and_succeeds_once(client, auth, dataset, live_worker):
-    from api.db import session_scope
-    from api.models import Job
+    from service.db import session_scope
+    from service.models import Job
 
     job_id = create(client, auth, dataset, steps=24)
 
@@ -127,14 +127,14 @@ def test_sigkill_training_child_resumes_from_checkpoint_and_succeeds_once(client
 @pytest.mark.timeout(120)
 def test_reconciler_picks_up_unenqueued_job_and_engine_error_fails_it(client, auth, dataset, live_worker):
     """A job the broker never heard of still runs; a model without weights fails with the engine's message."""
-    from api import crud
-    from api.db import session_scope
     from api.schemas import JobCreate
+    from service import crud
+    from service.db import session_scope
 
     body = JobCreate(model="cfg-llama", training_dataset=dataset, method="smt", budget=4096,
                      hyperparameters={"steps": 2, "batch_size": 4, "max_seq_len": 32})
     with session_scope() as s:
-        from api.security import authenticate
+        from service.security import authenticate
 
         owner = authenticate(s, auth["Authorization"].split()[1]).id
         job_id = crud.create_job(s, owner, body, {"steps": 2, "batch_size": 4, "max_seq_len": 32,
@@ -165,8 +165,8 @@ def test_two_device_job_trains_on_two_gloo_ranks_beside_the_child(client, auth, 
 def test_sigterm_worker_hands_job_back_and_another_worker_resumes_it(client, auth, dataset, live_worker,
                                                                        tmp_path):
     """Runs last in this module: it stops the module's worker."""
-    from api.db import session_scope
-    from api.models import Job
+    from service.db import session_scope
+    from service.models import Job
 
     job_id = create(client, auth, dataset, steps=30)
 

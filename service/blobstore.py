@@ -16,9 +16,9 @@ from typing import BinaryIO
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import sqlite_upkeep
-from api.models import Blob, BlobChunk
-from api.settings import get_settings
+from service import sqlite_upkeep
+from service.models import Blob, BlobChunk
+from service.settings import get_settings
 
 
 def _rechunk(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
@@ -120,7 +120,7 @@ class DbBlobStore:
 
     def delete(self, session: Session, blob_id: str, reclaim: bool = True) -> None:
         """Delete the blob in the caller's transaction. ``reclaim``: once it commits, an SQLite database gives
-        the space back to the file system (api/sqlite_upkeep.py); pass False when the space is reused at once."""
+        the space back to the file system (service/sqlite_upkeep.py); pass False when the space is reused at once."""
         session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob_id))
         session.execute(delete(Blob).where(Blob.id == blob_id))
         if reclaim:

@@ -27,7 +27,7 @@ def default_key() -> str | None:
     key = os.environ.get("SPARSETUNE_API_KEY")
     if key:
         return key
-    from api.settings import get_settings
+    from service.settings import get_settings
 
     path = get_settings().home / "api_key"
     return path.read_text().strip() if path.is_file() else None

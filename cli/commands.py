@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from api.client import ApiError, Client
+from cli.client import ApiError, Client
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -42,9 +42,9 @@ def _value(text: str) -> Any:
 
 # ---- keys (local administration: talks to the database directly) ---------------------------------------
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from api.bootstrap import migrate
-    from api.db import session_scope
-    from api.security import create_key
+    from cli.bootstrap import migrate
+    from service.db import session_scope
+    from service.security import create_key
 
     migrate()
     try:
@@ -60,9 +60,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from api.bootstrap import migrate
-    from api.db import session_scope
-    from api.models import ApiKey
+    from cli.bootstrap import migrate
+    from service.db import session_scope
+    from service.models import ApiKey
 
     migrate()
     with session_scope() as s:
@@ -74,9 +74,9 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from api.bootstrap import migrate
-    from api.db import session_scope
-    from api.security import revoke_key
+    from cli.bootstrap import migrate
+    from service.db import session_scope
+    from service.security import revoke_key
 
     migrate()
     with session_scope() as s:
@@ -184,8 +184,8 @@ def cmd_jobs_download(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from api.bootstrap import serve
     from api.hosts import allow_bound_host
+    from cli.bootstrap import serve
 
     allow_bound_host(args.host)
     if args.host in ("0.0.0.0", "::"):

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     models: dict[str, str] = Field(default_factory=dict, validation_alias="SPARSETUNE_MODELS")
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, validation_alias="SPARSETUNE_MAX_UPLOAD_BYTES")
     max_line_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="SPARSETUNE_MAX_LINE_BYTES")
-    # per-owner limits (see api/quotas.py): queued + running jobs, steps of one job, stored bytes
+    # per-owner limits (see service/quotas.py): queued + running jobs, steps of one job, stored bytes
     max_active_jobs_per_owner: int = Field(default=20, ge=1, validation_alias="SPARSETUNE_MAX_ACTIVE_JOBS_PER_OWNER")
     max_steps: int = Field(default=100_000, ge=1, le=10_000_000, validation_alias="SPARSETUNE_MAX_STEPS")
     max_stored_bytes_per_owner: int = Field(default=50 * 2**30, validation_alias="SPARSETUNE_MAX_STORED_BYTES_PER_OWNER")
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # the API process runs the reconciler too (api/background.py), so a dead worker is noticed with none alive
     api_reconciler: bool = Field(default=True, validation_alias="SPARSETUNE_API_RECONCILER")
     # `sparsetune up` restarts a process that died after this delay, doubled per quick death up to the max
-    # (and back to the start once it stayed up that long); see api/supervisor.py
+    # (and back to the start once it stayed up that long); see cli/supervisor.py
     restart_backoff_seconds: float = Field(default=1.0, gt=0, validation_alias="SPARSETUNE_RESTART_BACKOFF_SECONDS")
     restart_backoff_max_seconds: float = Field(default=60.0, gt=0,
                                                validation_alias="SPARSETUNE_RESTART_BACKOFF_MAX_SECONDS")
@@ -172,7 +172,7 @@ class Settings(BaseSettings):
         if self.broker.startswith("filesystem://"):
             folder = self.home / "broker"
             for path in (self.home, folder, folder / "queue", folder / "processed", folder / "control"):
-                path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private (api/private.py) when new
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private (service/private.py) when new
             return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
                     "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control"),
                     "store_processed": False}

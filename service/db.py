@@ -1,4 +1,4 @@
-"""Engines and sessions: one engine per process and URL; SQLite gets its pragmas from api/sqlite_upkeep.py.
+"""Engines and sessions: one engine per process and URL; SQLite gets its pragmas from service/sqlite_upkeep.py.
 Also the one rule for riding out a database restart: which errors mean "the connection went away" and how
 long a worker keeps retrying a write before it gives up.
 """
@@ -18,8 +18,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import private, sqlite_upkeep
-from api.settings import get_settings
+from service import private, sqlite_upkeep
+from service.settings import get_settings
 
 T = TypeVar("T")
 P = ParamSpec("P")

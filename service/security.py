@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.models import ApiKey, Owner
+from service.models import ApiKey, Owner
 
 KEY_SCHEME = "st"
 
@@ -125,7 +125,7 @@ class KeyCache:
 
 def _lookup(key: str) -> KeyIdentity | None:
     """One short session (its connection back in the pool at once)."""
-    from api.db import session_factory
+    from service.db import session_factory
 
     with session_factory()() as session:
         owner = authenticate(session, key)

@@ -5,20 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.blobstore import get_store
-from api.errors import APIError, conflict
-from api.models import FINISHED, Artifact, Checkpoint, Dataset, Event, Job, JobStatus
-from api.schemas import JobCreate
-from api.security import new_id
-from api.storable import is_plausible_id, string_problem
+from service.blobstore import get_store
+from service.errors import Invalid, conflict
+from service.models import FINISHED, Artifact, Checkpoint, Dataset, Event, Job, JobStatus
+from service.security import new_id
+from service.storable import is_plausible_id, string_problem
 
 IDEMPOTENCY_SECONDS = 24 * 3600
+
+if TYPE_CHECKING:  # the API's request model; the core only reads its attributes
+    from api.schemas import JobCreate
 
 
 def page(session: Session, stmt: Select, model: Any, limit: int, after: str | None) -> tuple[list[Any], bool]:
@@ -28,7 +30,7 @@ def page(session: Session, stmt: Select, model: Any, limit: int, after: str | No
         anchor = session.execute(stmt.with_only_columns(model.created_at, model.id).where(model.id == after)
                                  ).first() if is_plausible_id(after) else None
         if anchor is None:
-            raise APIError(422, f"after: no item {after!r} in this list", param="after")
+            raise Invalid(f"after: no item {after!r} in this list", param="after")
         # a row comparison, so (owner_id, created_at, id) serves any page as one index range scan
         stmt = stmt.where(tuple_(model.created_at, model.id) < tuple_(anchor.created_at, anchor.id))
     rows = list(session.scalars(stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))

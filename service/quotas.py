@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.errors import APIError
-from api.models import Artifact, Dataset, Job, JobStatus
-from api.settings import get_settings
+from service.errors import Invalid, OverLimit, StorageFull
+from service.models import Artifact, Dataset, Job, JobStatus
+from service.settings import get_settings
 
 
 def limits() -> dict[str, int]:
@@ -52,7 +52,7 @@ def check_new_job(session: Session, owner_id: str) -> None:
     s = get_settings()
     active = sum(job_counts(session, owner_id).values())
     if active >= s.max_active_jobs_per_owner:
-        raise APIError(429, f"{active} jobs are queued or running, the most one owner may have "
+        raise OverLimit(f"{active} jobs are queued or running, the most one owner may have "
                        f"(SPARSETUNE_MAX_ACTIVE_JOBS_PER_OWNER={s.max_active_jobs_per_owner}); retry when one "
                        "finishes, or cancel one", param="max_active_jobs_per_owner", code="quota_exceeded")
     used = stored_bytes(session, owner_id)
@@ -68,9 +68,9 @@ def check_new_bytes(session: Session, owner_id: str, size: int) -> None:
         raise _storage_full(used, size, limit)
 
 
-def _storage_full(used: int, size: int, limit: int) -> APIError:
+def _storage_full(used: int, size: int, limit: int) -> StorageFull:
     more = f" plus these {size}" if size else ""
-    return APIError(413, f"{used} bytes stored{more} would exceed the owner's limit of {limit} "
+    return StorageFull(f"{used} bytes stored{more} would exceed the owner's limit of {limit} "
                     "(SPARSETUNE_MAX_STORED_BYTES_PER_OWNER); delete datasets or jobs first",
                     param="max_stored_bytes_per_owner", code="storage_quota_exceeded")
 
@@ -80,12 +80,12 @@ def check_steps(hp: dict[str, Any], rows: int | None) -> None:
     limit = get_settings().max_steps
     if hp.get("steps") is not None:
         if hp["steps"] > limit:
-            raise APIError(422, f"hyperparameters.steps: {hp['steps']} is over the limit of {limit} "
+            raise Invalid(f"hyperparameters.steps: {hp['steps']} is over the limit of {limit} "
                            "(SPARSETUNE_MAX_STEPS)", param="hyperparameters.steps", code="quota_exceeded")
         return
     if hp.get("epochs") is not None and rows:
         implied = math.ceil(hp["epochs"] * math.ceil(rows / hp["batch_size"]))
         if implied > limit:
-            raise APIError(422, f"hyperparameters.epochs: {hp['epochs']} epochs of {rows} rows at batch_size "
+            raise Invalid(f"hyperparameters.epochs: {hp['epochs']} epochs of {rows} rows at batch_size "
                            f"{hp['batch_size']} is about {implied} steps, over the limit of {limit} "
                            "(SPARSETUNE_MAX_STEPS)", param="hyperparameters.epochs", code="quota_exceeded")

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from api.settings import get_settings
+from service.settings import get_settings
 from smt_core.estimate import load_config
 
 SMOLLM2_135M = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 576,

@@ -17,12 +17,12 @@ from collections.abc import Collection
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from api import pools
-from api.crud import add_event, drop_checkpoint
-from api.db import session_scope
-from api.models import Job, JobStatus, Worker
-from api.queue import enqueue, enqueue_merge, queue_depth
-from api.settings import get_settings
+from service import pools
+from service.crud import add_event, drop_checkpoint
+from service.db import session_scope
+from service.models import Job, JobStatus, Worker
+from service.queue import enqueue, enqueue_merge, queue_depth
+from service.settings import get_settings
 
 log = logging.getLogger("sparsetune.reconciler")
 

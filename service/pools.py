@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api import estimates
-from api.models import Job, Worker
-from api.settings import Settings, get_settings
+from service import estimates
+from service.models import Job, Worker
+from service.settings import Settings, get_settings
 from smt_core.estimate import DEVICES, TokenStats
 
 Peak = int | None | Mapping[str, int | None]  # one estimate, or one per pool name (each on its own device)
@@ -184,7 +184,7 @@ def reroute(session: Session, job: Job) -> Pool:
 
 def queue_of(job_id: str) -> str:
     """The queue a message about ``job_id`` goes to now."""
-    from api.db import session_scope
+    from service.db import session_scope
 
     with session_scope() as s:
         job = s.get(Job, job_id)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from api.db import session_scope
-from api.models import Job, JobStatus
-from api.settings import get_settings
+from service.db import session_scope
+from service.models import Job, JobStatus
+from service.settings import get_settings
 
 SEP = "@"  # in neither job ids nor host names
 

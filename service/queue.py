@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import Celery
 
-from api.settings import Settings, get_settings
+from service.settings import Settings, get_settings
 
 TASK_RUN_JOB = "sparsetune.run_job"
 TASK_MERGE_JOB = "sparsetune.merge_job"
@@ -66,13 +66,13 @@ def queue_depth(queue: str | None = None) -> int | None:
 
 
 def enqueue(job_id: str, queue: str | None = None) -> bool:
-    """Send the job to ``queue``, or to the queue of the pool it is routed to now (see api.pools)."""
-    from api import pools
+    """Send the job to ``queue``, or to the queue of the pool it is routed to now (see service.pools)."""
+    from service import pools
 
     return send(TASK_RUN_JOB, job_id, queue or pools.queue_of(job_id))
 
 
 def enqueue_merge(job_id: str) -> bool:
-    from api import pools
+    from service import pools
 
     return send(TASK_MERGE_JOB, job_id, pools.queue_of(job_id))

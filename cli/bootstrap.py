@@ -1,6 +1,6 @@
 """What `sparsetune up` does: migrate (alembic upgrade head, never create_all), create a first key if none
 exists, start one worker as a subprocess (the api never imports the worker) under a supervisor that restarts
-it if it dies (api/supervisor.py), and serve until stopped."""
+it if it dies (cli/supervisor.py), and serve until stopped."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from api import private, sqlite_upkeep
-from api.settings import get_settings
-from api.supervisor import Supervisor, stop_process_group  # noqa: F401 - stop_process_group: used by tests
+from cli.supervisor import Supervisor, stop_process_group  # noqa: F401 - stop_process_group: used by tests
+from service import private, sqlite_upkeep
+from service.settings import get_settings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -34,9 +34,9 @@ def migrate() -> None:
 
 def ensure_first_key() -> str | None:
     """A key for a fresh install; None if any key exists. The embedded default keeps it under home (0600)."""
-    from api.db import session_scope
-    from api.models import ApiKey
-    from api.security import create_key
+    from service.db import session_scope
+    from service.models import ApiKey
+    from service.security import create_key
 
     with session_scope() as s:
         if s.scalar(select(func.count()).select_from(ApiKey)):
@@ -57,7 +57,7 @@ def start_worker() -> subprocess.Popen:
 def worker_exited(pid: int, started_at: float) -> None:
     """The supervisor saw the worker die and killed its group: its jobs need not wait out their lease (they
     are sent again now, or failed after their last attempt), and its work folders (users' data) go."""
-    from api import reconcile, workdirs
+    from service import reconcile, workdirs
 
     reconcile.release_worker(socket.gethostname(), pid, started_at)
     workdirs.sweep()
@@ -73,7 +73,7 @@ def supervised_worker() -> Supervisor:
 def serve(host: str, port: int) -> int:
     import uvicorn
 
-    from api.db import get_engine
+    from service.db import get_engine
 
     settings = get_settings()
     private.secure_home(settings.home)  # and a umask of 0o077 for all that `up` and its processes create

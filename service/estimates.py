@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api import catalog
-from api.models import Blob, BlobChunk, Dataset
+from service import catalog
+from service.models import Blob, BlobChunk, Dataset
 from smt_core.estimate import TokenStats, estimate, token_stats_of_jsonl
 
 CACHE_ENTRIES = 256

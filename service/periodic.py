@@ -2,7 +2,7 @@
 
 A failing call is logged and tried again next tick: a database hiccup must not kill the thread. While the
 database is away the failure is one line a tick, not a traceback (the outage is already in the message).
-It lives in api/ because the API process runs a reconciler too (api/reconcile.py); the worker imports it.
+It lives in api/ because the API process runs a reconciler too (service/reconcile.py); the worker imports it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from api.db import is_disconnect
+from service.db import is_disconnect
 
 log = logging.getLogger("sparsetune.periodic")
 
