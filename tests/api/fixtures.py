@@ -22,6 +22,8 @@ import psycopg
 import pytest
 import redis
 
+from tests.helpers import wait_for  # noqa: F401 - re-exported: the tests import it from here
+
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = os.environ.get("SPARSETUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST = os.environ.get("SPARSETUNE_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -211,11 +213,3 @@ def worker(service_env, tmp_path) -> Iterator[subprocess.Popen]:  # noqa: F811
         stop_process(proc, timeout=20)
 
 
-def wait_for(fn, timeout: float = 60, interval: float = 0.2, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")

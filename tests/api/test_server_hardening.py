@@ -19,16 +19,11 @@ import pytest
 
 from tests import factories
 from tests.api.fixtures import ROOT, make_key, stop_process, wait_for
+from tests.helpers import free_port
 
 SERVER_ENV = {"SPARSETUNE_HEADER_TIMEOUT_SECONDS": "1", "SPARSETUNE_BODY_TIMEOUT_SECONDS": "1",
               "SPARSETUNE_MIN_BODY_BYTES_PER_SECOND": "20",
               "SPARSETUNE_KEY_CHECK_SECONDS": "0.5", "SPARSETUNE_SSE_POLL_SECONDS": "0.2"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

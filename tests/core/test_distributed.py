@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from smt_core import Callbacks, Cancelled, TrainSpec, run
 from smt_core.artifacts import load_adapter
 from smt_core.cli import main as cli_main
 from tests import factories
+from tests.helpers import free_port
 
 ROWS, STEPS = 21, 8  # 6 steps an epoch: the run wraps into a second epoch
 COMMON = {"budget": 3000, "steps": STEPS, "batch_size": 4, "max_seq_len": 32, "learning_rate": 1e-2,
@@ -179,12 +179,6 @@ def test_a_rank_that_dies_fails_the_run_naming_it(tiny_llama_dir, data, tmp_path
     assert time.monotonic() - started < 60, "rank 0 must not wait out a collective timeout"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _collectives(rank: int, port: int) -> None:
     """Runs in each of two spawned processes (torch.multiprocessing spawn; only ints cross)."""
     import torch.distributed as dist
@@ -209,7 +203,7 @@ def _collectives(rank: int, port: int) -> None:
 def test_collectives_carry_json_and_catch_diverged_replicas():
     import torch.multiprocessing as mp
 
-    mp.spawn(_collectives, args=(_free_port(),), nprocs=2, join=True)
+    mp.spawn(_collectives, args=(free_port(),), nprocs=2, join=True)
 
 
 def test_bad_device_counts_are_refused_with_the_field_named(tiny_llama_dir, data, tmp_path, monkeypatch):

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from cli.bootstrap import stop_process_group
 from tests import factories
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = str(ROOT / ".venv" / "bin" / "sparsetune")
@@ -38,12 +38,6 @@ if sync_playwright is None or not os.access(CHROMIUM, os.X_OK):
     if os.environ.get("CI"):
         raise RuntimeError(why)
     pytest.skip(why, allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Service:
