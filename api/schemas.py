@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from service import storable
+from service.states import EventType, JobErrorCode, JobPhase, JobStatus, MergeStatus, WorkerStatus
+from smt_core import hyperparameters as hp
 
 T = TypeVar("T")
 METADATA_MAX_KEYS, METADATA_MAX_KEY_CHARS, METADATA_MAX_VALUE_CHARS, METADATA_MAX_BYTES = 16, 64, 512, 16 * 1024
@@ -19,11 +21,33 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Responses read from rows: ``JobPublic.model_validate(job)`` reads the row's attributes (a validation alias
+# names a column whose name differs), so a field is written once, here, and the route returns the model.
+FROM_ROW = ConfigDict(from_attributes=True, validate_by_name=True)
+
+
+def _whole_seconds(v: Any) -> Any:
+    """Rows keep float seconds; the API shows whole Unix seconds."""
+    return int(v) if isinstance(v, float) else v
+
+
+Timestamp = Annotated[int, BeforeValidator(_whole_seconds)]
+
+
 class ListPage(BaseModel, Generic[T]):
     object: Literal["list"] = "list"
     data: list[T]
     has_more: bool
     last_id: str | None
+
+    @classmethod
+    def of(cls, data: list[Any], has_more: bool = False, last_id: str | None = None) -> Any:
+        """A page of models (call it on the parametrised class, ``ListPage[JobPublic].of(...)``, so the route's
+        response check passes it through without validating it again); ``last_id``: the last item's ``id``
+        unless given."""
+        if last_id is None and data:
+            last_id = data[-1].id
+        return cls(data=data, has_more=has_more, last_id=last_id)
 
 
 class ErrorDetail(BaseModel):
@@ -39,6 +63,7 @@ class ErrorResponse(BaseModel):
 
 
 class DatasetPublic(BaseModel):
+    model_config = FROM_ROW
     id: str
     object: Literal["dataset"] = "dataset"
     filename: str
@@ -48,7 +73,16 @@ class DatasetPublic(BaseModel):
     sha256: str
     truncated_rows: int
     label_names: list[str] | None = None
-    created_at: int
+    created_at: Timestamp
+
+    @field_validator("label_names", mode="after")
+    @classmethod
+    def _printable_labels(cls, names: list[str] | None) -> list[str] | None:
+        """Uploads refuse lone surrogates now; a row stored before that still lists (escaped), not a 500."""
+        if names is None:
+            return None
+        return [n if storable.string_problem(n) is None else n.encode("utf-8", "backslashreplace").decode()
+                for n in names]
 
 
 class Deleted(BaseModel):
@@ -57,17 +91,22 @@ class Deleted(BaseModel):
     deleted: bool = True
 
 
+def from_definition(h: hp.Hyperparameter) -> Any:
+    """A field with the default, bounds and help of the hyperparameter's one definition
+    (smt_core/hyperparameters.py), so the OpenAPI document, and the dashboard reading it, shows them."""
+    return Field(default=h.default, description=h.help, **h.bounds())
+
+
 class Hyperparameters(Strict):
-    epochs: float | None = Field(default=None, gt=0, le=1000)
-    steps: int | None = Field(default=None, ge=1, le=10_000_000)
-    learning_rate: float | None = Field(default=None, gt=0, le=10)
-    batch_size: int = Field(default=8, ge=1, le=4096)
-    max_seq_len: int = Field(default=256, ge=8, le=131072)
-    lr_warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
-    # data-parallel processes for the job (one per GPU, or gloo processes on a CPU worker); batch_size is global
-    num_devices: int = Field(default=1, ge=1, le=64)
-    # recompute activations in the backward pass: less memory, more time (an out-of-memory suggests it)
-    gradient_checkpointing: bool = False
+    # hp.JOB, in its order: the job's stored hyperparameters keep it
+    epochs: float | None = from_definition(hp.EPOCHS)
+    steps: int | None = from_definition(hp.STEPS)
+    learning_rate: float | None = from_definition(hp.LEARNING_RATE)
+    batch_size: int = from_definition(hp.BATCH_SIZE)
+    max_seq_len: int = from_definition(hp.MAX_SEQ_LEN)
+    lr_warmup_steps: int = from_definition(hp.LR_WARMUP_STEPS)
+    num_devices: int = from_definition(hp.NUM_DEVICES)
+    gradient_checkpointing: bool = from_definition(hp.GRADIENT_CHECKPOINTING)  # an out-of-memory suggests it
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> Hyperparameters:
@@ -83,12 +122,12 @@ class JobCreate(Strict):
     training_dataset: str = Field(min_length=1, max_length=40)
     validation_dataset: str | None = Field(default=None, max_length=40)
     method: str = Field(min_length=1, max_length=32)
-    budget: int | float | None = 0.01
-    targets: list[Annotated[str, Field(max_length=32)]] = Field(default_factory=lambda: ["q", "k", "v"],
-                                                                min_length=1, max_length=7)
+    budget: int | float | None = Field(default=hp.BUDGET.default, description=hp.BUDGET.help)
+    targets: list[Annotated[str, Field(max_length=32)]] = Field(default=list(hp.TARGETS.default),
+                                                                description=hp.TARGETS.help, min_length=1, max_length=7)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     method_options: dict[str, Any] = Field(default_factory=dict, max_length=16)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = from_definition(hp.SEED)
     suffix: str | None = Field(default=None, max_length=64)
     # as OpenAI's: at most 16 keys of up to 64 characters, string values of up to 512, and (since other JSON
     # values are kept too) at most METADATA_MAX_BYTES as JSON
@@ -130,47 +169,53 @@ class JobCreate(Strict):
 
 
 class JobError(BaseModel):
-    code: str
+    code: JobErrorCode
     message: str
 
 
+def _none_as_empty(v: Any) -> Any:
+    return [] if v is None else v
+
+
 class JobPublic(BaseModel):
+    model_config = FROM_ROW
     id: str
     object: Literal["job"] = "job"
-    status: str
-    phase: str | None
+    status: JobStatus
+    phase: JobPhase | None
     cancel_requested: bool
     model: str
     method: str
     budget: int | float | None
     targets: list[str]
-    training_dataset: str | None
-    validation_dataset: str | None
+    training_dataset: str | None = Field(validation_alias="training_dataset_id")
+    validation_dataset: str | None = Field(validation_alias="validation_dataset_id")
     holdout_fraction: float | None  # set when no validation dataset was given: that share is held out
     trainable_params: int | None
     total_params: int | None
     steps_completed: int
     total_steps: int | None
     trained_tokens: int
-    estimated_finish: int | None
+    estimated_finish: Timestamp | None
     metrics: dict[str, Any] | None
     memory: dict[str, Any] | None
     error: JobError | None
-    created_at: int
-    started_at: int | None
-    finished_at: int | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
     hyperparameters: dict[str, Any]
     method_options: dict[str, Any]
     seed: int
     suffix: str | None
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = Field(validation_alias="meta")
     attempts: int
     checkpoint_step: int | None
     pool: str | None = None  # the worker pool it is routed to (smallest that fits its estimated memory)
     estimated_memory: int | None = None  # estimated peak training bytes per device, as shown before launch
-    worker: str | None = None  # the worker that claimed it last
-    merge_status: Literal["requested", "running", "done", "failed"] | None = None  # merged.tar, once asked for
-    warnings: list[str] = []  # said at creation, e.g. that no pool had a live worker (the job waits queued)
+    worker: str | None = Field(default=None, validation_alias="worker_id")  # the worker that claimed it last
+    merge_status: MergeStatus | None = None  # merged.tar, once asked for
+    # said at creation, e.g. that no pool had a live worker (the job waits queued)
+    warnings: Annotated[list[str], BeforeValidator(_none_as_empty)] = []
 
 
 class WorkerPublic(BaseModel):
@@ -182,22 +227,24 @@ class WorkerPublic(BaseModel):
     pool_memory: int | None  # what the pool promises per worker (bytes; null = unlimited)
     device: str
     device_memory: int | None
-    status: Literal["idle", "busy", "stopped", "lost"]  # lost: no heartbeat for three intervals
+    status: WorkerStatus  # lost: no heartbeat for three intervals
     current_job: str | None  # only when the job is the caller's own; another owner's job shows as busy
-    started_at: int
-    last_seen_at: int
+    started_at: Timestamp
+    last_seen_at: Timestamp
 
 
 class EventPublic(BaseModel):
-    id: str
+    model_config = FROM_ROW
+    id: Annotated[str, BeforeValidator(str)]  # the row's bigint id as a string (the SSE id)
     object: Literal["event"] = "event"
     job_id: str
-    type: str
+    type: EventType
     data: dict[str, Any]
-    created_at: int
+    created_at: Timestamp
 
 
 class MetricPointPublic(BaseModel):
+    model_config = FROM_ROW
     step: int
     train_loss: float | None
     eval_loss: float | None
@@ -208,11 +255,38 @@ class MetricPointPublic(BaseModel):
 
 
 class ArtifactPublic(BaseModel):
+    model_config = FROM_ROW
     name: str
     object: Literal["artifact"] = "artifact"
     bytes: int
     sha256: str
-    created_at: int
+    created_at: Timestamp
+
+
+class BlockPublic(BaseModel):
+    row: int  # block coordinates, in blocks (ragged edge blocks: height/width below block_size)
+    col: int
+    row0: int  # the first row and column, in elements, of the (out, in) weight
+    col0: int
+    height: int
+    width: int
+    score: float  # the warm-up's importance score that chose it
+
+
+class BlockModulePublic(BaseModel):
+    name: str
+    layer: int  # the transformer block (-1: none)
+    target: str
+    rows: int
+    cols: int
+    blocks: list[BlockPublic]
+
+
+class BlocksPublic(BaseModel):
+    """SMT's chosen blocks per module, as the worker stored them when selection ended."""
+
+    block_size: int
+    modules: list[BlockModulePublic]
 
 
 class ArtifactRequest(BaseModel):
@@ -283,3 +357,14 @@ class UsagePublic(BaseModel):
     running_jobs: int
     stored_bytes: int  # datasets + artifacts
     limits: UsageLimits
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyPublic(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+    broker: Literal["ok"]
+    workers: Literal["ok", "none_live"]  # whether any pool has a live worker; jobs queue until one starts

@@ -14,6 +14,7 @@ from service.models import Dataset
 from service.settings import get_settings
 from service.storable import is_plausible_id
 from smt_core.estimate import ModelShape, model_shape, plan
+from smt_core.hyperparameters import DEFAULT_EPOCHS
 from smt_core.methods.options import ConfigError
 from smt_core.methods.spec import MethodSpec, resolve_budget
 from smt_core.registry import served_specs
@@ -106,7 +107,7 @@ def validate_job(session: Session, owner_id: str, body: JobCreate) -> dict[str, 
         raise invalid("validation_dataset", f"format {val.format} differs from the training set's {train.format}")
     hp = body.hyperparameters.model_dump()
     if hp["steps"] is None and hp["epochs"] is None:
-        hp["epochs"] = 1.0
+        hp["epochs"] = DEFAULT_EPOCHS  # what the engine runs; stored, so the job says it
     quotas.check_steps(hp, train.rows if train is not None else None)
     if hp["lr_warmup_steps"] > get_settings().max_steps:
         raise invalid("hyperparameters.lr_warmup_steps", f"{hp['lr_warmup_steps']} is over the limit of "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.client import ApiError, Client
+from smt_core import hyperparameters
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -104,9 +105,8 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
 
 
 def job_body(args: argparse.Namespace) -> dict[str, Any]:
-    hp: dict[str, Any] = {k: getattr(args, k) for k in ("steps", "epochs", "learning_rate", "batch_size",
-                                                        "max_seq_len", "lr_warmup_steps", "num_devices")
-                          if getattr(args, k) is not None}
+    """The POST /v1/jobs body; hyperparameters not given are left out, so the service's defaults apply."""
+    hp = {h.name: getattr(args, h.name) for h in hyperparameters.JOB if getattr(args, h.name) is not None}
     options = {}
     for pair in args.method_option:
         key, sep, value = pair.partition("=")
@@ -253,18 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--training-dataset", required=True)
     j.add_argument("--validation-dataset")
     j.add_argument("--method", required=True)
-    j.add_argument("--budget", help="int: parameter count; float in (0,1): fraction")
-    j.add_argument("--targets", default="q,k,v")
-    g = j.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=int)
-    g.add_argument("--epochs", type=float)
-    j.add_argument("--learning-rate", type=float)
-    j.add_argument("--batch-size", type=int)
-    j.add_argument("--max-seq-len", type=int)
-    j.add_argument("--lr-warmup-steps", type=int)
-    j.add_argument("--num-devices", type=int, help="data-parallel processes for the job (batch size is global)")
+    _add_job_hyperparameters(j)
     j.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE")
-    j.add_argument("--seed", type=int, default=0)
     j.add_argument("--suffix")
     j.add_argument("--idempotency-key")
     j.set_defaults(handler=cmd_jobs_create)
@@ -287,6 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
             _client_opts(p)
     _accept_json_anywhere(sub)
     return parser
+
+
+def _add_job_hyperparameters(j: argparse.ArgumentParser) -> None:
+    """``jobs create``'s flags from the one definition (smt_core/hyperparameters.py). The budget and the job's
+    hyperparameters default to absent (the service fills in its defaults); targets and seed are always sent."""
+    j.add_argument(hyperparameters.BUDGET.flag, help=hyperparameters.BUDGET.help_text())  # JSON: int or float
+    hyperparameters.TARGETS.add_flag(j, hyperparameters.TARGETS.default)
+    hyperparameters.SEED.add_flag(j, hyperparameters.SEED.default)
+    steps_or_epochs = j.add_mutually_exclusive_group()
+    for h in hyperparameters.JOB:
+        h.add_flag(steps_or_epochs if h in (hyperparameters.STEPS, hyperparameters.EPOCHS) else j)
 
 
 def _accept_json_anywhere(sub: argparse._SubParsersAction) -> None:

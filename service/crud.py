@@ -1,4 +1,5 @@
-"""Reads and writes of rows for the routes: pagination, datasets, jobs, events, serialisation."""
+"""Reads and writes of rows for the routes: pagination, datasets, jobs, events. (Responses are built from the
+API's pydantic models, read from these rows: api/schemas.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from service.blobstore import get_store
 from service.errors import Invalid, conflict
 from service.models import FINISHED, Artifact, Checkpoint, Dataset, Event, Job, JobStatus
 from service.security import new_id
-from service.storable import is_plausible_id, string_problem
+from service.states import EventType
+from service.storable import is_plausible_id
 
 IDEMPOTENCY_SECONDS = 24 * 3600
 
@@ -37,7 +39,7 @@ def page(session: Session, stmt: Select, model: Any, limit: int, after: str | No
     return rows[:limit], len(rows) > limit
 
 
-def add_event(session: Session, job: Job, type_: str, data: dict[str, Any]) -> Event:
+def add_event(session: Session, job: Job, type_: EventType, data: dict[str, Any]) -> Event:
     ev = Event(job_id=job.id, owner_id=job.owner_id, type=type_, data=data, created_at=time.time())
     session.add(ev)
     return ev
@@ -89,7 +91,7 @@ def create_job(session: Session, owner_id: str, body: JobCreate, hp: dict[str, A
     except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
         session.rollback()
         raise conflict("a request with this Idempotency-Key is already in progress", param="Idempotency-Key") from None
-    add_event(session, job, "status", {"status": "queued", "phase": None})
+    add_event(session, job, EventType.status, {"status": JobStatus.queued, "phase": None})
     return job
 
 
@@ -100,13 +102,13 @@ def cancel_job(session: Session, job: Job) -> Job:
                           .values(status=JobStatus.cancelled, finished_at=now, cancel_requested=True))
     session.refresh(job)
     if res.rowcount == 1:
-        add_event(session, job, "status", {"status": "cancelled", "phase": None})
-        add_event(session, job, "end", {"status": "cancelled", "error": None})
+        add_event(session, job, EventType.status, {"status": JobStatus.cancelled, "phase": None})
+        add_event(session, job, EventType.end, {"status": JobStatus.cancelled, "error": None})
         return job
     if job.status == JobStatus.running:
         if not job.cancel_requested:
             job.cancel_requested = True
-            add_event(session, job, "log", {"level": "info", "message": "cancel requested"})
+            add_event(session, job, EventType.log, {"level": "info", "message": "cancel requested"})
         return job
     raise conflict(f"job {job.id} is already {job.status.value}")
 
@@ -135,44 +137,3 @@ def delete_job(session: Session, job: Job) -> None:
     for blob_id in blob_ids:
         store.delete(session, blob_id)
 
-
-def _ts(v: float | None) -> int | None:
-    return None if v is None else int(v)
-
-
-def job_public(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id, "object": "job", "status": job.status.value, "phase": job.phase,
-        "cancel_requested": job.cancel_requested, "model": job.model, "method": job.method,
-        "budget": job.budget, "targets": job.targets, "training_dataset": job.training_dataset_id,
-        "validation_dataset": job.validation_dataset_id,
-        "holdout_fraction": None if job.validation_dataset_id else 0.1,
-        "trainable_params": job.trainable_params, "total_params": job.total_params,
-        "steps_completed": job.steps_completed, "total_steps": job.total_steps,
-        "trained_tokens": job.trained_tokens, "estimated_finish": _ts(job.estimated_finish),
-        "metrics": job.metrics, "memory": job.memory, "error": job.error,
-        "created_at": int(job.created_at), "started_at": _ts(job.started_at),
-        "finished_at": _ts(job.finished_at), "hyperparameters": job.hyperparameters,
-        "method_options": job.method_options, "seed": job.seed, "suffix": job.suffix, "metadata": job.meta,
-        "attempts": job.attempts, "checkpoint_step": job.checkpoint_step, "pool": job.pool,
-        "estimated_memory": job.estimated_memory, "worker": job.worker_id, "merge_status": job.merge_status,
-        "warnings": job.warnings or [],
-    }
-
-
-def dataset_public(ds: Dataset) -> dict[str, Any]:
-    return {"id": ds.id, "object": "dataset", "filename": ds.filename, "format": ds.format, "rows": ds.rows,
-            "bytes": ds.bytes, "sha256": ds.sha256, "truncated_rows": ds.truncated_rows,
-            "label_names": _printable_labels(ds.label_names), "created_at": int(ds.created_at)}
-
-
-def _printable_labels(names: list[str] | None) -> list[str] | None:
-    """Uploads refuse lone surrogates now; a row stored before that still lists (escaped), not a 500."""
-    if names is None:
-        return None
-    return [n if string_problem(n) is None else n.encode("utf-8", "backslashreplace").decode() for n in names]
-
-
-def event_public(ev: Event) -> dict[str, Any]:
-    return {"id": str(ev.id), "object": "event", "job_id": ev.job_id, "type": ev.type, "data": ev.data,
-            "created_at": int(ev.created_at)}

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from service import catalog
 from service.models import Blob, BlobChunk, Dataset
 from smt_core.estimate import TokenStats, estimate, token_stats_of_jsonl
+from smt_core.hyperparameters import GRADIENT_CHECKPOINTING
 
 CACHE_ENTRIES = 256
 _cache: OrderedDict[tuple[str, str], TokenStats] = OrderedDict()
@@ -73,7 +74,8 @@ def dataset_tokens(session: Session, ds: Dataset, model: str) -> TokenStats:
 
 def for_model(model: str, method: str, budget: Any, targets: list[str], batch_size: int, max_seq_len: int,
               options: dict[str, Any], *, device: str = "cpu", tokens: TokenStats | None = None,
-              task: str | None = None, gradient_checkpointing: bool = False) -> dict[str, Any] | None:
+              task: str | None = None,
+              gradient_checkpointing: bool = GRADIENT_CHECKPOINTING.default) -> dict[str, Any] | None:
     """``smt_core.estimate.estimate`` for an allowed model; None when the API has no config.json for it."""
     cfg = catalog.model_config(model)
     if cfg is None:

@@ -25,6 +25,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# the states are defined in service/states.py; FINISHED and JobStatus are also imported from here
+from service.states import FINISHED, EventType, JobPhase, JobStatus, MergeStatus, WorkerStatus  # noqa: F401
+from smt_core.hyperparameters import HOLDOUT_FRACTION
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only autoincrements an INTEGER PRIMARY KEY
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -38,16 +42,14 @@ class Base(DeclarativeBase):
     pass
 
 
-class JobStatus(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
-FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 job_status_enum = Enum(JobStatus, name="job_status", native_enum=True, values_callable=lambda e: [m.value for m in e])
+
+
+def state_column(states: type[enum.StrEnum], length: int = 16) -> Enum:
+    """A VARCHAR holding the state's value, as the plain string column before it did (no migration, old rows
+    read back), that refuses a value outside the enum on write and reads back the member."""
+    return Enum(states, native_enum=False, create_constraint=False, length=length, validate_strings=True,
+                values_callable=lambda e: [m.value for m in e])
 
 
 class Owner(Base):
@@ -125,7 +127,7 @@ class Job(Base):
     suffix: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType)
     status: Mapped[JobStatus] = mapped_column(job_status_enum, default=JobStatus.queued)
-    phase: Mapped[str | None] = mapped_column(String(32))
+    phase: Mapped[JobPhase | None] = mapped_column(state_column(JobPhase, 32))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     trainable_params: Mapped[int | None] = mapped_column(BigInteger)
     total_params: Mapped[int | None] = mapped_column(BigInteger)
@@ -146,7 +148,7 @@ class Job(Base):
     child_pid: Mapped[int | None] = mapped_column(Integer)
     enqueued_at: Mapped[float | None] = mapped_column(Double)
     checkpoint_step: Mapped[int | None] = mapped_column(Integer)
-    merge_status: Mapped[str | None] = mapped_column(String(16))  # None | requested | running | done | failed
+    merge_status: Mapped[MergeStatus | None] = mapped_column(state_column(MergeStatus))  # None: never asked for
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     idempotency_expires_at: Mapped[float | None] = mapped_column(Double)
@@ -157,6 +159,12 @@ class Job(Base):
     # notes from when the job was created, e.g. no pool had a live worker (a list of strings; null: none)
     warnings: Mapped[list[str] | None] = mapped_column(JSONType)
 
+    @property
+    def holdout_fraction(self) -> float | None:
+        """The share of the training rows the run holds out for evaluation: the engine's default when no
+        validation dataset was given (smt_core/hyperparameters.py), else none."""
+        return None if self.validation_dataset_id else HOLDOUT_FRACTION.default
+
 
 class Event(Base):
     """The SSE stream is read from here; ``id`` is the SSE id, so a reconnect with Last-Event-ID misses nothing."""
@@ -166,7 +174,7 @@ class Event(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
-    type: Mapped[str] = mapped_column(String(16))  # status | metric | log | end
+    type: Mapped[EventType] = mapped_column(state_column(EventType))
     data: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[float] = mapped_column(Double, default=now)
 
@@ -226,6 +234,6 @@ class Worker(Base):
     device: Mapped[str] = mapped_column(String(255))
     device_memory: Mapped[int | None] = mapped_column(BigInteger)
     current_job_id: Mapped[str | None] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(16), default="idle")  # idle | busy | stopped | lost (seen dead)
+    status: Mapped[WorkerStatus] = mapped_column(state_column(WorkerStatus), default=WorkerStatus.idle)
     started_at: Mapped[float] = mapped_column(Double, default=now)
     last_seen_at: Mapped[float] = mapped_column(Double, default=now, index=True)

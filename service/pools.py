@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from service import estimates
 from service.models import Job, Worker
 from service.settings import Settings, get_settings
+from service.states import GONE
 from smt_core.estimate import DEVICES, TokenStats
 
 Peak = int | None | Mapping[str, int | None]  # one estimate, or one per pool name (each on its own device)
@@ -119,7 +120,7 @@ def live_pools(session: Session, settings: Settings | None = None) -> set[str]:
     settings = settings or get_settings()
     since = time.time() - 3 * settings.heartbeat_seconds
     return set(session.scalars(select(Worker.pool).where(Worker.last_seen_at >= since,
-                                                         Worker.status.not_in(("stopped", "lost"))).distinct()))
+                                                         Worker.status.not_in(GONE)).distinct()))
 
 
 def no_live_worker_warnings(pool: Pool, live: set[str]) -> list[str] | None:

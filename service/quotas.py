@@ -30,8 +30,8 @@ def limits() -> dict[str, int]:
 def job_counts(session: Session, owner_id: str) -> dict[str, int]:
     rows = session.execute(select(Job.status, func.count()).where(
         Job.owner_id == owner_id, Job.status.in_([JobStatus.queued, JobStatus.running])).group_by(Job.status))
-    counts = {JobStatus(status).value: n for status, n in rows}
-    return {"queued_jobs": counts.get("queued", 0), "running_jobs": counts.get("running", 0)}
+    counts = {JobStatus(status): n for status, n in rows}
+    return {"queued_jobs": counts.get(JobStatus.queued, 0), "running_jobs": counts.get(JobStatus.running, 0)}
 
 
 def stored_bytes(session: Session, owner_id: str) -> int:

@@ -23,6 +23,7 @@ from service.db import session_scope
 from service.models import Job, JobStatus, Worker
 from service.queue import enqueue, enqueue_merge, queue_depth
 from service.settings import get_settings
+from service.states import EventType, JobErrorCode, MergeStatus, WorkerStatus
 
 log = logging.getLogger("sparsetune.reconciler")
 
@@ -49,7 +50,7 @@ def reconcile_once(released: Collection[str] = ()) -> list[str]:
             else:
                 resend.append(job)
         send = _route(s, queued + resend, now)
-        merges = list(s.scalars(select(Job.id).where(Job.merge_status == "requested",
+        merges = list(s.scalars(select(Job.id).where(Job.merge_status == MergeStatus.requested,
                                                      or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale))))
         if merges:
             s.execute(update(Job).where(Job.id.in_(merges)).values(enqueued_at=now))
@@ -86,7 +87,7 @@ def _route(s: Session, jobs: list[Job], now: float) -> list[tuple[str, str]]:
 def _give_up(s: Session, job: Job, now: float, max_attempts: int) -> None:
     """Fail a job whose worker vanished on its last attempt (the fencing token moves on, so a run that is
     somehow still alive writes nothing more). Conditional: another reconciler or a claim may have won."""
-    error = {"code": "worker_crashed",
+    error = {"code": JobErrorCode.worker_crashed,
              "message": f"the worker running the job stopped (its lease expired) on attempt {job.attempts} of "
                         f"{max_attempts} (SPARSETUNE_MAX_ATTEMPTS)"}
     res = s.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.running,
@@ -97,8 +98,8 @@ def _give_up(s: Session, job: Job, now: float, max_attempts: int) -> None:
         return
     drop_checkpoint(s, job.id)
     s.refresh(job)
-    add_event(s, job, "status", {"status": "failed", "phase": job.phase, "error": error})
-    add_event(s, job, "end", {"status": "failed", "error": error})
+    add_event(s, job, EventType.status, {"status": JobStatus.failed, "phase": job.phase, "error": error})
+    add_event(s, job, EventType.end, {"status": JobStatus.failed, "error": error})
     log.warning("failed after its last attempt: worker lost", extra={"job_id": job.id})
 
 
@@ -112,7 +113,7 @@ def release_worker(host: str, pid: int, since: float) -> list[str]:
                                                      Worker.started_at >= since - 5)))
         if not ids:
             return []
-        s.execute(update(Worker).where(Worker.id.in_(ids)).values(status="lost", current_job_id=None))
+        s.execute(update(Worker).where(Worker.id.in_(ids)).values(status=WorkerStatus.lost, current_job_id=None))
         jobs = list(s.scalars(update(Job).where(Job.worker_id.in_(ids), Job.status == JobStatus.running)
                               .values(lease_expires_at=now - 1).returning(Job.id)))
     for job_id in jobs:

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from smt_core.hyperparameters import CHECKPOINT_EVERY
+
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=120.0, validation_alias="SPARSETUNE_LEASE_SECONDS")
     reconcile_seconds: float = Field(default=30.0, validation_alias="SPARSETUNE_RECONCILE_SECONDS")
     requeue_after_seconds: float = Field(default=300.0, validation_alias="SPARSETUNE_REQUEUE_AFTER_SECONDS")
-    checkpoint_every: int = Field(default=50, validation_alias="SPARSETUNE_CHECKPOINT_EVERY")
+    checkpoint_every: int = Field(default=CHECKPOINT_EVERY.default, validation_alias="SPARSETUNE_CHECKPOINT_EVERY")
     max_attempts: int = Field(default=3, validation_alias="SPARSETUNE_MAX_ATTEMPTS")
     child_memory_bytes: int | None = Field(default=None, validation_alias="SPARSETUNE_CHILD_MEMORY_BYTES")
     queue_name: str = Field(default="sparsetune", validation_alias="SPARSETUNE_QUEUE")

@@ -9,6 +9,7 @@ The trainer only talks to this interface:
 3. ``adapter_tensors(model)`` / ``adapter_info()``   what the artifact stores (safetensors + JSON manifest)
 4. ``load(model, sites, tensors, info)``   re-inject a saved adapter into a fresh base model (resume, inference)
 5. ``merge(model, sites, tensors, info)``  write the adapter into the base weights in place
+6. ``disabled(model)``   a context in which the adapted model computes exactly what its base does
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -127,6 +129,23 @@ class Method(ABC):
               info: dict[str, Any]) -> None:
         """Write a saved adapter into the base model's weights in place."""
 
+    @contextmanager
+    def disabled(self, model: nn.Module) -> Iterator[None]:
+        """Inside the block the adapted ``model`` gives exactly its base model's outputs; leaving it switches
+        the adapter back on. Why: comparing a fine-tune with its base on the same inputs needs no second copy
+        of the model (PEFT's ``disable_adapter``). This default serves methods whose layers are
+        :class:`WrappedLinear` (their forward runs the frozen base alone while ``disabled`` is set); a method
+        that adapts the model otherwise overrides it."""
+        layers = [m for m in model.modules() if isinstance(m, WrappedLinear)]
+        before = [m.disabled for m in layers]
+        try:
+            for layer in layers:
+                layer.disabled = True
+            yield
+        finally:
+            for layer, flag in zip(layers, before, strict=True):
+                layer.disabled = flag
+
     def sparse_deltas(self, model: nn.Module, sites: list[Site], tensors: dict[str, torch.Tensor],
                       info: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
         """Per physical module name: (indices int64 [2, nnz] in (out, in) orientation, values) — the
@@ -147,11 +166,13 @@ class WrappedLinear(nn.Module):
     """Base of a method's layer that wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` (kept as ``base``).
 
     Model code sometimes inspects ``proj.weight`` (dtype, device), so the frozen weight and bias show through.
+    While ``disabled`` is set (:meth:`Method.disabled`) a subclass's forward returns ``self.base(x)`` alone.
     """
 
     def __init__(self, base: nn.Module, transposed: bool | None = None) -> None:
         super().__init__()
         self.base = base
+        self.disabled = False
         # GPT-2's Conv1D stores its weight (in, out)
         self.transposed = type(base).__name__ == "Conv1D" if transposed is None else transposed
 

@@ -11,21 +11,14 @@ import json
 import sys
 from typing import Any
 
+from smt_core import hyperparameters as hp
+from smt_core.spec import PRECISIONS
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class UsageError(Exception):
     """Bad input from the user: exit 2 with the message."""
-
-
-def _number(text: str) -> float | int:
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"budget: expected a number, got {text!r}") from None
 
 
 def _options(pairs: list[str]) -> dict[str, Any]:
@@ -42,29 +35,15 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="fine-tune locally and write an adapter folder")
     t.add_argument("--model", required=True, help="local HF folder, hub id, or alias (smollm2-135m, minilm-l6)")
     t.add_argument("--data", required=True, help="training JSONL (prompt_completion|chat|classification|multiple_choice)")
-    t.add_argument("--eval", dest="eval_data", help="evaluation JSONL (default: hold out 10%% of --data, seeded)")
+    t.add_argument("--eval", dest="eval_data",
+                   help="evaluation JSONL (default: hold out --holdout-fraction of --data, seeded)")
     t.add_argument("--method", required=True, help="smt | snell | lora | dora | full")
-    t.add_argument("--budget", type=_number, default=0.01, help="int >= 1: parameters; float in (0,1): fraction")
-    t.add_argument("--targets", default="q,k,v", help="comma-separated: q,k,v,o,gate,up,down")
-    g = t.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=int)
-    g.add_argument("--epochs", type=float)
-    t.add_argument("--learning-rate", type=float)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--max-seq-len", type=int, default=256)
-    t.add_argument("--lr-warmup-steps", type=int, default=0)
-    t.add_argument("--head-learning-rate", type=float, help="a new classification head's rate (default max(lr, 2e-3))")
-    t.add_argument("--weight-decay", type=float, default=0.0)
+    steps_or_epochs = t.add_mutually_exclusive_group()
+    for h in hp.ENGINE:
+        h.add_flag(steps_or_epochs if h in (hp.STEPS, hp.EPOCHS) else t, h.default)
     t.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward")
-    t.add_argument("--checkpoint-every", type=int, default=50, help="steps between resumable checkpoints")
-    t.add_argument("--eval-every", type=int, default=0)
-    t.add_argument("--max-eval-rows", type=int)
     t.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if present)")
-    t.add_argument("--num-devices", type=int, default=1,
-                   help="data-parallel processes: one per GPU, or gloo processes on CPU (--batch-size is global)")
-    t.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+    t.add_argument("--precision", choices=PRECISIONS,
                    help="bf16: frozen weights in bf16 + bf16 autocast (trainable tensors stay fp32); auto (default, "
                         "or $SPARSETUNE_PRECISION): bf16 on a GPU with native bf16, else fp32")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint if present")
@@ -94,15 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         spec = TrainSpec(model=args.model, train_data=args.data, eval_data=args.eval_data, method=args.method,
-                         budget=args.budget, targets=args.targets, steps=args.steps, epochs=args.epochs,
-                         learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate,
-                         batch_size=args.batch_size,
-                         max_seq_len=args.max_seq_len, lr_warmup_steps=args.lr_warmup_steps,
-                         weight_decay=args.weight_decay, method_options=_options(args.method_option),
-                         seed=args.seed, resume=args.resume, gradient_checkpointing=args.gradient_checkpointing,
-                         checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                         max_eval_rows=args.max_eval_rows, device=args.device,
-                         num_devices=args.num_devices, precision=args.precision, out_dir=args.out)
+                         method_options=_options(args.method_option), resume=args.resume, device=args.device,
+                         precision=args.precision, out_dir=args.out, **{h.name: getattr(args, h.name) for h in hp.ENGINE})
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     cb = Callbacks()

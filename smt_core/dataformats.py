@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,47 @@ def parse_line(text: str) -> Any:
     return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
+_BLANK = object()  # a line with nothing on it: skipped, not an error
+
+
+def _line_object(raw: bytes | str | int, max_line_bytes: int | None) -> tuple[Any, str | None]:
+    """One line as a parsed JSON object, or (None, why it is refused), or (_BLANK, None) for an empty line:
+    the checks a line must pass before its format is looked at, in the order a user would fix them."""
+    if isinstance(raw, int):  # iter_lines: a line over the limit, skipped unread
+        return None, f"line is {raw} bytes, over the {max_line_bytes}-byte limit"
+    if max_line_bytes is not None:
+        size = len(raw.rstrip(b"\r\n")) if isinstance(raw, bytes) else len(
+            raw.rstrip("\r\n").encode("utf-8", "surrogatepass"))
+        if size > max_line_bytes:
+            return None, f"line is {size} bytes, over the {max_line_bytes}-byte limit"
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "not valid UTF-8"
+    if raw.startswith("\ufeff"):
+        return None, "starts with a byte order mark; save the file as UTF-8 without BOM"
+    text = raw.strip()
+    if not text:
+        return _BLANK, None
+    try:
+        obj = parse_line(text)
+    except RecursionError:
+        return None, "not valid JSON (nested too deeply)"
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, out-of-range or over-long numbers
+        return None, f"not valid JSON ({exc.__class__.__name__}: {str(exc)[:80]})"
+    if not isinstance(obj, dict):
+        return None, "must be a JSON object"
+    return obj, None
+
+
+def _label_order(label: str) -> tuple[bool, int, str]:
+    """Integer labels first, in numeric order, then the others alphabetically. An integer is ASCII digits
+    with at most one minus sign: "--5" or "²" pass ``str.isdigit`` but ``int()`` refuses them."""
+    numeric = re.fullmatch(r"-?[0-9]+", label) is not None
+    return (not numeric, int(label) if numeric else 0, label)
+
+
 def validate_lines(lines: Iterable[bytes | str | int], max_errors: int = MAX_ERRORS,
                    max_line_bytes: int | None = None, keep_rows: bool = True) -> tuple[ValidationReport, list[dict]]:
     """Validate JSONL lines (a list, or ``iter_lines`` of a file); returns the report and the parsed rows
@@ -201,40 +243,11 @@ def validate_lines(lines: Iterable[bytes | str | int], max_errors: int = MAX_ERR
             errors.append(LineError(line, fld, msg))
 
     for number, raw in enumerate(lines, start=1):
-        if isinstance(raw, int):  # iter_lines: a line over the limit, skipped unread
-            err(number, None, f"line is {raw} bytes, over the {max_line_bytes}-byte limit")
+        obj, refused = _line_object(raw, max_line_bytes)
+        if refused is not None:
+            err(number, None, refused)
             continue
-        if max_line_bytes is None:
-            size = 0
-        elif isinstance(raw, bytes):
-            size = len(raw.rstrip(b"\r\n"))
-        else:
-            size = len(raw.rstrip("\r\n").encode("utf-8", "surrogatepass"))
-        if max_line_bytes is not None and size > max_line_bytes:
-            err(number, None, f"line is {size} bytes, over the {max_line_bytes}-byte limit")
-            continue
-        if isinstance(raw, bytes):
-            try:
-                raw = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                err(number, None, "not valid UTF-8")
-                continue
-        if raw.startswith("\ufeff"):
-            err(number, None, "starts with a byte order mark; save the file as UTF-8 without BOM")
-            continue
-        text = raw.strip()
-        if not text:
-            continue
-        try:
-            obj = parse_line(text)
-        except RecursionError:
-            err(number, None, "not valid JSON (nested too deeply)")
-            continue
-        except ValueError as exc:  # JSONDecodeError, NaN/Infinity, out-of-range or over-long numbers
-            err(number, None, f"not valid JSON ({exc.__class__.__name__}: {str(exc)[:80]})")
-            continue
-        if not isinstance(obj, dict):
-            err(number, None, "must be a JSON object")
+        if obj is _BLANK:
             continue
         text_problem = _text_problem(obj)
         if text_problem is not None:
@@ -265,7 +278,7 @@ def validate_lines(lines: Iterable[bytes | str | int], max_errors: int = MAX_ERR
                 rows.append(obj)
     report = ValidationReport(fmt, count, errors, total)
     if fmt == "classification":
-        report.label_names = sorted(labels, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+        report.label_names = sorted(labels, key=_label_order)
     return report, rows
 
 

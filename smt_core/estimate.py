@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smt_core import hyperparameters as hp
 from smt_core.methods.spec import Geometry, Module, Plan, resolve_budget
 from smt_core.registry import get_spec
 from smt_core.spec import DEFAULT_TARGETS
@@ -386,6 +387,17 @@ CPU_HEAP_GROWTH = 1.6
 SMT_FOLD_MIN_COVERAGE = 0.25
 
 
+@dataclass
+class SavedByPlace:
+    """What one forward saves, by where it sits: ``layer`` in every layer, ``first_cut`` in layer 0 but
+    only when something below it trains, ``final`` after the last layer, ``embed`` by the embeddings."""
+
+    layer: Tally = field(default_factory=Tally)
+    first_cut: Tally = field(default_factory=Tally)
+    final: Tally = field(default_factory=Tally)
+    embed: Tally = field(default_factory=Tally)
+
+
 def activation_tally(shape: ModelShape, work: Workload, method: str, targets: list[str], *,
                      lora_rank: int = 0, smt_columns: dict[str, float] | None = None, smt_block: int = 0,
                      warm_up: bool = False, checkpointing: bool = False, one_layer: bool = False) -> Tally:
@@ -415,71 +427,105 @@ def activation_tally(shape: ModelShape, work: Workload, method: str, targets: li
     residual stream's dtype); one layer's activations come back while it is recomputed in the backward pass
     (``one_layer=True`` gives those, a short-lived part of the peak).
     """
-    cuda = work.device == "cuda"
     spec = get_spec(method)
     full = spec.trains_base
-    a = BF16 if cuda else FP32  # activation bytes
-    mask_b = 1 if cuda else FP32  # dropout mask
-    t, B, S = work.tokens, work.batch, work.seq
-    h, inner, heads, L = shape.hidden, shape.inner, shape.heads, shape.layers
-    qo = shape.targets["q"][0]
-    kvd = shape.targets["k"][0]
-    groups = _groups(shape)
-    trains = set(shape.targets) if full else set(targets) if (warm_up or spec.reads_inputs) else set()
-    layer, first_cut, final, embed = Tally(), Tally(), Tally(), Tally()
-
-    def norm(into: Tally, width: int, stats: int) -> None:  # a norm's input (fp32) and per-token statistics
-        into.add(t * width * FP32)
-        into.add(t * FP32, stats)
-
-    # one layer, frozen path, gradients flowing through it
-    if shape.family == "llama":
-        kv_w = qo if (work.padded and shape.kv_heads < heads) else kvd
-        layer.add(t * qo * a, 2)  # q (after rotary) and the attention's output
-        layer.add(t * kv_w * a, 2)  # k and v
-        layer.add(t * heads * FP32)  # log-sum-exp
-        if work.padded:
-            layer.add(B * S * S * (BF16 if cuda else FP32))  # the mask, made per layer
-        norm(layer, h, 1)
-        norm(layer, h, 1)
-        layer.add(t * inner * a, 3)  # the activation's input and output, and the up projection's output
-        norm(first_cut, h, 1)  # layer 0's first norm: nothing below it trains
-        norm(final, h, 1)
-        if full:
-            layer.add(t * h * FP32, 2)  # normalized inputs, for the norms' weights
-            final.add(t * h * FP32)
-    else:
-        if shape.attn_dropout > 0 and not cuda:
-            layer.add(t * h * a, 3)
-            layer.add(B * heads * S * S * a, 3)
-        else:
-            layer.add(t * h * a, 4)
-            layer.add(t * heads * FP32)
-            if work.padded:
-                layer.add(B * S * S * (BF16 if cuda else FP32))
-        if shape.hidden_dropout > 0:
-            layer.add(t * h * mask_b, 2)
-        norm(layer, h, 2)
-        norm(layer, h, 2)
-        layer.add(t * inner * a, shape.act_saved)
-        if shape.family == "gpt2":
-            norm(first_cut, h, 2)
-            norm(final, h, 2)
-        else:
-            norm(embed, h, 2)  # BERT's embeddings end in a norm …
-        if shape.hidden_dropout > 0:
-            embed.add(t * h * mask_b)  # … and (both) a dropout
+    saved = _llama_frozen_path(shape, work, full) if shape.family == "llama" else _encoder_frozen_path(shape, work)
     if full:  # the embeddings train: what they feed saves for backward
-        final.extend(embed)
+        saved.final.extend(saved.embed)
+    trains = set(shape.targets) if full else set(targets) if (warm_up or spec.reads_inputs) else set()
+    _add_trained_inputs(saved.layer, shape, work, trains, full)
+    if not warm_up:
+        _add_adapter_inputs(saved.layer, shape, work, method, targets, lora_rank, smt_columns, smt_block)
+    if one_layer:
+        return saved.layer
+    return _whole_forward(saved, shape, work, full, checkpointing)
 
-    # the inputs of projections whose weights train (or that an adapter reads)
-    for members, width in groups.values():
+
+def _act_bytes(work: Workload) -> int:
+    """Bytes of one activation entry: bf16 under CUDA's autocast, fp32 on CPU."""
+    return BF16 if work.device == "cuda" else FP32
+
+
+def _add_norm(into: Tally, tokens: int, width: int, stats: int) -> None:
+    """A norm's input (fp32) and its per-token statistics."""
+    into.add(tokens * width * FP32)
+    into.add(tokens * FP32, stats)
+
+
+def _llama_frozen_path(shape: ModelShape, work: Workload, full: bool) -> SavedByPlace:
+    """A LLaMA-family layer that gradients flow through: SDPA's q, k, v, output and log-sum-exp, two RMS
+    norms, the gated MLP's activation; full fine-tuning adds the norms' normalized inputs."""
+    cuda, a, t = work.device == "cuda", _act_bytes(work), work.tokens
+    h, inner, heads = shape.hidden, shape.inner, shape.heads
+    qo, kvd = shape.targets["q"][0], shape.targets["k"][0]
+    saved = SavedByPlace()
+    layer = saved.layer
+    kv_w = qo if (work.padded and shape.kv_heads < heads) else kvd
+    layer.add(t * qo * a, 2)  # q (after rotary) and the attention's output
+    layer.add(t * kv_w * a, 2)  # k and v
+    layer.add(t * heads * FP32)  # log-sum-exp
+    if work.padded:
+        layer.add(work.batch * work.seq * work.seq * (BF16 if cuda else FP32))  # the mask, made per layer
+    _add_norm(layer, t, h, 1)
+    _add_norm(layer, t, h, 1)
+    layer.add(t * inner * a, 3)  # the activation's input and output, and the up projection's output
+    _add_norm(saved.first_cut, t, h, 1)  # layer 0's first norm: nothing below it trains
+    _add_norm(saved.final, t, h, 1)
+    if full:
+        layer.add(t * h * FP32, 2)  # normalized inputs, for the norms' weights
+        saved.final.add(t * h * FP32)
+    return saved
+
+
+def _encoder_frozen_path(shape: ModelShape, work: Workload) -> SavedByPlace:
+    """A BERT or GPT-2 layer that gradients flow through: attention (its math path under dropout on CPU),
+    dropout masks, two layer norms, the MLP's activation; BERT's embeddings end in a norm and a dropout."""
+    cuda, a, t = work.device == "cuda", _act_bytes(work), work.tokens
+    h, heads, B, S = shape.hidden, shape.heads, work.batch, work.seq
+    mask_b = 1 if cuda else FP32  # dropout mask
+    saved = SavedByPlace()
+    layer = saved.layer
+    if shape.attn_dropout > 0 and not cuda:
+        layer.add(t * h * a, 3)
+        layer.add(B * heads * S * S * a, 3)
+    else:
+        layer.add(t * h * a, 4)
+        layer.add(t * heads * FP32)
+        if work.padded:
+            layer.add(B * S * S * (BF16 if cuda else FP32))
+    if shape.hidden_dropout > 0:
+        layer.add(t * h * mask_b, 2)
+    _add_norm(layer, t, h, 2)
+    _add_norm(layer, t, h, 2)
+    layer.add(t * shape.inner * a, shape.act_saved)
+    if shape.family == "gpt2":
+        _add_norm(saved.first_cut, t, h, 2)
+        _add_norm(saved.final, t, h, 2)
+    else:
+        _add_norm(saved.embed, t, h, 2)  # BERT's embeddings end in a norm …
+    if shape.hidden_dropout > 0:
+        saved.embed.add(t * h * mask_b)  # … and (both) a dropout
+    return saved
+
+
+def _add_trained_inputs(layer: Tally, shape: ModelShape, work: Workload, trains: set[str], full: bool) -> None:
+    """The input of every projection whose weight trains, once per input tensor (Q, K and V share one)."""
+    cuda, a, t = work.device == "cuda", _act_bytes(work), work.tokens
+    for members, width in _groups(shape).values():
         if trains & set(members):
             if full and cuda:  # autocast copies the fp32 input for each projection
                 layer.add(t * width * BF16, len([m for m in members if m in shape.targets]))
             else:
                 layer.add(t * width * a)
-    if spec.reads_inputs and not warm_up:
+
+
+def _add_adapter_inputs(layer: Tally, shape: ModelShape, work: Workload, method: str, targets: list[str],
+                        lora_rank: int, smt_columns: dict[str, float] | None, smt_block: int) -> None:
+    """What a trained adapter saves beside the frozen path: LoRA's rank-wide outputs (DoRA's module outputs
+    too), or the input columns SMT's chosen blocks read."""
+    spec = get_spec(method)
+    cuda, a, t = work.device == "cuda", _act_bytes(work), work.tokens
+    if spec.reads_inputs:
         for target in targets:
             if target in shape.targets:
                 out_f, in_f = shape.targets[target]
@@ -487,7 +533,8 @@ def activation_tally(shape: ModelShape, work: Workload, method: str, targets: li
                 if cuda:  # PEFT casts x to the adapter's fp32 dtype; autocast saves a bf16 copy per module
                     layer.add(t * in_f * BF16)
                 layer.add(t * out_f * a, spec.output_copies)  # DoRA: the base and LoRA outputs
-    if spec.selects_blocks and not warm_up and smt_columns and smt_block:
+    if spec.selects_blocks and smt_columns and smt_block:
+        groups, L = _groups(shape), shape.layers
         for g, cols in smt_columns.items():
             width = groups[g][1]
             if cuda and cols / (L * width) >= SMT_FOLD_MIN_COVERAGE:  # the GPU layer saves its input whole
@@ -495,20 +542,24 @@ def activation_tally(shape: ModelShape, work: Workload, method: str, targets: li
             else:  # one slice copy per chosen column block
                 layer.add(t * smt_block * a, cols / (L * smt_block))
 
-    if one_layer:
-        return layer
+
+def _whole_forward(saved: SavedByPlace, shape: ModelShape, work: Workload, full: bool,
+                   checkpointing: bool) -> Tally:
+    """Every layer's share (or, checkpointed, each layer's input alone), then the head and the loss."""
+    cuda, a, t = work.device == "cuda", _act_bytes(work), work.tokens
+    h, B, L = shape.hidden, work.batch, shape.layers
     out = Tally()
     if checkpointing:
         out.add(t * h * (FP32 if not cuda or full else BF16), L)  # each layer's input
         if not full:  # the trainer makes the embeddings' output require grad: their norm and dropout save too
-            out.extend(embed)
+            out.extend(saved.embed)
         if shape.family == "bert" and work.padded:
-            out.add(B * S * S)  # the bool attention mask the first layer keeps
+            out.add(B * work.seq * work.seq)  # the bool attention mask the first layer keeps
     else:
-        out.extend(layer, L)
+        out.extend(saved.layer, L)
         if not full:
-            out.extend(first_cut, -1)
-    out.extend(final)
+            out.extend(saved.first_cut, -1)
+    out.extend(saved.final)
     if work.causal_lm:
         out.add(t * shape.vocab * FP32)  # log-softmax output (fp32)
         out.add(t * 8)  # the labels
@@ -594,7 +645,7 @@ def _phase_peak(resident: int, work: Tally, gradients: Tally, device: str, step_
 def memory(shape: ModelShape, trainable: int, batch_size: int, max_seq_len: int, *, method: str = "full",
            targets: list[str] | None = None, device: str = "cpu", tokens: TokenStats | None = None,
            causal_lm: bool | None = None, rank: int = 0, block_size: int = 0,
-           gradient_checkpointing: bool = False) -> dict[str, int]:
+           gradient_checkpointing: bool = hp.GRADIENT_CHECKPOINTING.default) -> dict[str, int]:
     """Bytes by component (see the module docstring); ``tokens`` makes the sequence length the dataset's."""
     targets = list(targets or DEFAULT_TARGETS)
     if device not in DEVICES:
@@ -634,9 +685,10 @@ def memory(shape: ModelShape, trainable: int, batch_size: int, max_seq_len: int,
 
 
 def estimate(cfg: dict[str, Any], method: str, budget: float | int | None, targets: list[str] | None = None,
-             batch_size: int = 8, max_seq_len: int = 256, options: dict[str, Any] | None = None, *,
+             batch_size: int = hp.BATCH_SIZE.default, max_seq_len: int = hp.MAX_SEQ_LEN.default,
+             options: dict[str, Any] | None = None, *,
              device: str = "cpu", tokens: TokenStats | None = None, task: str | None = None,
-             gradient_checkpointing: bool = False) -> dict[str, Any]:
+             gradient_checkpointing: bool = hp.GRADIENT_CHECKPOINTING.default) -> dict[str, Any]:
     """What the dashboard shows before launch: trainable and total params, memory by component.
 
     ``device``: cpu (fp32 throughout) or cuda (bf16 frozen weights and autocast). ``tokens``: the training

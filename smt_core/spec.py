@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from smt_core import hyperparameters as hp
+
 LOGICAL_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 PRECISIONS = ("auto", "bf16", "fp32")  # TrainSpec.precision; the policy is smt_core/precision.py
-DEFAULT_TARGETS = ("q", "k", "v")
+DEFAULT_TARGETS = hp.TARGETS.default
 
 
 @dataclass
@@ -18,27 +20,28 @@ class TrainSpec:
     train_data: str  # JSONL path, one of the four formats
     method: str  # a registered method name: smt | snell | lora | dora | full
     out_dir: str
-    budget: float | int | None = 0.01  # int >= 1: parameter count; float in (0, 1): fraction of the base
+    # the hyperparameters: defaults, bounds and help in smt_core/hyperparameters.py
+    budget: float | int | None = hp.BUDGET.default  # int >= 1: parameter count; float in (0, 1): fraction
     eval_data: str | None = None  # None: hold out ``holdout_fraction`` of the training rows (seeded)
-    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    steps: int | None = None  # training steps; None: run ``epochs`` epochs
-    epochs: float | None = None  # None with steps None: 1 epoch
-    learning_rate: float | None = None  # None: the method's default
-    batch_size: int = 8
-    max_seq_len: int = 256
-    lr_warmup_steps: int = 0
-    head_learning_rate: float | None = None  # a new classification head; None: max(learning rate, 2e-3)
-    weight_decay: float = 0.0
+    targets: list[str] = field(default_factory=lambda: list(hp.TARGETS.default))
+    steps: int | None = hp.STEPS.default  # training steps; None: run ``epochs`` epochs
+    epochs: float | None = hp.EPOCHS.default  # None with steps None: 1 epoch
+    learning_rate: float | None = hp.LEARNING_RATE.default  # None: the method's default
+    batch_size: int = hp.BATCH_SIZE.default  # global: every device takes an equal share
+    max_seq_len: int = hp.MAX_SEQ_LEN.default
+    lr_warmup_steps: int = hp.LR_WARMUP_STEPS.default
+    head_learning_rate: float | None = hp.HEAD_LEARNING_RATE.default  # None: max(learning rate, 2e-3)
+    weight_decay: float = hp.WEIGHT_DECAY.default
     method_options: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
+    seed: int = hp.SEED.default
     resume: bool = False
-    holdout_fraction: float = 0.1
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 50  # steps between resumable checkpoints (0: never)
-    eval_every: int = 0  # steps between evaluations (0: only at the end)
-    max_eval_rows: int | None = None  # cap evaluation cost on large eval sets
+    holdout_fraction: float = hp.HOLDOUT_FRACTION.default
+    gradient_checkpointing: bool = hp.GRADIENT_CHECKPOINTING.default
+    checkpoint_every: int = hp.CHECKPOINT_EVERY.default  # 0: never
+    eval_every: int = hp.EVAL_EVERY.default  # 0: only at the end
+    max_eval_rows: int | None = hp.MAX_EVAL_ROWS.default  # cap evaluation cost on large eval sets
     device: str | None = None  # None: cuda if present, else cpu
-    num_devices: int = 1  # data-parallel processes (one per GPU, or gloo CPU processes); batch_size is global
+    num_devices: int = hp.NUM_DEVICES.default  # data-parallel processes (one per GPU, or gloo CPU processes)
     # auto | bf16 | fp32 (smt_core/precision.py); None: $SPARSETUNE_PRECISION, else auto (bf16 on a GPU with
     # native bf16, fp32 elsewhere). bf16: frozen weights in bf16 and a bf16 autocast; trainable tensors fp32
     precision: str | None = None
@@ -59,26 +62,13 @@ class TrainSpec:
                 raise ValueError(f"budget: a fraction must be in (0, 1), got {b}")
             if isinstance(b, int) and b < 1:
                 raise ValueError(f"budget: a parameter count must be >= 1, got {b}")
-        for name in ("batch_size", "max_seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps: must be >= 1, got {self.steps}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ValueError(f"epochs: must be > 0, got {self.epochs}")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
-        if self.lr_warmup_steps < 0:
-            raise ValueError(f"lr_warmup_steps: must be >= 0, got {self.lr_warmup_steps}")
-        if isinstance(self.num_devices, bool) or not isinstance(self.num_devices, int) or self.num_devices < 1:
-            raise ValueError(f"num_devices: must be an integer >= 1, got {self.num_devices!r}")
+        for h in hp.ENGINE:  # types and bounds, as the API checks them
+            h.check(getattr(self, h.name))
         if self.batch_size % self.num_devices:
             raise ValueError(f"batch_size: {self.batch_size} must be divisible by num_devices "
                              f"({self.num_devices}): each device takes an equal share of every batch")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not 0 <= self.holdout_fraction < 1:
-            raise ValueError(f"holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

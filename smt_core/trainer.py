@@ -26,13 +26,13 @@ from smt_core.base import Method, PrepareContext
 from smt_core.callbacks import Callbacks, Cancelled
 from smt_core.data import BatchPlan, Encoded, encode, evaluate, loss_fn, loss_items, split_holdout
 from smt_core.dataformats import DataFormatError, read_jsonl
+from smt_core.hyperparameters import DEFAULT_EPOCHS
 from smt_core.methods.spec import resolve_budget
 from smt_core.models import ModelRef, load_model, load_tokenizer, resolve_model, weights_sha256
 from smt_core.registry import get_method
 from smt_core.spec import TrainSpec
 from smt_core.targets import base_param_count, find_sites
 
-DEFAULT_EPOCHS = 1.0
 HEAD_LEARNING_RATE = 2e-3
 
 

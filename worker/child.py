@@ -14,20 +14,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from service import logs, workdirs
 from service.blobstore import get_store
 from service.db import reset_engines, retry_on_disconnect, session_scope
-from service.models import Artifact, Dataset, Job, JobStatus
+from service.models import Artifact, Dataset, Job, JobStatus, MergeStatus
 from service.settings import get_settings
-from smt_core.registry import available_methods, get_spec
-from worker import leases, tarball
+from service.states import EventType, JobErrorCode
+from worker import failures, leases, tarball
+from worker.failures import ChildExit, Failure
 from worker.recorder import Recorder, restore_checkpoint
 
-EXIT_HANDBACK = 75  # the run stopped so the job can move to another worker (SIGTERM)
-EXIT_LOST = 76  # another worker holds the job now
-EXIT_RETRY = 77  # the database went away mid-run: hand the job back (resumes from its checkpoint)
 log = logging.getLogger("sparsetune.child")
 
 
@@ -57,22 +53,23 @@ def _write_dataset(s, ds_id: str | None, path: Path) -> str | None:
 
 
 def build_spec(job: Job, work: Path, s) -> Any:
+    """The TrainSpec of a job row. Its hyperparameters as stored, with the one definition's defaults
+    (smt_core/hyperparameters.py) for keys added since the row was written; num_devices > 1 makes
+    smt_core.run start the other ranks beside this child."""
     from smt_core import TrainSpec
+    from smt_core.hyperparameters import job_values
 
-    hp = job.hyperparameters
+    hp = job_values(job.hyperparameters)
+    if hp["steps"] is not None:
+        hp["epochs"] = None  # steps win
     out = work / "out"
     out.mkdir(parents=True, exist_ok=True)
     resumed_at = restore_checkpoint(s, job.id, out)
     return TrainSpec(
         model=_model_source(job.model), train_data=_write_dataset(s, job.training_dataset_id, work / "train.jsonl"),
         eval_data=_write_dataset(s, job.validation_dataset_id, work / "eval.jsonl"), method=job.method,
-        out_dir=str(out), budget=job.budget, targets=list(job.targets), steps=hp.get("steps"),
-        epochs=hp.get("epochs") if hp.get("steps") is None else None, learning_rate=hp.get("learning_rate"),
-        batch_size=hp["batch_size"], max_seq_len=hp["max_seq_len"], lr_warmup_steps=hp.get("lr_warmup_steps", 0),
-        method_options=dict(job.method_options), seed=job.seed, resume=resumed_at is not None,
-        num_devices=int(hp.get("num_devices", 1)),  # > 1: smt_core.run starts the other ranks beside this child
-        checkpoint_every=get_settings().checkpoint_every,
-        gradient_checkpointing=bool(hp.get("gradient_checkpointing", False)))
+        out_dir=str(out), budget=job.budget, targets=list(job.targets), method_options=dict(job.method_options),
+        seed=job.seed, resume=resumed_at is not None, checkpoint_every=get_settings().checkpoint_every, **hp)
 
 
 def _store_artifacts(job_id: str, token: int, files: dict[str, Path], metrics: dict[str, Any]) -> None:
@@ -117,31 +114,8 @@ def _shira_tar(out_dir: Path, work: Path, model: str, rec: Recorder) -> Path | N
         return None
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    """MemoryError from Python, or torch's allocator refusing under the RLIMIT_AS cap."""
-    text = str(exc)
-    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
-
-
-def out_of_memory_message(exc: BaseException, method: str | None) -> str:
-    """Say that memory ran out, under which cap, and what usually fits instead (in the order to try)."""
-    cap = get_settings().child_memory_bytes
-    under = f" under its cap (SPARSETUNE_CHILD_MEMORY_BYTES={cap}, {cap / 2**30:.1f} GiB)" if cap else ""
-    tries = ["a smaller hyperparameters.batch_size or max_seq_len",
-             "activation checkpointing (hyperparameters.gradient_checkpointing: true)"]
-    spec = get_spec(method) if method in available_methods() else None
-    if spec is not None and spec.trains_base:
-        tries.append(f"a sparse method (smt or snell) instead of {method}, which keeps no optimizer state for "
-                     "frozen weights")
-    else:
-        tries.append("a smaller budget")
-    tries.append("a larger SPARSETUNE_CHILD_MEMORY_BYTES on the worker" if cap else "a worker with more memory")
-    return (f"the training process ran out of memory{under}. Try {', '.join(tries[:-1])}, or {tries[-1]}. "
-            f"({exc.__class__.__name__}: {str(exc)[:300]})")
-
-
 def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
-    """Entry point of the spawned child. Exit codes: 0 outcome recorded, 75 handed back, 76 lease lost."""
+    """Entry point of the spawned child; its exit code (``failures.ChildExit``) tells the task what happened."""
     _cap_memory()
     # SIGTERM/SIGINT go to the worker, which asks us (stop_event) to stop so the job can be handed back
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -175,31 +149,34 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
         retry_on_disconnect(lambda: _store_artifacts(job_id, token, files, result.metrics), "storing artifacts")
     except Cancelled:
         if rec.lost:
-            raise SystemExit(EXIT_LOST) from None
+            raise SystemExit(ChildExit.lost) from None
         if rec.handback:
-            raise SystemExit(EXIT_HANDBACK) from None
+            raise SystemExit(ChildExit.handback) from None
         leases.finish(job_id, token, JobStatus.cancelled, None)
-    except leases.LostLease:
-        raise SystemExit(EXIT_LOST) from None
-    except DBAPIError as exc:  # the database stayed away past the retries: not the job's fault, handed back
-        log.warning("database error; handing the job back: %s", exc.__class__.__name__, extra={"job_id": job_id})
-        raise SystemExit(EXIT_RETRY) from None
-    except Exception as exc:  # noqa: BLE001 - any engine error fails this job with its message
-        if _out_of_memory(exc):
-            _fail(job_id, token, "out_of_memory", out_of_memory_message(exc, method))
-        else:
-            log.exception("job failed", extra={"job_id": job_id})
-            code = "invalid_request" if isinstance(exc, ValueError) else "training_failed"
-            _fail(job_id, token, code, f"{exc.__class__.__name__}: {exc}"[:2000])
+    except Exception as exc:  # noqa: BLE001 - worker/failures.py says whether it is the job's fault
+        _end_on_error(job_id, token, exc, method)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _fail(job_id: str, token: int, code: str, message: str) -> None:
+def _end_on_error(job_id: str, token: int, exc: Exception, method: str | None) -> None:
+    """Exit with the code that hands the job back or leaves it alone, or fail it with its message."""
+    exit_code = failures.exit_for(exc)
+    if exit_code is not None:
+        log.warning("%s; the job is not at fault: exit %d (%s)", exc.__class__.__name__, exit_code, exit_code.name,
+                    extra={"job_id": job_id})
+        raise SystemExit(exit_code) from None
+    failure = failures.job_failure(exc, method)
+    if failure.code != JobErrorCode.out_of_memory:  # an engine bug or bad data: keep the traceback
+        log.exception("job failed", extra={"job_id": job_id}, exc_info=exc)
+    _fail(job_id, token, failure)
+
+
+def _fail(job_id: str, token: int, failure: Failure) -> None:
     try:
-        leases.finish(job_id, token, JobStatus.failed, {"code": code, "message": message})
+        leases.finish(job_id, token, JobStatus.failed, failure.as_error())
     except leases.LostLease:
-        raise SystemExit(EXIT_LOST) from None
+        raise SystemExit(ChildExit.lost) from None
 
 
 def merge_main(job_id: str) -> None:
@@ -225,13 +202,13 @@ def merge_main(job_id: str) -> None:
         with session_scope() as s:
             blob = get_store().write_file(s, tar)
             s.merge(Artifact(job_id=job_id, name="merged.tar", blob_id=blob.id, bytes=blob.bytes, sha256=blob.sha256))
-            s.execute(update(Job).where(Job.id == job_id).values(merge_status="done"))
+            s.execute(update(Job).where(Job.id == job_id).values(merge_status=MergeStatus.done))
     except Exception as exc:  # noqa: BLE001
         log.exception("merge failed", extra={"job_id": job_id})
         with session_scope() as s:
-            s.execute(update(Job).where(Job.id == job_id).values(merge_status="failed"))
+            s.execute(update(Job).where(Job.id == job_id).values(merge_status=MergeStatus.failed))
             from service.crud import add_event
 
-            add_event(s, s.get(Job, job_id), "log", {"level": "error", "message": f"merge failed: {exc}"})
+            add_event(s, s.get(Job, job_id), EventType.log, {"level": "error", "message": f"merge failed: {exc}"})
     finally:
         shutil.rmtree(work, ignore_errors=True)

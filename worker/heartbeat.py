@@ -19,6 +19,7 @@ from service.db import session_scope
 from service.models import Worker
 from service.periodic import Periodic
 from service.settings import get_settings
+from service.states import WorkerStatus
 
 log = logging.getLogger("sparsetune.heartbeat")
 WORKER_ID = f"wk_{socket.gethostname()[:40]}_{os.getpid()}_{secrets.token_hex(3)}"[:64]
@@ -61,7 +62,7 @@ def detect_device() -> tuple[str, int | None]:
 _device: tuple[str, int | None] | None = None
 
 
-def beat(status: str | None = None) -> None:
+def beat(status: WorkerStatus | None = None) -> None:
     """Upsert this worker's row."""
     global _device
     if _device is None:
@@ -76,7 +77,7 @@ def beat(status: str | None = None) -> None:
         row.pool, row.queue = pool.name, pool.queue
         row.device, row.device_memory = _device
         row.current_job_id = _current_job
-        row.status = status or ("busy" if _current_job else "idle")
+        row.status = status or (WorkerStatus.busy if _current_job else WorkerStatus.idle)
         row.last_seen_at = now
 
 
@@ -92,6 +93,6 @@ def stop() -> None:
     """A warm shutdown says so, so the listing tells a stopped worker from a lost one."""
     _periodic.stop()
     try:
-        beat("stopped")
+        beat(WorkerStatus.stopped)
     except Exception:  # noqa: BLE001 - shutting down anyway
         log.warning("final heartbeat failed", exc_info=True)

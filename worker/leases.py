@@ -16,6 +16,7 @@ from service.crud import add_event, drop_checkpoint
 from service.db import retried, session_scope
 from service.models import Job, JobStatus
 from service.settings import get_settings
+from service.states import EventType
 
 
 class LostLease(RuntimeError):
@@ -42,7 +43,7 @@ def claim(job_id: str, worker_id: str | None = None) -> int | None:
         if token is None:
             return None
         job = s.get(Job, job_id)
-        add_event(s, job, "status", {"status": "running", "phase": job.phase, "attempt": job.attempts,
+        add_event(s, job, EventType.status, {"status": JobStatus.running, "phase": job.phase, "attempt": job.attempts,
                                      "pool": job.pool, "worker": worker_id})
         return token
 
@@ -83,8 +84,8 @@ def hand_back(job_id: str, token: int, message: str, count_attempt: bool = True)
         except LostLease:
             return False
         job = s.get(Job, job_id)
-        add_event(s, job, "log", {"level": "warning", "message": message})
-        add_event(s, job, "status", {"status": "queued", "phase": job.phase})
+        add_event(s, job, EventType.log, {"level": "warning", "message": message})
+        add_event(s, job, EventType.status, {"status": JobStatus.queued, "phase": job.phase})
     return True
 
 
@@ -97,8 +98,8 @@ def finish(job_id: str, token: int, status: JobStatus, error: dict | None = None
         drop_checkpoint(sess, job_id)  # ended in any way: it will never resume
         job = sess.get(Job, job_id)
         sess.refresh(job)
-        add_event(sess, job, "status", {"status": status.value, "phase": job.phase, "error": error})
-        add_event(sess, job, "end", {"status": status.value, "error": error})
+        add_event(sess, job, EventType.status, {"status": status, "phase": job.phase, "error": error})
+        add_event(sess, job, EventType.end, {"status": status, "error": error})
 
     if s is not None:
         _do(s)  # the caller's transaction: the caller retries it whole

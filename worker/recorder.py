@@ -22,10 +22,9 @@ from service.blobstore import get_store
 from service.crud import add_event
 from service.db import get_engine, retry_on_disconnect, session_scope
 from service.models import BlockSelection, Checkpoint, Job, MetricPoint
+from service.states import EventType, JobPhase, JobStatus
 from smt_core.callbacks import Callbacks
 from worker import leases, tarball
-
-PUBLIC_PHASES = {"selection", "training", "evaluating", "saving"}  # "loading" shows as null
 
 
 def upsert(s: Session, model: Any, values: dict[str, Any], keys: list[str], update: list[str]) -> None:
@@ -82,12 +81,13 @@ class Recorder:
 
     # ---- the engine's events ------------------------------------------------------------------------
     def on_phase(self, p: dict[str, Any]) -> None:
-        phase = p["phase"] if p["phase"] in PUBLIC_PHASES else None
-        self._write(lambda s, job: add_event(s, job, "status", {"status": "running", "phase": phase}), phase=phase)
+        phase = JobPhase.shown(p["phase"])  # "loading" shows as null
+        self._write(lambda s, job: add_event(s, job, EventType.status, {"status": JobStatus.running, "phase": phase}),
+                    phase=phase)
 
     def on_info(self, p: dict[str, Any]) -> None:
         p = _clean(p)
-        self._write(lambda s, job: add_event(s, job, "log", {"level": "info", "message": "prepared", **p}),
+        self._write(lambda s, job: add_event(s, job, EventType.log, {"level": "info", "message": "prepared", **p}),
                     trainable_params=p.get("trainable_params"), total_params=p.get("total_params"),
                     total_steps=p.get("total_steps"))
 
@@ -105,7 +105,7 @@ class Recorder:
                                     "learning_rate": p.get("learning_rate"),
                                     "tokens_per_second": p.get("tokens_per_second"), "memory": p.get("memory")},
                    ["job_id", "step"], ["train_loss", "learning_rate", "tokens_per_second", "memory"])
-            add_event(s, job, "metric", p)
+            add_event(s, job, EventType.metric, p)
 
         self._write(rows, steps_completed=p["step"], trained_tokens=p.get("trained_tokens") or 0,
                     total_steps=p.get("total_steps"), estimated_finish=eta,
@@ -118,13 +118,13 @@ class Recorder:
             upsert(s, MetricPoint, {"job_id": job.id, "step": p["step"], "eval_loss": p.get("eval_loss"),
                                     "eval_accuracy": p.get("eval_accuracy")},
                    ["job_id", "step"], ["eval_loss", "eval_accuracy"])
-            add_event(s, job, "metric", p)
+            add_event(s, job, EventType.metric, p)
 
         self._write(rows)
 
     def on_log(self, p: dict[str, Any]) -> None:
         p = _clean(p)
-        self._write(lambda s, job: add_event(s, job, "log", {"level": p.get("level", "info"),
+        self._write(lambda s, job: add_event(s, job, EventType.log, {"level": p.get("level", "info"),
                                                              "message": p.get("message", "")}))
 
     def on_selection(self, p: dict[str, Any]) -> None:
@@ -132,7 +132,7 @@ class Recorder:
 
         def rows(s: Session, job: Job) -> None:
             upsert(s, BlockSelection, {"job_id": job.id, "data": p}, ["job_id"], ["data"])
-            add_event(s, job, "log", {"level": "info", "message": f"selected blocks in {len(p.get('modules', []))} modules"})
+            add_event(s, job, EventType.log, {"level": "info", "message": f"selected blocks in {len(p.get('modules', []))} modules"})
 
         self._write(rows)
 
@@ -149,7 +149,7 @@ class Recorder:
                 s.flush()
                 if old:  # its pages hold the next checkpoint: no need to hand them back to the file system
                     get_store().delete(s, old, reclaim=False)
-                add_event(s, job, "log", {"level": "info", "message": f"checkpoint at step {p['step']}"})
+                add_event(s, job, EventType.log, {"level": "info", "message": f"checkpoint at step {p['step']}"})
 
             self._write(rows, checkpoint_step=p["step"])
 

@@ -1,9 +1,9 @@
 """Thin tasks: claim the job row, supervise the training child, record what its exit means.
 
-Redelivered or duplicate messages are no-ops (the claim fails). Which failures are retried is decided in
-one place, :func:`after_exit`: a child killed by a signal, crashing, or losing the database is handed back
-(resumes from its checkpoint) until ``max_attempts``; the engine's own errors (bad data, out of memory) fail
-the job with their message, written by the child.
+Redelivered or duplicate messages are no-ops (the claim fails). What each exit of the child means, and which
+are retried, is decided in ``worker/failures.py``: a child killed by a signal, crashing, or losing the database
+is handed back (resumes from its checkpoint) until ``max_attempts``; the engine's own errors (bad data, out of
+memory) fail the job with their message, written by the child.
 """
 
 from __future__ import annotations
@@ -18,24 +18,25 @@ from sqlalchemy.exc import DBAPIError
 
 from service import workdirs
 from service.db import retry_on_disconnect, session_scope
-from service.models import Job, JobStatus
+from service.models import Job, JobStatus, MergeStatus
 from service.queue import TASK_MERGE_JOB, TASK_RUN_JOB, enqueue
 from service.settings import get_settings
-from worker import heartbeat, leases
+from worker import failures, heartbeat, leases
 from worker.celery_app import app
-from worker.child import EXIT_HANDBACK, EXIT_LOST, EXIT_RETRY, merge_main, train_main
+from worker.child import merge_main, train_main
+from worker.failures import ChildExit, Outcome
 
 log = logging.getLogger("sparsetune.worker")
 _ctx = multiprocessing.get_context("spawn")
 
 
 @app.task(name=TASK_RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_job(job_id: str) -> str:
+def run_job(job_id: str) -> Outcome:
     """Run one job if this worker can claim it."""
     token = leases.claim(job_id, heartbeat.WORKER_ID)
     if token is None:  # a duplicate or late message: someone else holds the job, or it has ended
         log.info("skipped: not claimable", extra={"job_id": job_id})
-        return "skipped"
+        return Outcome.skipped
     log.info("claimed", extra={"job_id": job_id})
     heartbeat.set_current_job(job_id)
     try:
@@ -56,7 +57,7 @@ def _sweep(job_id: str) -> None:
         log.warning("work folder sweep failed", extra={"job_id": job_id}, exc_info=True)
 
 
-def supervise(job_id: str, token: int) -> str:
+def supervise(job_id: str, token: int) -> Outcome:
     """Start the child, keep the lease while it lives, and turn SIGTERM into a hand-back."""
     stop = _ctx.Event()
     proc = _ctx.Process(target=train_main, args=(job_id, token, stop), name=f"train-{job_id}", daemon=False)
@@ -82,7 +83,7 @@ def supervise(job_id: str, token: int) -> str:
                         proc.terminate()
                         proc.join(30)
                     # a child that recorded its own end (succeeded, failed, cancelled) exits 0 right after
-                    return "recorded" if proc.exitcode == 0 else "lost"
+                    return Outcome.recorded if proc.exitcode == ChildExit.recorded else Outcome.lost
         return after_exit(job_id, token, proc.exitcode)
     finally:
         if previous is not None:
@@ -91,30 +92,27 @@ def supervise(job_id: str, token: int) -> str:
                 os.kill(os.getpid(), signal.SIGTERM)
 
 
-def after_exit(job_id: str, token: int, code: int | None) -> str:
-    if code == 0:
-        return "recorded"
-    if code == EXIT_LOST:
-        return "lost"
-    if code == EXIT_HANDBACK:
-        if leases.hand_back(job_id, token, "worker shutting down: handed back, resumes from its checkpoint",
-                            count_attempt=False):
+def after_exit(job_id: str, token: int, code: int | None) -> Outcome:
+    """Act on the child's exit as ``worker/failures.py`` reads it."""
+    if code == ChildExit.recorded:
+        return Outcome.recorded
+    if code == ChildExit.lost:
+        return Outcome.lost
+    if code == ChildExit.handback:
+        if leases.hand_back(job_id, token, failures.HANDBACK_MESSAGE, count_attempt=False):
             enqueue(job_id)
-        return "handed back"
-    how = (f"signal {-code}" if code is not None and code < 0 else
-           "database unreachable" if code == EXIT_RETRY else f"exit code {code}")
+        return Outcome.handed_back
+    how = failures.how_it_died(code)
     attempts, step = retry_on_disconnect(lambda: _attempts_and_checkpoint(job_id), "reading the job")
-    if attempts < get_settings().max_attempts:
-        where = f"from its checkpoint at step {step}" if step else "from the start"
-        if leases.hand_back(job_id, token, f"training process died ({how}); resuming {where}"):
+    if failures.resumes(attempts):
+        if leases.hand_back(job_id, token, failures.resume_message(how, step)):
             enqueue(job_id)
-        return "requeued"
+        return Outcome.requeued
     try:
-        leases.finish(job_id, token, JobStatus.failed,
-                      {"code": "worker_crashed", "message": f"the training process died ({how}) {attempts} times"})
+        leases.finish(job_id, token, JobStatus.failed, failures.crashed(how, attempts).as_error())
     except leases.LostLease:
-        return "lost"
-    return "failed"
+        return Outcome.lost
+    return Outcome.failed
 
 
 def _attempts_and_checkpoint(job_id: str) -> tuple[int, int | None]:
@@ -139,17 +137,18 @@ def merge_job(job_id: str) -> str:
     """Build merged.tar for a succeeded job (once, even if the message is delivered twice)."""
     with session_scope() as s:
         res = s.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.succeeded,
-                                          Job.merge_status == "requested").values(merge_status="running"))
+                                          Job.merge_status == MergeStatus.requested)
+                        .values(merge_status=MergeStatus.running))
         if res.rowcount != 1:
-            return "skipped"
+            return Outcome.skipped
     proc = _ctx.Process(target=merge_main, args=(job_id,), name=f"merge-{job_id}")
     proc.start()
     proc.join()
     if proc.exitcode != 0:
         with session_scope() as s:
-            s.execute(update(Job).where(Job.id == job_id).values(merge_status="failed"))
-        return "failed"
-    return "merged"
+            s.execute(update(Job).where(Job.id == job_id).values(merge_status=MergeStatus.failed))
+        return MergeStatus.failed
+    return MergeStatus.done
 
 
 

@@ -18,38 +18,34 @@ from service import queue
 from service.blobstore import get_store
 from service.db import session_factory
 from service.models import Artifact, JobStatus
+from service.states import IN_PROGRESS, MergeStatus
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/artifacts", tags=["artifacts"])
 NAMES = ("adapter.safetensors", "adapter_config.json", "peft-shira.tar", "merged.tar")
 MEDIA = {".json": "application/json", ".tar": "application/x-tar"}
 
 
-def _public(a: Artifact) -> dict:
-    return {"name": a.name, "object": "artifact", "bytes": a.bytes, "sha256": a.sha256,
-            "created_at": int(a.created_at)}
-
-
 @router.get("", response_model=ListPage[ArtifactPublic], responses=errors(404))
-def list_artifacts(session: SessionDep, job: JobDep) -> dict:
+def list_artifacts(session: SessionDep, job: JobDep) -> ListPage[ArtifactPublic]:
     """The job's artifacts."""
     rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id)
                            .order_by(Artifact.created_at.desc(), Artifact.name))
-    data = [_public(a) for a in rows]  # at most four fixed names: one page
-    return {"object": "list", "data": data, "has_more": False, "last_id": data[-1]["name"] if data else None}
+    data = [ArtifactPublic.model_validate(a) for a in rows]  # at most four fixed names: one page
+    return ListPage[ArtifactPublic].of(data, last_id=data[-1].name if data else None)
 
 
 @router.post("/merged", status_code=202, response_model=ArtifactRequest, responses=errors(404, 409))
-def create_merged_artifact(session: SessionDep, job: JobDep) -> dict:
+def create_merged_artifact(session: SessionDep, job: JobDep) -> ArtifactRequest:
     """Ask for the merged model (merged.tar); it appears in the list when ready."""
     if job.status != JobStatus.succeeded:
         raise conflict(f"job {job.id} is {job.status.value}; only a succeeded job can be merged")
     if session.get(Artifact, (job.id, "merged.tar")) is not None:
-        return {"name": "merged.tar", "object": "artifact_request", "status": "ready"}
-    if job.merge_status not in ("requested", "running"):
-        job.merge_status = "requested"
+        return ArtifactRequest(name="merged.tar", status="ready")
+    if job.merge_status not in IN_PROGRESS:  # never asked for, or failed: ask (again)
+        job.merge_status = MergeStatus.requested
         session.commit()
         queue.enqueue_merge(job.id)
-    return {"name": "merged.tar", "object": "artifact_request", "status": job.merge_status}
+    return ArtifactRequest(name="merged.tar", status=job.merge_status)
 
 
 RangeHeader = Annotated[str | None, Header(alias="Range", max_length=200,

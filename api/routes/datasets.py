@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from api.deps import CurrentOwner, DatasetDep, SessionDep
 from api.errors import APIError
-from api.routes.common import AfterQuery, LimitQuery, envelope, errors
+from api.routes.common import AfterQuery, LimitQuery, errors
 from api.schemas import DatasetPublic, Deleted, ListPage
 from service import crud, quotas
 from service.blobstore import get_store
@@ -49,7 +49,7 @@ def _measure(fh: BinaryIO, limit: int) -> tuple[int, str]:
 @router.post("", status_code=201, response_model=DatasetPublic, responses=errors(400, 413))
 def create_dataset(session: SessionDep, owner: CurrentOwner,
                    file: Annotated[UploadFile, File(description="a JSONL file in one of the four formats")],
-                   _one: Annotated[None, Depends(one_file_part)]) -> dict:
+                   _one: Annotated[None, Depends(one_file_part)]) -> DatasetPublic:
     """Upload and validate a JSONL dataset.
 
     Memory stays flat whatever the size: the multipart parser spools the part to a temporary file, which is
@@ -81,25 +81,26 @@ def create_dataset(session: SessionDep, owner: CurrentOwner,
                  blob_id=blob.id)
     session.add(ds)
     session.commit()
-    return crud.dataset_public(ds)
+    return DatasetPublic.model_validate(ds)
 
 
 @router.get("", response_model=ListPage[DatasetPublic], responses=errors())
-def list_datasets(session: SessionDep, owner: CurrentOwner, limit: LimitQuery = 20, after: AfterQuery = None) -> dict:
+def list_datasets(session: SessionDep, owner: CurrentOwner, limit: LimitQuery = 20,
+                  after: AfterQuery = None) -> ListPage[DatasetPublic]:
     """List the owner's datasets, newest first."""
     rows, more = crud.page(session, select(Dataset).where(Dataset.owner_id == owner.id), Dataset, limit, after)
-    return envelope([crud.dataset_public(d) for d in rows], more)
+    return ListPage[DatasetPublic].of([DatasetPublic.model_validate(d) for d in rows], more)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(404))
-def read_dataset(ds: DatasetDep) -> dict:
+def read_dataset(ds: DatasetDep) -> DatasetPublic:
     """Read one dataset."""
-    return crud.dataset_public(ds)
+    return DatasetPublic.model_validate(ds)
 
 
 @router.delete("/{dataset_id}", response_model=Deleted, responses=errors(404, 409))
-def delete_dataset(session: SessionDep, ds: DatasetDep) -> dict:
+def delete_dataset(session: SessionDep, ds: DatasetDep) -> Deleted:
     """Delete a dataset no queued or running job uses."""
     crud.delete_dataset(session, ds)
     session.commit()
-    return {"id": ds.id, "object": "dataset", "deleted": True}
+    return Deleted(id=ds.id, object="dataset")

@@ -18,13 +18,13 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api import streams
 from api.deps import CurrentOwner, JobDep, SessionDep
 from api.errors import APIError
-from api.routes.common import AfterQuery, LimitQuery, envelope, errors
+from api.routes.common import AfterQuery, LimitQuery, errors
 from api.schemas import EventPublic, ListPage
-from service import crud
 from service.db import session_factory
 from service.models import FINISHED, Event, Job
 from service.security import bearer_token
 from service.settings import get_settings
+from service.states import EventType
 
 router = APIRouter(tags=["events"])
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)]
@@ -52,13 +52,18 @@ def _fetch(job_id: str | None, owner_id: str, after: int) -> tuple[list[dict], i
             if session.get(Job, job_id) is None:
                 return None
             stmt = select(Event).where(Event.job_id == job_id, Event.id > after).order_by(Event.id).limit(BATCH)
-            events = [crud.event_public(e) for e in session.scalars(stmt)]
+            events = [_payload(e) for e in session.scalars(stmt)]
             return events, int(events[-1]["id"]) if events else after
         upto = settled_upto(session, after)
         stmt = (select(Event).where(Event.owner_id == owner_id, Event.id > after, Event.id <= upto)
                 .order_by(Event.id).limit(BATCH))
-        events = [crud.event_public(e) for e in session.scalars(stmt)]
+        events = [_payload(e) for e in session.scalars(stmt)]
         return events, int(events[-1]["id"]) if len(events) == BATCH else upto
+
+
+def _payload(e: Event) -> dict[str, Any]:
+    """An event as its SSE ``data`` carries it: the list's EventPublic, as a dict for ``json.dumps``."""
+    return EventPublic.model_validate(e).model_dump()
 
 
 def settled_upto(session: Session, after: int) -> int:
@@ -87,7 +92,7 @@ async def _stream(request: Request, job_id: str | None, owner_id: str, after: in
             events, position = fetched
             for ev in events:
                 yield ServerSentEvent(data=json.dumps(ev), event=ev["type"], id=ev["id"])
-                if job_id and ev["type"] == "end":
+                if job_id and ev["type"] == EventType.end:
                     return  # the job is over: close, and a reconnect gets 204
             moved, after = position > after, position
             if moved:
@@ -112,7 +117,7 @@ async def list_events(request: Request, session: SessionDep, job: JobDep, accept
     def respond() -> Any:
         if _wants_stream(accept):
             start = _last_id(last_event_id)
-            end_id = session.scalar(select(func.max(Event.id)).where(Event.job_id == job.id, Event.type == "end"))
+            end_id = session.scalar(select(func.max(Event.id)).where(Event.job_id == job.id, Event.type == EventType.end))
             if job.status in FINISHED and end_id is not None and start >= end_id:
                 return Response(status_code=204)
             session.close()  # its connection back to the pool now, not when the stream ends hours later
@@ -121,7 +126,7 @@ async def list_events(request: Request, session: SessionDep, job: JobDep, accept
         if after is not None:
             stmt = stmt.where(Event.id < _last_id(after, "after"))
         rows = list(session.scalars(stmt.order_by(Event.id.desc()).limit(limit + 1)))
-        return envelope([crud.event_public(e) for e in rows[:limit]], len(rows) > limit)
+        return ListPage[EventPublic].of([EventPublic.model_validate(e) for e in rows[:limit]], len(rows) > limit)
 
     # async with one explicit thread hop: a sync route would cost a second one to validate the page
     return await to_thread.run_sync(respond)

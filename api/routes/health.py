@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
 
 from api.errors import APIError
+from api.schemas import ErrorResponse, HealthPublic, ReadyPublic
 from service import pools
 from service.db import get_engine, session_factory
 from service.models import Job, JobStatus
@@ -18,14 +19,15 @@ from service.queue import producer
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-def read_health() -> dict:
+@router.get("/healthz", response_model=HealthPublic)
+def read_health() -> HealthPublic:
     """The process is up."""
-    return {"status": "ok"}
+    return HealthPublic(status="ok")
 
 
-@router.get("/readyz", responses={503: {"description": "database or broker unreachable"}})
-def read_ready() -> dict:
+@router.get("/readyz", response_model=ReadyPublic,
+            responses={503: {"model": ErrorResponse, "description": "database or broker unreachable"}})
+def read_ready() -> ReadyPublic:
     """The database and the broker are reachable (503 if not); ``workers`` says whether any pool has a live
     worker (a recent heartbeat), which readiness does not require: jobs queue until one starts."""
     try:
@@ -40,7 +42,7 @@ def read_ready() -> dict:
             conn.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:  # noqa: BLE001
         raise APIError(503, f"broker unreachable: {exc.__class__.__name__}") from None
-    return {"status": "ok", "database": "ok", "broker": "ok", "workers": "ok" if live else "none_live"}
+    return ReadyPublic(status="ok", database="ok", broker="ok", workers="ok" if live else "none_live")
 
 
 class JobCollector:

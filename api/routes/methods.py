@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentOwner
-from api.routes.common import envelope, errors
+from api.routes.common import errors
 from api.schemas import ListPage, MethodPublic
 from smt_core.registry import served_specs
 
@@ -14,6 +14,6 @@ router = APIRouter(prefix="/v1/methods", tags=["methods"])
 
 
 @router.get("", response_model=ListPage[MethodPublic], responses=errors())
-def list_methods(_: CurrentOwner) -> dict:
+def list_methods(_: CurrentOwner) -> ListPage[MethodPublic]:
     """Exactly the methods job creation accepts, each option with its type, default, bounds and help."""
-    return envelope([spec.public() for spec in served_specs()], False)
+    return ListPage[MethodPublic].of([MethodPublic.model_validate(spec.public()) for spec in served_specs()])

@@ -9,39 +9,41 @@ from fastapi import APIRouter, Path, Query
 
 from api.deps import CurrentOwner, SessionDep
 from api.errors import APIError, invalid, not_found
-from api.routes.common import envelope, errors
+from api.routes.common import errors, query_from
 from api.schemas import EstimatePublic, ListPage, ModelPublic
 from api.validation import check_spec
 from service import catalog, estimates
 from service.models import Dataset
 from service.storable import is_plausible_id
+from smt_core import hyperparameters as hp
 from smt_core.dataformats import parse_line
 from smt_core.estimate import DEVICES, estimate, model_shape
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def _public(alias: str) -> dict:
+def _public(alias: str) -> ModelPublic:
+    """An allowed model, described from its config.json (nulls and no targets without a local one)."""
     cfg = catalog.model_config(alias)
     shape = model_shape(cfg) if cfg else None
-    return {"id": alias, "object": "model", "parameters": shape.total_params if shape else None,
-            "architecture": shape.architecture if shape else None,
-            "targets": list(shape.targets) if shape else []}
+    return ModelPublic(id=alias, parameters=shape.total_params if shape else None,
+                       architecture=shape.architecture if shape else None,
+                       targets=list(shape.targets) if shape else [])
 
 
 @router.get("", response_model=ListPage[ModelPublic], responses=errors())
-def list_models(_: CurrentOwner) -> dict:
+def list_models(_: CurrentOwner) -> ListPage[ModelPublic]:
     """The models jobs may use."""
-    return envelope([_public(a) for a in sorted(catalog.allowed_models())], False)
+    return ListPage[ModelPublic].of([_public(a) for a in sorted(catalog.allowed_models())])
 
 
 @router.get("/{model_id}/estimate", response_model=EstimatePublic, responses=errors(404))
 def read_estimate(owner: CurrentOwner, session: SessionDep, model_id: Annotated[str, Path(max_length=200)],
                   method: Annotated[str, Query(max_length=32)] = "smt",
-                  budget: Annotated[float | None, Query()] = 0.01,
-                  batch_size: Annotated[int, Query(ge=1, le=4096)] = 8,
-                  max_seq_len: Annotated[int, Query(ge=8, le=131072)] = 256,
-                  targets: Annotated[str, Query(max_length=64)] = "q,k,v",
+                  budget: Annotated[float | None, query_from(hp.BUDGET)] = hp.BUDGET.default,
+                  batch_size: Annotated[int, query_from(hp.BATCH_SIZE)] = hp.BATCH_SIZE.default,
+                  max_seq_len: Annotated[int, query_from(hp.MAX_SEQ_LEN)] = hp.MAX_SEQ_LEN.default,
+                  targets: Annotated[str, query_from(hp.TARGETS, max_length=64)] = ",".join(hp.TARGETS.default),
                   method_options: Annotated[str | None, Query(max_length=2000,
                                                               description="JSON object, as in a job")] = None,
                   training_dataset: Annotated[str | None, Query(
@@ -49,7 +51,8 @@ def read_estimate(owner: CurrentOwner, session: SessionDep, model_id: Annotated[
                       "(the widest batch: batch_size rows of the longest row) instead of max_seq_len")] = None,
                   device: Annotated[str, Query(max_length=16, description="cpu (fp32) or cuda (bf16 frozen "
                                                "weights, bf16 autocast)")] = "cpu",
-                  gradient_checkpointing: Annotated[bool, Query()] = False) -> dict:
+                  gradient_checkpointing: Annotated[bool, query_from(hp.GRADIENT_CHECKPOINTING)
+                                                    ] = hp.GRADIENT_CHECKPOINTING.default) -> EstimatePublic:
     """Trainable parameters and training memory by component, before launch."""
     if model_id not in catalog.allowed_models():
         raise not_found("model", model_id)
@@ -70,8 +73,8 @@ def read_estimate(owner: CurrentOwner, session: SessionDep, model_id: Annotated[
         tokens, task = estimates.dataset_tokens(session, ds, model_id), estimates.task_of(ds)
     est = estimate(cfg, method, b, tlist, batch_size, max_seq_len, options, device=device, tokens=tokens, task=task,
                    gradient_checkpointing=gradient_checkpointing)
-    return {"model": model_id, "object": "estimate", **est, "training_dataset": training_dataset,
-            "tokens": tokens.to_dict() if tokens is not None else None}
+    return EstimatePublic.model_validate({"model": model_id, **est, "training_dataset": training_dataset,
+                                          "tokens": tokens.to_dict() if tokens is not None else None})
 
 
 def _parse_options(text: str | None) -> dict:

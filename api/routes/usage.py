@@ -13,6 +13,6 @@ router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
 
 @router.get("", response_model=UsagePublic, responses=errors())
-def read_usage(session: SessionDep, owner: CurrentOwner) -> dict:
+def read_usage(session: SessionDep, owner: CurrentOwner) -> UsagePublic:
     """What the caller's owner uses against the per-owner limits (see service/quotas.py)."""
-    return quotas.usage(session, owner.id)
+    return UsagePublic.model_validate(quotas.usage(session, owner.id))

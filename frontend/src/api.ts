@@ -1,58 +1,40 @@
 // The public REST API (../shared/INTERFACE.md), typed, with its one error shape turned into words.
+// The types are the API's own: generated from its OpenAPI document into generated/openapi.ts by
+// scripts/gen_api_types.sh (tests/test_api_types.py fails when that file is stale). Written here by hand only
+// where the document has no schema for a shape:
+//   - Memory: `memory` of a job, a metric point and an estimate is a free-form object in the document;
+//   - JobEvent.data: each event type carries its own fields (the document says only "an object"); the SSE
+//     stream GET /v1/events has no schema and carries the same events;
+//   - LineError: the error object's `details` items are free-form objects.
+import type { components } from "./generated/openapi";
 
-export type Status = "queued" | "running" | "succeeded" | "failed" | "cancelled";
-export const STATUSES: Status[] = ["queued", "running", "succeeded", "failed", "cancelled"];
+type Schemas = components["schemas"];
 
-export interface Page<T> { object: "list"; data: T[]; has_more: boolean; last_id: string | null }
+export type Status = Schemas["JobStatus"];
+const STATUS_SET: Record<Status, true> = { queued: true, running: true, succeeded: true, failed: true, cancelled: true };
+export const STATUSES = Object.keys(STATUS_SET) as Status[];  // a status added to the enum fails the typecheck here
+
+/** Every list's envelope (the document's ListPage_*), over the element type the dashboard reads. */
+export type Page<T> = Omit<Schemas["ListPage_JobPublic_"], "data"> & { data: T[] };
 export interface Memory {
   weights?: number; trainable?: number; gradients?: number; optimizer?: number; activations?: number; peak?: number;
-  selection?: number;  // SMT's warm-up: gradient sums of every targeted matrix (freed before training)
+  selection?: number;  // a selection warm-up (SMT's gradient sums of every targeted matrix, freed before training)
 }
-export interface Job {
-  id: string; status: Status; phase: string | null; cancel_requested: boolean; model: string; method: string;
-  budget: number | null; targets: string[]; training_dataset: string | null; validation_dataset: string | null;
-  holdout_fraction: number | null; trainable_params: number | null; total_params: number | null;
-  steps_completed: number; total_steps: number | null; trained_tokens: number; estimated_finish: number | null;
-  metrics: Record<string, unknown> | null; memory: Memory | null; error: { code: string; message: string } | null;
-  created_at: number; started_at: number | null; finished_at: number | null;
-  hyperparameters: Record<string, unknown>; method_options: Record<string, unknown>; seed: number;
-  suffix: string | null; attempts: number; pool?: string | null; estimated_memory?: number | null;
-  worker?: string | null; warnings?: string[];  // notes from creation, e.g. no live worker: it waits queued
-}
-export interface Worker {
-  id: string; host: string; pid: number; pool: string; pool_memory: number | null; device: string;
-  device_memory: number | null; status: "idle" | "busy" | "stopped" | "lost"; current_job: string | null;
-  started_at: number; last_seen_at: number;
-}
-export interface Dataset {
-  id: string; filename: string; format: string; rows: number; bytes: number; sha256: string;
-  truncated_rows: number; label_names?: string[] | null; created_at: number;
-}
-export interface Model { id: string; parameters: number | null; architecture: string | null; targets: string[] }
+export type Job = Omit<Schemas["JobPublic"], "memory"> & { memory: Memory | null };
+export type Worker = Schemas["WorkerPublic"];
+export type Dataset = Schemas["DatasetPublic"];
+export type Model = Schemas["ModelPublic"];
 /** One option of a method as GET /v1/methods lists it (default null: the method computes it; see help). */
-export interface MethodOption {
-  name: string; type: "integer" | "number" | "boolean" | "string"; default: unknown;
-  minimum: number | null; maximum: number | null; enum: unknown[] | null; help: string;
-}
-export interface MethodInfo { id: string; object: "method"; uses_budget: boolean; options: MethodOption[] }
-export interface Estimate {
-  model: string; method: string; budget: number | null; targets: string[]; trainable_params: number;
-  total_params: number; memory: Memory; device?: "cpu" | "cuda"; sequence_length?: number;
-  training_dataset?: string | null; tokens?: { rows: number; longest: number; shortest: number; exact: boolean } | null;
-}
-export interface MetricPoint {
-  step: number; train_loss: number | null; eval_loss: number | null; eval_accuracy: number | null;
-  learning_rate: number | null; tokens_per_second: number | null; memory: Memory | null;
-}
-export interface Block { row: number; col: number; height: number; width: number; score: number }
-export interface BlockModule { name: string; layer: number; target: string; rows: number; cols: number; blocks: Block[] }
-export interface Blocks { block_size: number; modules: BlockModule[] }
-export interface Artifact { name: string; bytes: number; sha256: string; created_at: number }
-export interface JobEvent { id: string; job_id: string; type: string; data: Record<string, any>; created_at: number }
-export interface Usage {
-  object: "usage"; queued_jobs: number; running_jobs: number; stored_bytes: number;
-  limits: { max_active_jobs_per_owner: number; max_steps: number; max_stored_bytes_per_owner: number };
-}
+export type MethodOption = Schemas["MethodOptionPublic"];
+export type MethodInfo = Schemas["MethodPublic"];
+export type Estimate = Omit<Schemas["EstimatePublic"], "memory"> & { memory: Memory };
+export type MetricPoint = Omit<Schemas["MetricPointPublic"], "memory"> & { memory: Memory | null };
+export type Artifact = Schemas["ArtifactPublic"];
+export type Usage = Schemas["UsagePublic"];
+export type JobEvent = Omit<Schemas["EventPublic"], "data"> & { data: Record<string, any> };
+export type Block = Schemas["BlockPublic"];
+export type BlockModule = Schemas["BlockModulePublic"];
+export type Blocks = Schemas["BlocksPublic"];
 export interface LineError { line?: number; field?: string | null; message: string }
 
 /** An API error in words: the server's message, the parameter it names and per-line details. */
@@ -144,7 +126,7 @@ export const api = {
   blocks: (id: string) => getJSON<Blocks>(`/v1/jobs/${id}/blocks`),
   events: (id: string) => getJSON<Page<JobEvent>>(`/v1/jobs/${id}/events?limit=100`),
   artifacts: (id: string) => getJSON<Page<Artifact>>(`/v1/jobs/${id}/artifacts`),
-  buildMerged: (id: string) => sendJSON<{ status: string }>(`/v1/jobs/${id}/artifacts/merged`, undefined),
+  buildMerged: (id: string) => sendJSON<Schemas["ArtifactRequest"]>(`/v1/jobs/${id}/artifacts/merged`, undefined),
   workers: () => getJSON<Page<Worker>>("/v1/workers"),
   usage: () => getJSON<Usage>("/v1/usage"),
   download: (id: string, name: string) => request(`/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}`),

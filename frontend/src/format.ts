@@ -17,8 +17,9 @@ export function bytes(n: number | null | undefined): string {
   return i === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
 }
 
-export function budget(b: number | null | undefined, method?: string): string {
-  if (method === "full") return "all";
+/** A job's budget as a share or a count; "not used" for a method that takes none (GET /v1/methods says which). */
+export function budget(b: number | null | undefined, usesBudget?: boolean): string {
+  if (usesBudget === false) return "not used";
   if (b === null || b === undefined) return "—";
   if (b > 0 && b < 1) return `${+(b * 100).toPrecision(3)}%`;
   return `${count(b)} params`;

@@ -13,7 +13,8 @@ export interface JobForm {
 }
 
 export const INITIAL_FORM: JobForm = {
-  model: "", trainDs: "", validDs: "", method: "smt", budgetText: "0.01", targets: ["q", "k", "v"],
+  // method "": the service's first (GET /v1/methods lists the most wanted first) once the list arrives
+  model: "", trainDs: "", validDs: "", method: "", budgetText: "0.01", targets: ["q", "k", "v"],
   hp: { epochs: "1", steps: "", learning_rate: "", batch_size: "8", max_seq_len: "256", lr_warmup_steps: "0", seed: "0", num_devices: "1" },
   checkpointing: false, opts: {}, suffix: "",
 };

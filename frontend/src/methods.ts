@@ -1,6 +1,38 @@
 // How methods and their options read on screen. What a method is — its options, their types, defaults and
-// bounds, whether it takes a budget — comes from GET /v1/methods (the engine's registry), never from here.
-import type { MethodInfo, MethodOption } from "./api";
+// bounds, whether it takes a budget — comes from GET /v1/methods (the engine's registry), never from here:
+// no view compares a method's name, so a new method needs no dashboard change (tests/test_api_types.py).
+import { api, type MethodInfo, type MethodOption } from "./api";
+import { budget } from "./format";
+import { useLoad, type Loaded } from "./hooks";
+
+let listed: Promise<MethodInfo[]> | null = null;
+
+/** The service's methods, asked once per page load (they change only with the server's code); a failure is
+ * not kept, so the next view asks again. */
+export function loadMethods(): Promise<MethodInfo[]> {
+  listed ??= api.methods().then((page) => page.data, (e) => { listed = null; throw e; });
+  return listed;
+}
+
+export function useMethods(): Loaded<MethodInfo[]> {
+  return useLoad(loadMethods, []);
+}
+
+/** The method the others are measured against: the first that takes no budget (full fine-tuning trains every
+ * weight, so it has none). */
+export function referenceMethod(methods: MethodInfo[]): MethodInfo | undefined {
+  return methods.find((m) => !m.uses_budget);
+}
+
+/** Whether a method takes a budget; undefined while the list loads or for a method the service no longer offers. */
+export function takesBudget(methods: MethodInfo[] | null, id: string): boolean | undefined {
+  return methods?.find((m) => m.id === id)?.uses_budget;
+}
+
+/** A job's budget in words, "not used" for a method that takes none. */
+export function jobBudget(job: { budget: number | null; method: string }, methods: MethodInfo[] | null): string {
+  return budget(job.budget, takesBudget(methods, job.method));
+}
 
 const METHOD_LABELS: Record<string, [string, string]> = {
   smt: ["SMT", "sparse matrix tuning: trains the most-changed blocks of the chosen projections"],

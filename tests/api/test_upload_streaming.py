@@ -49,14 +49,14 @@ def test_text_that_cannot_be_stored_is_422_naming_line_and_field_and_writes_noth
 
 def test_a_stored_lone_surrogate_label_still_lists():
     """A dataset saved before uploads refused them: it serialises with the label escaped, not a 500."""
-    from service import crud
+    from api.schemas import DatasetPublic
     from service.models import Dataset
 
     old = Dataset(id="ds_x", filename="f", format="classification", rows=1, bytes=1, sha256="0" * 64,
                   truncated_rows=0, label_names=["\ud800", "ok"], created_at=0)
-    public = crud.dataset_public(old)
-    assert public["label_names"] == ["\\ud800", "ok"]
-    json.dumps(public, ensure_ascii=False).encode("utf-8")
+    public = DatasetPublic.model_validate(old)
+    assert public.label_names == ["\\ud800", "ok"]
+    public.model_dump_json().encode("utf-8")
 
 
 def test_more_distinct_labels_than_the_limit_are_refused(client, auth):

@@ -53,6 +53,13 @@ def test_validate_invalid_utf8_and_error_cap():
     assert len(report.errors) == 100 and report.total_errors == 151
 
 
+def test_validate_orders_integer_labels_numerically_and_odd_digit_labels_as_text():
+    # "--5" and "²" pass str.isdigit after stripping a minus, but int() refuses them: they are text labels
+    labels = ["10", "-1", "2", "--5", "²", "b", "a"]
+    report, _ = validate_lines(_lines(*[{"text": "x", "label": label} for label in labels]))
+    assert report.ok and report.label_names == ["-1", "2", "10", "--5", "a", "b", "²"]
+
+
 def test_read_jsonl_raises_with_details(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text('{"text": "a", "label": 1}\n{"text": 5, "label": 1}\n')

@@ -1,8 +1,11 @@
 """One matrix runs every method through the same checks (PEFT's testing_common style):
-save/load round trip, merged output equals adapted output, only adapter parameters train, the budget holds.
+save/load round trip, merged output equals adapted output, the adapter switched off equals the base, merging
+twice equals merging once, only adapter parameters train, the budget holds.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -80,6 +83,63 @@ def test_method_round_trip_merge_and_budget(method, model_fixture, request, tmp_
     cls = AutoModelForSequenceClassification if model_fixture == "tiny_bert_dir" else AutoModelForCausalLM
     merged = cls.from_pretrained(merged_dir).eval()
     torch.testing.assert_close(_logits(merged, probe), adapted_logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_fixture", list(MODELS))
+@pytest.mark.parametrize("method", METHODS)
+def test_disabled_adapter_equals_base(method, model_fixture, request, tmp_path_factory, trained):
+    _, out = _train(request, tmp_path_factory, method, model_fixture, trained)
+    base, tok, sites, m, saved, manifest = open_adapter(out)
+    probe = _probe(tok, model_fixture == "tiny_bert_dir")
+    base_logits = _logits(base, probe)
+    adapted = m.load(base, sites, saved, manifest["method_info"])
+    adapted_logits = _logits(adapted, probe)
+    if model_fixture != "tiny_bert_dir":  # (the trained head is in both: only the LMs must differ here)
+        assert not torch.equal(adapted_logits, base_logits), "the adapter must change the model"
+    with m.disabled(adapted):
+        assert torch.equal(_logits(adapted, probe), base_logits), "switched off, the adapter must leave no trace"
+    assert torch.equal(_logits(adapted, probe), adapted_logits), "leaving the block switches the adapter back on"
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+@pytest.mark.parametrize("model_fixture", list(MODELS))
+@pytest.mark.parametrize("method", METHODS)
+def test_merging_twice_equals_merging_once(method, model_fixture, request, tmp_path_factory, trained):
+    """The merged folder records the adapters it holds: merging the same adapter into it again writes the
+    same weights (a user who runs ``sparsetune merge --model <merged folder>`` by mistake gets no 2·ΔW)."""
+    _, out = _train(request, tmp_path_factory, method, model_fixture, trained)
+    tmp = tmp_path_factory.mktemp("merge-twice")
+    once = merge_adapter(out, tmp / "once")
+    with pytest.warns(UserWarning, match="merging twice equals merging once"):
+        twice = merge_adapter(out, tmp / "twice", model=str(once))
+    a, b = _weights(once), _weights(twice)
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"merging again changed {k}"
+    assert (once / "sparsetune_merge.json").read_text() == (twice / "sparsetune_merge.json").read_text()
+
+
+def test_merging_another_adapter_into_a_merged_model_applies_it(tiny_llama_dir, tmp_path):
+    data = factories.write_jsonl(tmp_path / "d.jsonl", factories.completion_rows(32))
+    outs = []
+    for seed in (0, 1):
+        outs.append(tmp_path / f"a{seed}")
+        run(TrainSpec(model=str(tiny_llama_dir), train_data=str(data), method="smt", budget=512, steps=2, seed=seed,
+                      learning_rate=1e-2, method_options={"selection_steps": 1, "block_size": 16}, out_dir=str(outs[-1])))
+    first = merge_adapter(outs[0], tmp_path / "first")
+    both = merge_adapter(outs[1], tmp_path / "both", model=str(first))
+    a, b = _weights(first), _weights(both)
+    assert any(not torch.equal(a[k], b[k]) for k in a), "a different adapter must be merged, not skipped"
+    held = json.loads((both / "sparsetune_merge.json").read_text())["adapters_sha256"]
+    assert len(held) == 2 and held[0] != held[1]
 
 
 @pytest.mark.parametrize("method", ["smt", "lora", "dora"])

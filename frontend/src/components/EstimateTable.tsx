@@ -1,7 +1,7 @@
 // Before launch: every method's trainable parameters and estimated training memory for the chosen model.
 import type { Estimate, MethodInfo } from "../api";
 import { bytes, count, percent } from "../format";
-import { methodLabel } from "../methods";
+import { methodLabel, referenceMethod } from "../methods";
 
 /** How the activations were sized: by the chosen dataset's longest row, or by max_seq_len. */
 function sized(estimates: Record<string, Estimate>): string {
@@ -13,7 +13,7 @@ function sized(estimates: Record<string, Estimate>): string {
 export function EstimateTable({ model, methods, method, estimates, errors }: {
   model: string; methods: MethodInfo[]; method: string; estimates: Record<string, Estimate>; errors: Record<string, string>;
 }) {
-  const reference = methods.find((m) => !m.uses_budget);  // full fine-tuning: what the others save against
+  const reference = referenceMethod(methods);  // full fine-tuning: what the others save against
   const full = reference ? estimates[reference.id]?.memory.peak : undefined;
   const budgeted = new Set(methods.filter((m) => m.uses_budget).map((m) => m.id));
   // the budget as a count; a method whose smallest unit exceeds it gets a warning

@@ -1,14 +1,15 @@
 // Compare: pick jobs → one table (method, budget, trainable params, memory, accuracy, time), overlaid loss
 // curves, and accuracy against trainable parameters (the plateau figure, on the user's own data).
-import { api, type Job, type MetricPoint } from "../api";
+import { api, type Job, type MethodInfo, type MetricPoint } from "../api";
 import { Chart, PALETTE, type Series } from "../components/Chart";
 import { elapsed, StatusBadge } from "../components/JobBits";
 import { components } from "../components/MemoryChart";
-import { budget, bytes, count, duration, num, percent } from "../format";
+import { bytes, count, duration, num, percent } from "../format";
 import { useLive, useLoad } from "../hooks";
+import { jobBudget, useMethods } from "../methods";
 
-function label(j: Job): string {
-  return `${j.method} ${budget(j.budget, j.method)}${j.suffix ? ` (${j.suffix})` : ""} · ${j.id.slice(-6)}`;
+function label(j: Job, methods: MethodInfo[] | null): string {
+  return `${j.method} ${jobBudget(j, methods)}${j.suffix ? ` (${j.suffix})` : ""} · ${j.id.slice(-6)}`;
 }
 
 function totalMemory(j: Job): number | null {
@@ -18,6 +19,7 @@ function totalMemory(j: Job): number | null {
 
 export function CompareView({ ids }: { ids: string[] }) {
   const jobs = useLoad(() => api.jobs({ limit: 100 }), []);
+  const methods = useMethods().data;
   const picked = ids.join(",");
   const detail = useLoad(async () => {
     const out: { job: Job; metrics: MetricPoint[] }[] = [];
@@ -36,11 +38,11 @@ export function CompareView({ ids }: { ids: string[] }) {
   const colour = (i: number) => PALETTE[i % PALETTE.length];
 
   const lossSeries: Series[] = rows.flatMap(({ job, metrics }, i) => [
-    { label: `${label(job)} train`, color: colour(i), points: metrics.filter((p) => p.train_loss !== null).map((p) => [p.step, p.train_loss!] as [number, number]) },
-    { label: `${label(job)} eval`, color: colour(i), dashed: true, points: metrics.filter((p) => p.eval_loss !== null).map((p) => [p.step, p.eval_loss!] as [number, number]) },
+    { label: `${label(job, methods)} train`, color: colour(i), points: metrics.filter((p) => p.train_loss !== null).map((p) => [p.step, p.train_loss!] as [number, number]) },
+    { label: `${label(job, methods)} eval`, color: colour(i), dashed: true, points: metrics.filter((p) => p.eval_loss !== null).map((p) => [p.step, p.eval_loss!] as [number, number]) },
   ]).filter((s) => s.points.length);
   const accSeries: Series[] = rows.map(({ job }, i) => ({
-    label: label(job), color: colour(i),
+    label: label(job, methods), color: colour(i),
     points: typeof job.metrics?.eval_accuracy === "number" && job.trainable_params ? [[job.trainable_params, job.metrics.eval_accuracy as number]] : [],
   }));
 
@@ -58,7 +60,7 @@ export function CompareView({ ids }: { ids: string[] }) {
             {list.map((j) => (
               <label class="check" key={j.id}>
                 <input type="checkbox" checked={ids.includes(j.id)} onChange={(e) => toggle(j.id, (e.target as HTMLInputElement).checked)} />
-                <span>{j.id} · {j.method} · {budget(j.budget, j.method)} · {j.model} · {j.status}</span>
+                <span>{j.id} · {j.method} · {jobBudget(j, methods)} · {j.model} · {j.status}</span>
               </label>
             ))}
           </div>
@@ -84,7 +86,7 @@ export function CompareView({ ids }: { ids: string[] }) {
                   <td><StatusBadge job={j} /></td>
                   <td>{j.model}</td>
                   <td>{j.method}</td>
-                  <td>{budget(j.budget, j.method)}</td>
+                  <td>{jobBudget(j, methods)}</td>
                   <td class="num">{count(j.trainable_params)}</td>
                   <td class="num">{bytes(totalMemory(j))}</td>
                   <td class="num">{typeof j.metrics?.eval_accuracy === "number" ? percent(j.metrics.eval_accuracy as number) : "—"}</td>

@@ -1,5 +1,7 @@
-// Job detail: live progress and curves, memory beside full fine-tuning, SMT's block heatmap, artifacts
-// (size, sha256, download, build merged model), the event log, and cancel.
+// Job detail: live progress and curves, memory beside the reference method (full fine-tuning), the heatmap of
+// the blocks a selecting method (SMT) chose, artifacts (size, sha256, download, build merged model), the event
+// log, and cancel. Which method is the reference and whether one selects blocks come from the API (GET
+// /v1/methods, the estimate's and the job's memory), never from a method's name.
 import { useEffect, useState } from "preact/hooks";
 import { api, ApiError, type Job, type MetricPoint } from "../api";
 import { Artifacts } from "../components/Artifacts";
@@ -8,8 +10,9 @@ import { Chart, type Series } from "../components/Chart";
 import { Heatmap } from "../components/Heatmap";
 import { elapsed, JobProgress, StatusBadge } from "../components/JobBits";
 import { MemoryChart, type MemoryColumn } from "../components/MemoryChart";
-import { budget, count, duration, num, percent, time } from "../format";
+import { count, duration, num, percent, time } from "../format";
 import { useLive, useLoad, useTick } from "../hooks";
+import { jobBudget, methodLabel, referenceMethod, useMethods } from "../methods";
 import { subscribe } from "../events";
 
 const ACTIVE = ["queued", "running"];
@@ -17,14 +20,14 @@ const ACTIVE = ["queued", "running"];
 function Blocks({ job }: { job: Job }) {
   const blocks = useLoad(() => api.blocks(job.id).catch((e: ApiError) => { if (e.status === 404) return null; throw e; }), [job.id]);
   useLive((ev) => ev.job_id === job.id && (ev.type === "log" || ev.type === "end"), () => { if (!blocks.data) blocks.reload(); }, [job.id, blocks.data]);
-  const sel = job.method_options?.selection_steps;
+  const steps = job.method_options?.selection_steps;
   return (
     <section aria-labelledby="blocks-title" class="card">
       <h2 id="blocks-title">Chosen blocks</h2>
       {blocks.error && <p class="error" role="alert">Could not load the chosen blocks: {blocks.error}</p>}
       {!blocks.error && !blocks.loading && !blocks.data && (
         <p class="empty">{ACTIVE.includes(job.status)
-          ? `SMT is still choosing its blocks (warm-up of ${sel ?? "up to 100"} steps); the heatmap appears when it is done.`
+          ? `${methodLabel(job.method)[0]} is still choosing its blocks (a warm-up${steps ? ` of ${steps} steps` : ""}); the heatmap appears when it is done.`
           : "This job recorded no block selection."}</p>
       )}
       {blocks.data && <Heatmap blocks={blocks.data} />}
@@ -32,26 +35,29 @@ function Blocks({ job }: { job: Job }) {
   );
 }
 
-/** The job's training rows (when still there) and its activation checkpointing, for estimates beside it. */
-function estimateData(j: Job): Record<string, string> {
-  const p: Record<string, string> = {};
+/** The estimate of `method` for the job's model, targets, batches, training rows (when still there) and
+ * activation checkpointing; the job's budget and options only for its own method. */
+function estimateFor(j: Job, method: string) {
+  const own = method === j.method;
+  const p: Record<string, string | number> = {
+    method, batch_size: Number(j.hyperparameters.batch_size ?? 8), max_seq_len: Number(j.hyperparameters.max_seq_len ?? 256),
+    targets: j.targets.join(","),
+  };
+  if (own && j.budget !== null) p.budget = j.budget;
+  if (own && Object.keys(j.method_options ?? {}).length) p.method_options = JSON.stringify(j.method_options);
   if (j.training_dataset) p.training_dataset = j.training_dataset;
   if (j.hyperparameters.gradient_checkpointing) p.gradient_checkpointing = "true";
-  return p;
+  return api.estimate(j.model, p);
 }
 
 export function JobDetailView({ id }: { id: string }) {
   const job = useLoad(() => api.job(id), [id]);
   const metrics = useLoad(() => api.metrics(id), [id]);
   const j = job.data;
-  const fullEst = useLoad(async () => j ? api.estimate(j.model, {
-    method: "full", budget: 0.5, batch_size: Number(j.hyperparameters.batch_size ?? 8),
-    max_seq_len: Number(j.hyperparameters.max_seq_len ?? 256), targets: j.targets.join(","), ...estimateData(j),
-  }) : null, [j?.id]);
-  const ownEst = useLoad(async () => j && j.method !== "full" ? api.estimate(j.model, {
-    method: j.method, budget: j.budget ?? 0.01, batch_size: Number(j.hyperparameters.batch_size ?? 8),
-    max_seq_len: Number(j.hyperparameters.max_seq_len ?? 256), targets: j.targets.join(","), ...estimateData(j),
-  }) : null, [j?.id]);
+  const methods = useMethods().data;
+  const ref = referenceMethod(methods ?? []);
+  const refEst = useLoad(async () => j && ref && ref.id !== j.method ? estimateFor(j, ref.id) : null, [j?.id, ref?.id]);
+  const ownEst = useLoad(async () => j ? estimateFor(j, j.method) : null, [j?.id]);
   const [actionError, setActionError] = useState<string | null>(null);
   const [confirmDelete, setConfirmDelete] = useState(false);
   useTick(1000);
@@ -95,9 +101,9 @@ export function JobDetailView({ id }: { id: string }) {
     pts.filter((p) => typeof p[k] === "number").map((p) => [p.step, p[k] as number] as [number, number]);
   const memCols: MemoryColumn[] = [];
   if (j.memory) memCols.push({ label: `This job (${j.method}), measured`, memory: j.memory, measured: true, color: "#2563eb" });
-  const est = j.method === "full" ? fullEst.data : ownEst.data;
-  if (est) memCols.push({ label: `${j.method}, estimated`, memory: est.memory, measured: false, color: "#93c5fd" });
-  if (fullEst.data && j.method !== "full") memCols.push({ label: "Full fine-tuning, estimated", memory: fullEst.data.memory, measured: false, color: "#9ca3af" });
+  if (ownEst.data) memCols.push({ label: `${j.method}, estimated`, memory: ownEst.data.memory, measured: false, color: "#93c5fd" });
+  if (ref && refEst.data) memCols.push({ label: `${methodLabel(ref.id)[0]}, estimated`, memory: refEst.data.memory, measured: false, color: "#9ca3af" });
+  const selects = !!(j.memory?.selection || ownEst.data?.memory.selection);  // a selection warm-up ran, or would
   const m = j.metrics ?? {};
   const acc = typeof m.eval_accuracy === "number" ? m.eval_accuracy : null;
   const hpText = Object.entries(j.hyperparameters).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k} ${v}`).join(", ");
@@ -127,7 +133,7 @@ export function JobDetailView({ id }: { id: string }) {
       <dl class="facts">
         <dt>Model</dt><dd>{j.model}</dd>
         <dt>Method</dt><dd>{j.method}{optText ? ` (${optText})` : ""}</dd>
-        <dt>Budget</dt><dd>{budget(j.budget, j.method)}</dd>
+        <dt>Budget</dt><dd>{jobBudget(j, methods)}</dd>
         <dt>Targets</dt><dd>{j.targets.join(", ")}</dd>
         <dt>Trainable params</dt><dd data-trainable-params={j.trainable_params ?? ""}>{count(j.trainable_params)}{j.trainable_params && j.total_params ? ` of ${count(j.total_params)} (${percent(j.trainable_params / j.total_params, 3)})` : ""}</dd>
         <dt>Data</dt><dd>{j.training_dataset}{j.validation_dataset ? `, validation ${j.validation_dataset}` : j.holdout_fraction ? `, ${percent(j.holdout_fraction, 0)} held out for evaluation` : ""}</dd>
@@ -159,7 +165,7 @@ export function JobDetailView({ id }: { id: string }) {
         {memCols.length ? <MemoryChart columns={memCols} /> : <p class="empty">Memory figures appear once the run reports them.</p>}
       </section>
 
-      {j.method === "smt" && <Blocks job={j} />}
+      {selects && <Blocks job={j} />}
       <Artifacts job={j} />
       <EventLog job={j} />
     </section>

@@ -3,8 +3,9 @@ import { useEffect, useState } from "preact/hooks";
 import { api, STATUSES } from "../api";
 import { JobProgress, StatusBadge } from "../components/JobBits";
 import { UsagePanel } from "../components/Usage";
-import { budget, count, time } from "../format";
+import { count, time } from "../format";
 import { useLive, useLoad, useTick } from "../hooks";
+import { jobBudget, useMethods } from "../methods";
 
 const PAGE = 20;
 
@@ -13,6 +14,7 @@ export function JobsView({ status }: { status: string }) {
   useEffect(() => setCursors([null]), [status]);
   const after = cursors[cursors.length - 1];
   const page = useLoad(() => api.jobs({ status, after, limit: PAGE }), [status, after]);
+  const methods = useMethods();
   useTick(1000);
   // any job changing state or progressing may change this page (a new job appears on the first page)
   useLive((ev) => ev.type === "status" || ev.type === "end" || ev.type === "metric", () => page.reload(), [page.reload], 800);
@@ -62,7 +64,7 @@ export function JobsView({ status }: { status: string }) {
                 <td><StatusBadge job={j} />{j.error && <div class="row-error" title={j.error.message}>{j.error.message}</div>}</td>
                 <td>{j.model}</td>
                 <td>{j.method}</td>
-                <td>{budget(j.budget, j.method)}</td>
+                <td>{jobBudget(j, methods.data)}</td>
                 <td class="num">{count(j.trainable_params)}</td>
                 <td><JobProgress job={j} /></td>
                 <td>{time(j.started_at)}</td>

@@ -12,12 +12,12 @@ import { useEstimates } from "../estimates";
 import { newId } from "../format";
 import { useLoad } from "../hooks";
 import { budgetError, INITIAL_FORM, jobBody, type JobForm } from "../jobform";
-import { parseBudget, typedOptions } from "../methods";
+import { parseBudget, typedOptions, useMethods } from "../methods";
 
 export function NewJobView() {
   const models = useLoad(() => api.models(), []);
   const datasets = useLoad(() => api.datasets(), []);
-  const methodList = useLoad(() => api.methods(), []);
+  const methodList = useMethods();
   const [form, setForm] = useState<JobForm>(INITIAL_FORM);
   const [submitError, setSubmitError] = useState<ApiError | null>(null);
   const [submitting, setSubmitting] = useState(false);
@@ -26,13 +26,13 @@ export function NewJobView() {
 
   const modelList = models.data?.data ?? [];
   const dsList = datasets.data?.data ?? [];
-  const methods = methodList.data?.data ?? [];
+  const methods = methodList.data ?? [];
   const current = modelList.find((m) => m.id === form.model);
   const spec = methods.find((m) => m.id === form.method);
   // defaults once the lists arrive, never over a choice made meanwhile
   useEffect(() => { if (modelList.length) setForm((f) => ({ ...f, model: f.model || modelList[0].id })); }, [modelList.length]);
   useEffect(() => { if (dsList.length) setForm((f) => ({ ...f, trainDs: f.trainDs || dsList[0].id })); }, [dsList.length]);
-  useEffect(() => {  // a method the service does not offer falls back to its first
+  useEffect(() => {  // the service's first method, or its first instead of one it does not offer
     if (methods.length) setForm((f) => (methods.some((m) => m.id === f.method) ? f : { ...f, method: methods[0].id }));
   }, [methods.length]);
   useEffect(() => {  // keep only targets the model has

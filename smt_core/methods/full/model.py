@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -50,7 +52,8 @@ class FullMethod(Method):
 
     def load(self, model, sites, tensors, info) -> nn.Module:
         self.merge(model, sites, tensors, info)
-        self.params = {n: p for n, p in _weights(model).items() if n in tensors}
+        # by name, not by _weights' requires_grad test: a model loaded for inference has every flag still set
+        self.params = {n: p for n, p in model.named_parameters() if n in tensors}
         return model
 
     def merge(self, model, sites, tensors, info) -> None:
@@ -62,3 +65,35 @@ class FullMethod(Method):
             for k, v in tensors.items():
                 named[k].copy_(v.to(named[k].dtype))
 
+    @contextmanager
+    def disabled(self, model: nn.Module) -> Iterator[None]:
+        """Full fine-tuning has no adapter beside the weights: inside the block the trained weights give way
+        to the base's own, read again from the folder the model was loaded from (``name_or_path``). Why a
+        re-read: keeping the base weights in memory for the model's whole life would double it; this costs
+        a second copy only while the block lasts."""
+        base = _base_weights(model, self.params)
+        trained = {n: p.data for n, p in self.params.items()}
+        try:
+            for n, p in self.params.items():
+                p.data = base[n]
+            yield
+        finally:
+            for n, p in self.params.items():
+                p.data = trained[n]
+
+
+def _base_weights(model: nn.Module, names: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
+    """The base model's own values of ``names``, each on its parameter's device and in its dtype."""
+    folder = getattr(model, "name_or_path", "")
+    if not folder or not hasattr(type(model), "from_pretrained"):
+        raise ValueError("full: this model does not say where its base weights are (no name_or_path); "
+                         "load the base model itself for its outputs")
+    try:
+        fresh = type(model).from_pretrained(folder, config=model.config, dtype=model.dtype, use_safetensors=True)
+    except OSError as exc:
+        raise ValueError(f"full: cannot read the base weights from {folder}: {exc}") from exc
+    own = dict(fresh.named_parameters())
+    missing = [n for n in names if n not in own]
+    if missing:
+        raise ValueError(f"full: the base in {folder} has no weights {missing[:3]}")
+    return {n: own[n].detach().to(device=p.device, dtype=p.dtype) for n, p in names.items()}

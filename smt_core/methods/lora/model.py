@@ -7,6 +7,7 @@ rank = floor((budget − Σout) / Σ(in + out)).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -77,6 +78,10 @@ class LoraMethod(Method):
     def merge(self, model, sites, tensors, info) -> None:
         peft_model = self.load(model, sites, tensors, info)
         peft_model.merge_and_unload()  # writes W0 + BA (or DoRA's rescaled weight) into the base modules
+
+    def disabled(self, model: nn.Module) -> AbstractContextManager[None]:
+        """PEFT's own switch: its layers run the base layer alone inside the block."""
+        return model.disable_adapter()
 
     def report(self, model: nn.Module) -> dict[str, Any]:
         n = sum(p.numel() for p in self.trainable_parameters(model))

@@ -141,7 +141,7 @@ class SMTLinear(WrappedLinear):
             yield r0, c0, self.values[off:off + h * w].view(h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.block_list:
+        if self.disabled or not self.block_list:
             return self.base(x)
         cache = self.cache if torch.is_grad_enabled() else None
         return FoldedBlockLinearFn.apply(x, self.weight_out_in(), self.base.bias, self.values, self.flat_index,

@@ -34,7 +34,6 @@ class SnellLayer(WrappedLinear):
         assert rank >= P and rank % P == 0, f"SNELL rank must be a positive multiple of {P}, got {rank}"
         self.site_name, self.in_features, self.out_features = site_name, in_features, out_features
         self.parts, self.rank, self.sparsity, self.rule, self.eps = parts, rank, sparsity, rule, eps
-        self.disabled = False
         device = base.weight.device
         self.snell_A = nn.ParameterDict()
         self.snell_B = nn.ParameterDict()
