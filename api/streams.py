@@ -1,17 +1,18 @@
-"""One event poller per API process, waking the live event streams (api/routes/events.py) that have news.
+"""One event poller per API process, carrying the events themselves to the live streams (api/routes/events.py).
 
-A stream used to poll the database itself twice a second: 500 open streams meant 1,000 queries a second,
-each holding a pooled connection while it ran. Now the hub reads the events table once per
-``SPARSETUNE_SSE_POLL_SECONDS`` (one short query, only while some stream is open) and wakes the streams of
-the owners and jobs it saw events for; a woken stream reads its own events in one short session (the same
-:func:`api.routes.events._fetch` as before, so the ordering rules are unchanged) and then waits again,
-holding no connection. An idle stream costs no query at all, except its key re-check (cached per key).
+A stream used to poll the database itself twice a second: 500 open streams meant 1,000 queries a second. Then
+a hub woke the streams that had news and each read its own events: one event of a busy owner still meant one
+query per open stream of that owner, all at once (500 queries, a pool exhausted, the rest of the API shed).
+Now the hub reads the new events once per ``SPARSETUNE_SSE_POLL_SECONDS`` (one short query, only while some
+stream is open) and hands each one, already serialised, to the streams it belongs to. A stream reads the
+database only to catch up: when it opens (from Last-Event-ID), when it fell too far behind (its queue
+overflowed), and once every ``REFETCH_SECONDS`` or so as a safety net (a deleted job ends its stream then).
 
-What wakes whom keeps the streams' ordering guarantees: a job's stream is woken as soon as an event of the
-job appears (one writer per job, in id order); an owner's stream only once the event is *settled* (every
-lower id committed or an old gap, see :func:`api.routes.events.settled_upto`), so an event committed late
-below one already seen still wakes its owner's stream. A stream also reads once every ``REFETCH_SECONDS``
-whatever happens, a safety net (a deleted job ends its stream then).
+What is handed to whom keeps the streams' ordering guarantees: a job's stream gets an event as soon as it
+appears (one writer per job, in id order); an owner's stream only once the event is *settled* (every lower
+id committed or an old gap, see :func:`api.routes.events.settled_upto`), so an event committed late below one
+already seen still reaches its owner's stream. A stream skips what it already sent (ids at or below its
+position), so a catch-up read and the hub may overlap without sending an event twice.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from anyio import to_thread
 from sqlalchemy import func, select
@@ -30,25 +34,47 @@ from service.models import Event
 
 log = logging.getLogger("sparsetune.api")
 BATCH = 500
-REFETCH_SECONDS = 30.0
+REFETCH_SECONDS = 30.0  # the safety net's period, spread over 1 to 2 times this so streams do not read together
+MAX_PENDING = 2000  # events queued for one stream; past it the stream catches up from the database instead
+
+
+def refetch_delay() -> float:
+    return REFETCH_SECONDS * (1 + random.random())
+
+
+class Subscription:
+    """One stream's share of the hub: the events handed to it, in id order, and a flag set with each."""
+
+    def __init__(self) -> None:
+        self.woken = asyncio.Event()
+        self.pending: deque[dict[str, Any]] = deque()
+        self.overflowed = False  # the queue was dropped: catch up from the database
+
+    def push(self, payload: dict[str, Any]) -> None:
+        if len(self.pending) >= MAX_PENDING:
+            self.pending.clear()
+            self.overflowed = True
+        else:
+            self.pending.append(payload)
+        self.woken.set()
 
 
 class EventHub:
-    def __init__(self, poll_seconds: float, settle_seconds: float) -> None:
-        self.poll, self.settle = poll_seconds, settle_seconds
+    def __init__(self, poll_seconds: float, settle_seconds: float,
+                 payload: Callable[[Event], dict[str, Any]]) -> None:
+        self.poll, self.settle, self.payload = poll_seconds, settle_seconds, payload
         self._loop = asyncio.get_running_loop()
-        self._subs: dict[tuple[str, str], set[asyncio.Event]] = {}
+        self._subs: dict[tuple[str, str], set[Subscription]] = {}
         self._task: asyncio.Task | None = None
         self._cursor: int | None = None  # every event up to here is settled and has woken its streams
         self._woken: set[int] = set()  # ids above the cursor whose job streams were already woken
         self.reads = 0  # queries made (tests and benchmarks look)
 
     @contextlib.contextmanager
-    def subscribe(self, owner_id: str, job_id: str | None) -> Iterator[asyncio.Event]:
-        """An event set whenever the stream may have something new to read; the caller clears it before
-        each read."""
+    def subscribe(self, owner_id: str, job_id: str | None) -> Iterator[Subscription]:
+        """The stream's subscription: events of the job (or the owner) from now on, as the hub reads them."""
         key = ("job", job_id) if job_id else ("owner", owner_id)
-        woken = asyncio.Event()
+        woken = Subscription()
         self._subs.setdefault(key, set()).add(woken)
         if self._task is None or self._task.done():
             self._task = self._loop.create_task(self._run(), name="sse-event-hub")
@@ -65,9 +91,9 @@ class EventHub:
     def streams(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
-    def _wake(self, kind: str, ident: str | None) -> None:
-        for woken in self._subs.get((kind, ident or ""), ()):
-            woken.set()
+    def _hand(self, kind: str, ident: str | None, payload: dict[str, Any]) -> None:
+        for sub in self._subs.get((kind, ident or ""), ()):
+            sub.push(payload)
 
     async def _run(self) -> None:
         while self._subs:
@@ -78,12 +104,12 @@ class EventHub:
                 await asyncio.sleep(max(self.poll, 1.0))
                 continue
             self.reads += 1
-            for event_id, owner_id, job_id, _ in rows:
+            for event_id, owner_id, job_id, payload in rows:
                 if event_id not in self._woken:
-                    self._wake("job", job_id)
+                    self._hand("job", job_id, payload)
                     self._woken.add(event_id)
                 if event_id <= upto:
-                    self._wake("owner", owner_id)
+                    self._hand("owner", owner_id, payload)
             self._woken = {i for i in self._woken if i > upto}
             self._cursor = upto
             if not (len(rows) == BATCH and upto > cursor):  # a full batch that moved: read on at once
@@ -91,13 +117,15 @@ class EventHub:
         self._cursor, self._woken = None, set()  # no stream left: the next one starts from the newest events
 
     def _read(self, cursor: int | None) -> tuple[int, list, int]:
-        """(the cursor read from, rows after it, the new settled cursor): one short session."""
+        """(the cursor read from, (id, owner, job, payload) after it, the new settled cursor): one short
+        session; each event serialised once, for every stream it goes to."""
         with session_factory()() as session:
             if cursor is None:
                 cursor = max(0, (session.scalar(select(func.max(Event.id))) or 0) - BATCH)
-            rows = list(session.execute(select(Event.id, Event.owner_id, Event.job_id, Event.created_at)
-                                        .where(Event.id > cursor).order_by(Event.id).limit(BATCH)))
-        upto = settled_through(cursor, ((r[0], r[3]) for r in rows), self.settle, time.time())
+            events = list(session.scalars(select(Event).where(Event.id > cursor).order_by(Event.id).limit(BATCH)))
+            rows = [(e.id, e.owner_id, e.job_id, self.payload(e)) for e in events]
+            stamps = [(e.id, e.created_at) for e in events]
+        upto = settled_through(cursor, stamps, self.settle, time.time())
         return cursor, rows, upto
 
 
@@ -116,10 +144,10 @@ def settled_through(after: int, rows: Iterable[tuple[int, float]], settle_second
 _hub: EventHub | None = None
 
 
-def hub(poll_seconds: float, settle_seconds: float) -> EventHub:
+def hub(poll_seconds: float, settle_seconds: float, payload: Callable[[Event], dict[str, Any]]) -> EventHub:
     """This process's hub (one per event loop: uvicorn has one; each test client its own)."""
     global _hub
     if _hub is None or _hub._loop is not asyncio.get_running_loop():
-        _hub = EventHub(poll_seconds, settle_seconds)
+        _hub = EventHub(poll_seconds, settle_seconds, payload)
     _hub.poll, _hub.settle = poll_seconds, settle_seconds
     return _hub

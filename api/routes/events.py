@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -12,6 +13,8 @@ from typing import Annotated, Any
 from anyio import to_thread
 from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -27,6 +30,7 @@ from service.settings import get_settings
 from service.states import EventType
 
 router = APIRouter(tags=["events"])
+log = logging.getLogger("sparsetune.api")
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)]
 Accept = Annotated[str | None, Header()]
 
@@ -78,31 +82,68 @@ def settled_upto(session: Session, after: int) -> int:
     return streams.settled_through(after, rows, SETTLE_SECONDS, time.time())
 
 
+async def _catch_up(job_id: str | None, owner_id: str, after: int) -> AsyncIterator[dict[str, Any] | int]:
+    """Events after ``after`` from the database, then the position read through (an int; -1 when the job was
+    deleted). A database outage or a full pool is waited out, not raised: the stream stays open."""
+    while True:
+        try:
+            fetched = await to_thread.run_sync(_fetch, job_id, owner_id, after)
+        except (DBAPIError, PoolTimeout) as exc:
+            log.warning("event stream: catch-up read failed (%s); retrying", exc.__class__.__name__)
+            await asyncio.sleep(1.0)
+            continue
+        if fetched is None:
+            yield -1
+            return
+        events, position = fetched
+        for ev in events:
+            yield ev
+        after = max(after, position)
+        if len(events) < BATCH:  # read through: what comes next, the hub hands over
+            yield after
+            return
+
+
 async def _stream(request: Request, job_id: str | None, owner_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
-    """Read, send, then wait (holding no database connection) until the event hub says there may be news,
+    """Catch up from the database, then send what the event hub hands over (holding no database connection),
     re-checking the key every ``SPARSETUNE_KEY_CHECK_SECONDS``: a revoked key's stream closes within that."""
     settings = get_settings()
     keys, key = request.app.state.keys, bearer_token(request.scope) or ""
-    with streams.hub(settings.sse_poll_seconds, SETTLE_SECONDS).subscribe(owner_id, job_id) as woken:
+    with streams.hub(settings.sse_poll_seconds, SETTLE_SECONDS, _payload).subscribe(owner_id, job_id) as sub:
+        catch_up, refetch_at = True, 0.0
         while not await request.is_disconnected():
-            woken.clear()  # a wake from here on is kept for the wait below
-            fetched = await to_thread.run_sync(_fetch, job_id, owner_id, after)
-            if fetched is None:
-                return
-            events, position = fetched
-            for ev in events:
-                yield ServerSentEvent(data=json.dumps(ev), event=ev["type"], id=ev["id"])
+            if catch_up or sub.overflowed or time.monotonic() >= refetch_at:
+                sub.overflowed, catch_up = False, False
+                async for item in _catch_up(job_id, owner_id, after):
+                    if isinstance(item, int):
+                        if item < 0:
+                            return  # the job was deleted
+                        after = max(after, item)
+                        continue
+                    yield _sse(item)
+                    after = int(item["id"])
+                    if job_id and item["type"] == EventType.end:
+                        return  # the job is over: close, and a reconnect gets 204
+                refetch_at = time.monotonic() + streams.refetch_delay()
+            sub.woken.clear()
+            while sub.pending:
+                ev = sub.pending.popleft()
+                if int(ev["id"]) <= after:
+                    continue  # already sent by a catch-up read
+                yield _sse(ev)
+                after = int(ev["id"])
                 if job_id and ev["type"] == EventType.end:
-                    return  # the job is over: close, and a reconnect gets 204
-            moved, after = position > after, position
-            if moved:
-                continue  # read on at once
-            refetch_at = time.monotonic() + streams.REFETCH_SECONDS
-            while not woken.is_set() and time.monotonic() < refetch_at:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), settings.key_check_seconds)
-                if await keys.verify(key) is None or await request.is_disconnected():
-                    return  # revoked (or gone): end the stream
+                    return
+            if sub.pending or sub.overflowed:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sub.woken.wait(), settings.key_check_seconds)
+            if await keys.verify(key) is None:
+                return  # revoked: end the stream
+
+
+def _sse(ev: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(ev), event=ev["type"], id=ev["id"])
 
 
 def _wants_stream(accept: str | None) -> bool:

@@ -239,3 +239,37 @@ def test_a_request_naming_an_unknown_host_is_400_over_the_wire(server):
     r = httpx.get(f"{server}/healthz", headers={"Host": "rebound.example"}, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["param"] == "Host"
     assert httpx.get(f"{server}/healthz", headers={"Host": "localhost:1"}, timeout=10).status_code == 200
+
+
+def _transactions() -> int:
+    """Transactions the test database has run so far (every API query is one), from Postgres's statistics."""
+    import psycopg
+
+    from service.settings import get_settings
+
+    url = get_settings().db_url.replace("postgresql+psycopg://", "postgresql://")
+    time.sleep(1.5)  # a backend reports its counts at most once a second
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        return conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                            "WHERE datname = current_database()").fetchone()[0]
+
+
+def test_many_streams_of_one_owner_cost_no_query_per_stream_per_event(server):
+    """40 streams of one owner hear of 3 new jobs: the hub reads each event once for all of them (it used to
+    wake every stream to run its own query: 40 queries per event)."""
+    key, _ = make_key("one-owner-many-streams")
+    auth = {"Authorization": f"Bearer {key}"}
+    streams = [Stream(f"{server}/v1/events", auth) for _ in range(40)]
+    for s in streams:
+        s.start()
+    for s in streams:
+        assert s.opened.wait(20) and s.status == 200, (s.status, s.error)
+    time.sleep(1)  # every stream past its opening catch-up read
+    before = _transactions()
+    jobs = [_job(server, auth) for _ in range(3)]
+    wait_for(lambda: all({d.get("job_id") for d in s.data} >= set(jobs) for s in streams), 15, 0.2,
+             "every stream to get the new jobs' events")
+    spent = _transactions() - before
+    # the uploads and creations, the hub's polls (5 a second here), the test's own reads: far below 3 x 40
+    assert spent < 60, f"{spent} transactions for 3 events to 40 streams"
