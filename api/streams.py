@@ -24,7 +24,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import NamedTuple
 
 from anyio import to_thread
 from sqlalchemy import func, select
@@ -38,6 +38,14 @@ REFETCH_SECONDS = 30.0  # the safety net's period, spread over 1 to 2 times this
 MAX_PENDING = 2000  # events queued for one stream; past it the stream catches up from the database instead
 
 
+class Sent(NamedTuple):
+    """One event as the streams send it: its id, its type and its ``data`` JSON, serialised once."""
+
+    id: int
+    type: str
+    data: str
+
+
 def refetch_delay() -> float:
     return REFETCH_SECONDS * (1 + random.random())
 
@@ -47,10 +55,10 @@ class Subscription:
 
     def __init__(self) -> None:
         self.woken = asyncio.Event()
-        self.pending: deque[dict[str, Any]] = deque()
+        self.pending: deque[Sent] = deque()
         self.overflowed = False  # the queue was dropped: catch up from the database
 
-    def push(self, payload: dict[str, Any]) -> None:
+    def push(self, payload: Sent) -> None:
         if len(self.pending) >= MAX_PENDING:
             self.pending.clear()
             self.overflowed = True
@@ -61,7 +69,7 @@ class Subscription:
 
 class EventHub:
     def __init__(self, poll_seconds: float, settle_seconds: float,
-                 payload: Callable[[Event], dict[str, Any]]) -> None:
+                 payload: Callable[[Event], Sent]) -> None:
         self.poll, self.settle, self.payload = poll_seconds, settle_seconds, payload
         self._loop = asyncio.get_running_loop()
         self._subs: dict[tuple[str, str], set[Subscription]] = {}
@@ -91,7 +99,7 @@ class EventHub:
     def streams(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
-    def _hand(self, kind: str, ident: str | None, payload: dict[str, Any]) -> None:
+    def _hand(self, kind: str, ident: str | None, payload: Sent) -> None:
         for sub in self._subs.get((kind, ident or ""), ()):
             sub.push(payload)
 
@@ -144,7 +152,7 @@ def settled_through(after: int, rows: Iterable[tuple[int, float]], settle_second
 _hub: EventHub | None = None
 
 
-def hub(poll_seconds: float, settle_seconds: float, payload: Callable[[Event], dict[str, Any]]) -> EventHub:
+def hub(poll_seconds: float, settle_seconds: float, payload: Callable[[Event], Sent]) -> EventHub:
     """This process's hub (one per event loop: uvicorn has one; each test client its own)."""
     global _hub
     if _hub is None or _hub._loop is not asyncio.get_running_loop():

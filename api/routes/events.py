@@ -57,17 +57,18 @@ def _fetch(job_id: str | None, owner_id: str, after: int) -> tuple[list[dict], i
                 return None
             stmt = select(Event).where(Event.job_id == job_id, Event.id > after).order_by(Event.id).limit(BATCH)
             events = [_payload(e) for e in session.scalars(stmt)]
-            return events, int(events[-1]["id"]) if events else after
+            return events, events[-1].id if events else after
         upto = settled_upto(session, after)
         stmt = (select(Event).where(Event.owner_id == owner_id, Event.id > after, Event.id <= upto)
                 .order_by(Event.id).limit(BATCH))
         events = [_payload(e) for e in session.scalars(stmt)]
-        return events, int(events[-1]["id"]) if len(events) == BATCH else upto
+        return events, events[-1].id if len(events) == BATCH else upto
 
 
-def _payload(e: Event) -> dict[str, Any]:
-    """An event as its SSE ``data`` carries it: the list's EventPublic, as a dict for ``json.dumps``."""
-    return EventPublic.model_validate(e).model_dump()
+def _payload(e: Event) -> streams.Sent:
+    """An event as its SSE frame carries it (``data`` is the list's EventPublic as JSON), serialised once
+    however many streams it goes to."""
+    return streams.Sent(e.id, e.type, json.dumps(EventPublic.model_validate(e).model_dump()))
 
 
 def settled_upto(session: Session, after: int) -> int:
@@ -82,7 +83,7 @@ def settled_upto(session: Session, after: int) -> int:
     return streams.settled_through(after, rows, SETTLE_SECONDS, time.time())
 
 
-async def _catch_up(job_id: str | None, owner_id: str, after: int) -> AsyncIterator[dict[str, Any] | int]:
+async def _catch_up(job_id: str | None, owner_id: str, after: int) -> AsyncIterator[streams.Sent | int]:
     """Events after ``after`` from the database, then the position read through (an int; -1 when the job was
     deleted). A database outage or a full pool is waited out, not raised: the stream stays open."""
     while True:
@@ -121,18 +122,18 @@ async def _stream(request: Request, job_id: str | None, owner_id: str, after: in
                         after = max(after, item)
                         continue
                     yield _sse(item)
-                    after = int(item["id"])
-                    if job_id and item["type"] == EventType.end:
+                    after = item.id
+                    if job_id and item.type == EventType.end:
                         return  # the job is over: close, and a reconnect gets 204
                 refetch_at = time.monotonic() + streams.refetch_delay()
             sub.woken.clear()
             while sub.pending:
                 ev = sub.pending.popleft()
-                if int(ev["id"]) <= after:
+                if ev.id <= after:
                     continue  # already sent by a catch-up read
                 yield _sse(ev)
-                after = int(ev["id"])
-                if job_id and ev["type"] == EventType.end:
+                after = ev.id
+                if job_id and ev.type == EventType.end:
                     return
             if sub.pending or sub.overflowed:
                 continue
@@ -142,8 +143,8 @@ async def _stream(request: Request, job_id: str | None, owner_id: str, after: in
                 return  # revoked: end the stream
 
 
-def _sse(ev: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(data=json.dumps(ev), event=ev["type"], id=ev["id"])
+def _sse(ev: streams.Sent) -> ServerSentEvent:
+    return ServerSentEvent(data=ev.data, event=ev.type, id=str(ev.id))
 
 
 def _wants_stream(accept: str | None) -> bool:

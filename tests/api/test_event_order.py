@@ -48,7 +48,7 @@ def newest_id() -> int:
 
 def read(owner_id: str, after: int) -> tuple[list[int], int]:
     events, position = stream._fetch(None, owner_id, after)
-    return [int(e["id"]) for e in events], position
+    return [e.id for e in events], position
 
 
 def test_a_lower_id_committed_later_is_still_sent_first(two_jobs):

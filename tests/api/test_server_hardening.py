@@ -256,7 +256,7 @@ def _transactions() -> int:
 
 
 def test_many_streams_of_one_owner_cost_no_query_per_stream_per_event(server):
-    """40 streams of one owner hear of 3 new jobs: the hub reads each event once for all of them (it used to
+    """40 streams of one owner hear of 5 new jobs: the hub reads each event once for all of them (it used to
     wake every stream to run its own query: 40 queries per event)."""
     key, _ = make_key("one-owner-many-streams")
     auth = {"Authorization": f"Bearer {key}"}
@@ -265,11 +265,14 @@ def test_many_streams_of_one_owner_cost_no_query_per_stream_per_event(server):
         s.start()
     for s in streams:
         assert s.opened.wait(20) and s.status == 200, (s.status, s.error)
-    time.sleep(1)  # every stream past its opening catch-up read
     before = _transactions()
-    jobs = [_job(server, auth) for _ in range(3)]
+    for _ in range(10):  # every stream past its opening catch-up read: the count settles to the hub's polls
+        before, previous = _transactions(), before
+        if before - previous < 20:
+            break
+    jobs = [_job(server, auth) for _ in range(5)]
     wait_for(lambda: all({d.get("job_id") for d in s.data} >= set(jobs) for s in streams), 15, 0.2,
              "every stream to get the new jobs' events")
     spent = _transactions() - before
-    # the uploads and creations, the hub's polls (5 a second here), the test's own reads: far below 3 x 40
-    assert spent < 60, f"{spent} transactions for 3 events to 40 streams"
+    # the uploads and creations, the hub's polls (5 a second here), the test's own reads: well below 5 x 40
+    assert spent < 100, f"{spent} transactions for 5 events to 40 streams"
