@@ -109,3 +109,21 @@ class MethodSpec:
         """This method as ``GET /v1/methods`` lists it."""
         return {"id": self.name, "object": "method", "uses_budget": self.uses_budget,
                 "options": [o.public() for o in self.config.options()]}
+
+
+@dataclass
+class NoOptions(MethodConfig):
+    """The config of a method that has no options."""
+
+
+class FixedSpec(MethodSpec):
+    """A method without options that ignores the budget: the model alone decides what trains."""
+
+    config = NoOptions
+    uses_budget = False
+
+    def trainable(self, geometry: Geometry) -> int:
+        raise NotImplementedError
+
+    def plan(self, geometry: Geometry, budget: int | None, config: MethodConfig) -> Plan:
+        return Plan(self.trainable(geometry))

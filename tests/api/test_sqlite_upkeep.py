@@ -14,6 +14,7 @@ import pytest
 from service import sqlite_upkeep
 from service.blobstore import get_store
 from tests.api.fixtures import environment, make_key
+from tests.helpers import sqlite_with_free_pages
 
 MIB = 1024 * 1024
 
@@ -76,16 +77,11 @@ def test_a_database_made_without_incremental_vacuum_is_converted_once_and_shrink
     from service.db import make_engine
 
     db = tmp_path / "old.db"
-    with sqlite3.connect(db) as conn:  # how earlier versions made it: WAL first, so auto_vacuum stayed NONE
-        conn.execute("PRAGMA journal_mode=WAL")
+    sqlite_with_free_pages(db)  # how earlier versions made it: WAL first, so auto_vacuum stayed NONE
+    with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE kept (x TEXT)")
         conn.execute("INSERT INTO kept VALUES ('still here')")
-        conn.execute("CREATE TABLE dropped (x BLOB)")
-        conn.executemany("INSERT INTO dropped VALUES (?)", [(os.urandom(MIB),) for _ in range(8)])
         conn.commit()
-        conn.execute("DROP TABLE dropped")
-        conn.commit()
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         assert conn.execute("PRAGMA auto_vacuum").fetchone() == (0,)
     assert db.stat().st_size > 8 * MIB
     engine = make_engine(f"sqlite:///{db}")

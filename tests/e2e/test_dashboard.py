@@ -18,7 +18,7 @@ import pytest
 
 from cli.bootstrap import stop_process_group
 from tests import factories
-from tests.helpers import free_port
+from tests.helpers import free_port, read_up_banner
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = str(ROOT / ".venv" / "bin" / "sparsetune")
@@ -92,16 +92,7 @@ def service(tiny_llama_dir, tmp_path_factory):
     up = subprocess.Popen([BIN, "up", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=log, text=True,
                           start_new_session=True, cwd=ROOT)
     try:
-        key, lines, deadline = None, [], time.time() + 120
-        while time.time() < deadline:
-            line = up.stdout.readline()
-            if not line:
-                break
-            lines.append(line.strip())
-            if line.startswith("SPARSETUNE_API_KEY="):
-                key = line.strip().split("=", 1)[1]
-            if line.startswith("ready on http://"):
-                break
+        key, lines = read_up_banner(up.stdout)
         assert key and lines[-1].startswith("ready on"), (lines, (tmp / "up.log").read_text()[-3000:])
         svc = Service(f"http://127.0.0.1:{port}", key, env)
         yield svc

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from cli.bootstrap import stop_process_group
 from tests import factories
 from tests.api.fixtures import ROOT
 from tests.e2e.test_http import free_port
+from tests.helpers import read_up_banner
 
 BIN = str(Path(ROOT) / ".venv" / "bin" / "sparsetune")
 
@@ -38,17 +38,7 @@ def test_up_embedded_with_jobs_commands(tiny_llama_dir, tmp_path):
     up = subprocess.Popen([BIN, "up", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=log,
                           text=True, start_new_session=True, cwd=ROOT)
     try:
-        lines, key = [], None
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            line = up.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-            if line.startswith("SPARSETUNE_API_KEY="):
-                key = line.strip().split("=", 1)[1]
-            if line.startswith("ready on http://"):
-                break
+        key, lines = read_up_banner(up.stdout, timeout=90)
         assert key and key.startswith("st_"), lines
         assert lines == [f"SPARSETUNE_API_KEY={key}", f"ready on http://127.0.0.1:{port}"]  # nothing else
         assert (home / "sparsetune.db").is_file() and (home / "api_key").read_text().strip() == key

@@ -20,6 +20,7 @@ from cli.bootstrap import stop_process_group
 from tests import factories, jobs
 from tests.e2e.test_http import free_port
 from tests.e2e.test_up_cli import BIN
+from tests.helpers import read_up_banner, sqlite_with_free_pages
 
 MIB = 1024 * 1024
 
@@ -33,14 +34,7 @@ def old_home(home: Path) -> Path:
     8 MiB of free pages, and a readable file of the user's."""
     home.mkdir(mode=0o755)
     db = home / "sparsetune.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE dropped (x BLOB)")
-        conn.executemany("INSERT INTO dropped VALUES (?)", [(os.urandom(MIB),) for _ in range(8)])
-        conn.commit()
-        conn.execute("DROP TABLE dropped")
-        conn.commit()
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    sqlite_with_free_pages(db)
     db.chmod(0o644)
     (home / "notes.txt").write_text("mine")
     (home / "notes.txt").chmod(0o644)
@@ -91,16 +85,7 @@ def test_up_makes_its_home_private_and_keeps_the_queue_out_of_the_working_direct
     up = subprocess.Popen([BIN, "up", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=log, text=True,
                           start_new_session=True, cwd=cwd, umask=0o022)
     try:
-        key, lines, deadline = None, [], time.time() + 120
-        while time.time() < deadline:
-            line = up.stdout.readline()
-            if not line:
-                break
-            lines.append(line.strip())
-            if line.startswith("SPARSETUNE_API_KEY="):
-                key = line.strip().split("=", 1)[1]
-            if line.startswith("ready on http://"):
-                break
+        key, lines = read_up_banner(up.stdout)
         assert key and lines[-1].startswith("ready on"), (lines, (tmp_path / "up.log").read_text()[-3000:])
 
         # at start-up: the old home made private, the database converted once and its free pages handed back

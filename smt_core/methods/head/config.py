@@ -7,27 +7,19 @@ creation refuses it and ``GET /v1/methods`` leaves it out, as before the registr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from smt_core.methods.spec import FixedSpec, Geometry, NoOptions
 
-from smt_core.methods.options import MethodConfig
-from smt_core.methods.spec import Geometry, MethodSpec, Plan
-
-
-@dataclass
-class HeadConfig(MethodConfig):
-    """No options."""
+HeadConfig = NoOptions
 
 
-class HeadSpec(MethodSpec):
+class HeadSpec(FixedSpec):
     name = "head"
     order = 60
-    config = HeadConfig
     engine = "smt_core.methods.head.model:HeadMethod"
-    uses_budget = False
     served = False
 
-    def plan(self, geometry: Geometry, budget: int | None, config: HeadConfig) -> Plan:
-        return Plan(0)  # the new head trains in every method and is reported apart (head_params)
+    def trainable(self, geometry: Geometry) -> int:
+        return 0  # the new head trains in every method and is reported apart (head_params)
 
 
 SPEC = HeadSpec()
