@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -102,6 +103,8 @@ class KeyCache:
     def __init__(self, ttl: float = 2.0, max_keys: int = 10_000, clock=time.monotonic) -> None:
         self.ttl, self.max_keys, self._clock = ttl, max_keys, clock
         self._known: dict[str, tuple[float, KeyIdentity | None]] = {}
+        self._pending: dict[str, asyncio.Future[KeyIdentity | None]] = {}
+        self.lookups = 0  # database reads made (tests look)
 
     def cached(self, key: str) -> tuple[bool, KeyIdentity | None]:
         """(found, identity) without a database read."""
@@ -111,15 +114,41 @@ class KeyCache:
         return True, hit[1]
 
     async def verify(self, key: str) -> KeyIdentity | None:
+        """The key's identity, from the cache or one lookup. Concurrent checks of one key share that lookup:
+        when the entry of a key with 500 open streams expires, they would otherwise all read the database at
+        once and take the pool from every other request."""
         found, identity = self.cached(key)
         if found:
             return identity
+        digest = hash_key(key)
+        pending = self._pending.get(digest)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if pending.cancelled():  # the request that was looking went away: look again
+                    return await self.verify(key)
+                raise
         from anyio import to_thread
 
-        identity = await to_thread.run_sync(_lookup, key)
+        future: asyncio.Future[KeyIdentity | None] = asyncio.get_running_loop().create_future()
+        self._pending[digest] = future
+        try:
+            self.lookups += 1
+            identity = await to_thread.run_sync(_lookup, key)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            del self._pending[digest]
         if len(self._known) >= self.max_keys:
             self._known.clear()
-        self._known[hash_key(key)] = (self._clock() + self.ttl, identity)
+        self._known[digest] = (self._clock() + self.ttl, identity)
+        future.set_result(identity)
         return identity
 
 
