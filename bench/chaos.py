@@ -49,8 +49,9 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from chaos_audit import audit, problems  # noqa: E402  (bench/: the script's own folder)
-from procinfo import alive, children, cmdline, descendants, descends_from  # noqa: E402
+from procinfo import children, cmdline, descendants, descends_from  # noqa: E402
 
+from service.workdirs import alive  # noqa: E402
 from tests import factories  # noqa: E402
 from tests.reliability.servers import PrivatePostgres, PrivateRedis, free_port  # noqa: E402
 

@@ -33,10 +33,6 @@ def stat_fields(pid: int) -> list[str] | None:
         return None
 
 
-def alive(pid: int) -> bool:
-    """Running or sleeping: not gone and not a zombie waiting to be reaped."""
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
 
 
 def cmdline(pid: int) -> list[str]:

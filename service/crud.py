@@ -16,7 +16,7 @@ from service.blobstore import get_store
 from service.errors import Invalid, conflict
 from service.models import FINISHED, Artifact, Checkpoint, Dataset, Event, Job, JobStatus
 from service.security import new_id
-from service.states import EventType
+from service.states import ACTIVE, EventType
 from service.storable import is_plausible_id
 
 IDEMPOTENCY_SECONDS = 24 * 3600
@@ -48,7 +48,7 @@ def add_event(session: Session, job: Job, type_: EventType, data: dict[str, Any]
 def delete_dataset(session: Session, ds: Dataset) -> None:
     busy = session.scalar(select(func.count()).select_from(Job).where(
         or_(Job.training_dataset_id == ds.id, Job.validation_dataset_id == ds.id),
-        Job.status.in_([JobStatus.queued, JobStatus.running])))
+        Job.status.in_(ACTIVE)))
     if busy:
         raise conflict(f"dataset {ds.id} is used by {busy} queued or running job(s)")
     blob_id = ds.blob_id

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from service.errors import Invalid, OverLimit, StorageFull
 from service.models import Artifact, Dataset, Job, JobStatus
 from service.settings import get_settings
+from service.states import ACTIVE
 
 
 def limits() -> dict[str, int]:
@@ -29,7 +30,7 @@ def limits() -> dict[str, int]:
 
 def job_counts(session: Session, owner_id: str) -> dict[str, int]:
     rows = session.execute(select(Job.status, func.count()).where(
-        Job.owner_id == owner_id, Job.status.in_([JobStatus.queued, JobStatus.running])).group_by(Job.status))
+        Job.owner_id == owner_id, Job.status.in_(ACTIVE)).group_by(Job.status))
     counts = {JobStatus(status): n for status, n in rows}
     return {"queued_jobs": counts.get(JobStatus.queued, 0), "running_jobs": counts.get(JobStatus.running, 0)}
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import Job, JobStatus
+from service.models import Job
 from service.settings import get_settings
+from service.states import ACTIVE
 
 SEP = "@"  # in neither job ids nor host names
 
@@ -77,7 +78,7 @@ def sweep(job_id: str | None = None) -> list[Path]:
     ids = {p.name.split(SEP)[0] for p in folders}
     with session_scope() as s:
         active = set(s.scalars(select(Job.id).where(Job.id.in_(ids),
-                                                    Job.status.in_((JobStatus.queued, JobStatus.running)))))
+                                                    Job.status.in_(ACTIVE))))
     removed = []
     for folder in folders:
         if folder.name.split(SEP)[0] not in active or _dead_maker(folder.name):

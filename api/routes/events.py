@@ -106,41 +106,48 @@ async def _catch_up(job_id: str | None, owner_id: str, after: int) -> AsyncItera
 
 
 async def _stream(request: Request, job_id: str | None, owner_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
-    """Catch up from the database, then send what the event hub hands over (holding no database connection),
-    re-checking the key every ``SPARSETUNE_KEY_CHECK_SECONDS``: a revoked key's stream closes within that."""
+    """Each new event once, in order, as an SSE frame; a job's stream ends with its `end` event."""
+    settings = get_settings()
+    with streams.hub(settings.sse_poll_seconds, SETTLE_SECONDS, _payload).subscribe(owner_id, job_id) as sub:
+        async for ev in _new_events(request, sub, job_id, owner_id, after):
+            yield _sse(ev)
+            if job_id and ev.type == EventType.end:
+                return  # the job is over: close, and a reconnect gets 204
+
+
+async def _new_events(request: Request, sub: streams.Subscription, job_id: str | None, owner_id: str,
+                      after: int) -> AsyncIterator[streams.Sent]:
+    """Catch up from the database (at once, after an overflow, and every REFETCH_SECONDS or so), else take what
+    the event hub hands over, holding no database connection; ids at or below the position are skipped, so the
+    two sources may overlap. The key is re-checked every ``SPARSETUNE_KEY_CHECK_SECONDS``: a revoked key's
+    stream closes within that."""
     settings = get_settings()
     keys, key = request.app.state.keys, bearer_token(request.scope) or ""
-    with streams.hub(settings.sse_poll_seconds, SETTLE_SECONDS, _payload).subscribe(owner_id, job_id) as sub:
-        catch_up, refetch_at = True, 0.0
-        while not await request.is_disconnected():
-            if catch_up or sub.overflowed or time.monotonic() >= refetch_at:
-                sub.overflowed, catch_up = False, False
-                async for item in _catch_up(job_id, owner_id, after):
-                    if isinstance(item, int):
-                        if item < 0:
-                            return  # the job was deleted
-                        after = max(after, item)
-                        continue
-                    yield _sse(item)
+    refetch_at = 0.0  # catch up first
+    while not await request.is_disconnected():
+        if sub.overflowed or time.monotonic() >= refetch_at:
+            sub.overflowed = False
+            async for item in _catch_up(job_id, owner_id, after):
+                if isinstance(item, int):
+                    if item < 0:
+                        return  # the job was deleted
+                    after = max(after, item)
+                else:
+                    yield item
                     after = item.id
-                    if job_id and item.type == EventType.end:
-                        return  # the job is over: close, and a reconnect gets 204
-                refetch_at = time.monotonic() + streams.refetch_delay()
-            sub.woken.clear()
-            while sub.pending:
-                ev = sub.pending.popleft()
-                if ev.id <= after:
-                    continue  # already sent by a catch-up read
-                yield _sse(ev)
+            refetch_at = time.monotonic() + streams.refetch_delay()
+        sub.woken.clear()
+        while sub.pending:
+            ev = sub.pending.popleft()
+            if ev.id > after:
+                yield ev
                 after = ev.id
-                if job_id and ev.type == EventType.end:
-                    return
-            if sub.pending or sub.overflowed:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sub.woken.wait(), settings.key_check_seconds)
-            if await keys.verify(key) is None:
-                return  # revoked: end the stream
+        if sub.overflowed:  # it overflowed while we sent: catch up now
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sub.woken.wait(), settings.key_check_seconds)
+        if await keys.verify(key) is None:
+            return  # revoked: end the stream
 
 
 def _sse(ev: streams.Sent) -> ServerSentEvent:

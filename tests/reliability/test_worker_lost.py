@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
 import pytest
 
 from service.db import session_scope
 from service.models import Job
+from service.workdirs import alive
 from tests.api.fixtures import start_worker, stop_process, wait_for
 from tests.jobs import create, events_of, finished, log_messages, metric_steps
-
-
-def alive(pid: int) -> bool:
-    """Running or sleeping, not gone and not a zombie waiting to be reaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 @pytest.mark.timeout(300)
