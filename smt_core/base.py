@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -28,6 +28,9 @@ from smt_core.callbacks import Callbacks
 from smt_core.methods.options import MethodConfig
 from smt_core.methods.spec import MethodSpec, Plan
 from smt_core.targets import Site, geometry_of
+
+if TYPE_CHECKING:
+    from smt_core.serving import ServedAdapter
 
 __all__ = ["Method", "MethodConfig", "PrepareContext", "WrappedLinear", "add_to_weight", "replace_module"]
 
@@ -151,6 +154,24 @@ class Method(ABC):
         """Per physical module name: (indices int64 [2, nnz] in (out, in) orientation, values) — the
         delta as a sparse matrix, for the SHiRA export. None when the method's delta is not sparse."""
         return None
+
+    def served_adapter(self, name: str, sites: list[Site], tensors: dict[str, torch.Tensor],
+                       info: dict[str, Any], targets: list[str]) -> ServedAdapter:
+        """How the inference process puts this saved adapter on a base model it shares with others
+        (smt_core.serving): a sparse delta is written in place and restored; without one the adapter runs
+        on a merged copy of the base of its own. ``sites`` are the host's target modules."""
+        from smt_core.serving import InPlaceDelta, OwnModel, entry_patches
+
+        deltas = self.sparse_deltas(None, sites, tensors, info)  # type: ignore[arg-type]
+        if deltas is not None:
+            return InPlaceDelta(entry_patches(deltas), targets)
+
+        def merge(model: nn.Module) -> None:
+            from smt_core.targets import find_sites
+
+            self.merge(model, find_sites(model, targets), tensors, info)
+
+        return OwnModel(merge)
 
     def report(self, model: nn.Module) -> dict[str, Any]:
         """Figures for metrics: trainable params and, for sparse methods, ΔW nonzeros."""

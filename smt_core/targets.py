@@ -81,6 +81,7 @@ def find_sites(model: nn.Module, targets: list[str] | tuple[str, ...]) -> list[S
         for pattern, logical in _COMPILED:
             if not pattern.search(name):
                 continue
+            module = getattr(module, "base_layer", module)  # a PEFT layer: its frozen base (inference)
             if isinstance(module, nn.Linear):
                 out_f, in_f, transposed = module.out_features, module.in_features, False
             elif _is_conv1d(module):

@@ -16,6 +16,7 @@ from torch import nn
 
 from smt_core.base import Method, PrepareContext
 from smt_core.methods.lora.config import DORA_SPEC, SPEC, LoraOptions
+from smt_core.serving import PeftAdapter, ServedAdapter
 from smt_core.targets import Site, geometry_of
 
 
@@ -78,6 +79,13 @@ class LoraMethod(Method):
     def merge(self, model, sites, tensors, info) -> None:
         peft_model = self.load(model, sites, tensors, info)
         peft_model.merge_and_unload()  # writes W0 + BA (or DoRA's rescaled weight) into the base modules
+
+    def served_adapter(self, name, sites, tensors, info, targets) -> ServedAdapter:
+        """A named PEFT adapter on the shared base (PEFT batches one adapter at a time, DoRA included)."""
+        self.rank = int(info["rank"])
+        self.config.alpha = info.get("alpha", self.config.alpha)
+        self.target_names = [s.name for s in sites]
+        return PeftAdapter(name, self._peft_config(), tensors)
 
     def disabled(self, model: nn.Module) -> AbstractContextManager[None]:
         """PEFT's own switch: its layers run the base layer alone inside the block."""
