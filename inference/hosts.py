@@ -168,8 +168,8 @@ def _load(key: HostKey, dtype: torch.dtype, tokenizer: Any) -> tuple[nn.Module, 
     return load_model(ref, task, list(labels) or None, dtype, pad_token_id=tokenizer.pad_token_id)
 
 
-def load_host(key: HostKey, device: torch.device) -> ModelHost:
-    """Read a base model (any thread): bf16 on a GPU, fp32 on the CPU."""
+def load_host(key: HostKey, device: torch.device, dtype: torch.dtype | None = None) -> ModelHost:
+    """Read a base model (any thread): bf16 on a GPU, fp32 on the CPU, unless ``dtype`` says."""
     base, task, _ = key
     try:
         ref = resolve_model(base)
@@ -182,7 +182,7 @@ def load_host(key: HostKey, device: torch.device) -> ModelHost:
     if task == "causal_lm" and is_encoder(config):
         raise InferenceError(422, f"model {base} is an encoder: it classifies and cannot write text; "
                              "use POST /v1/jobs/{id}/predict with a classification job", "model")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     try:
         model, _ = _load(key, dtype, tokenizer)
     except ValueError as exc:
