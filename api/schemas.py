@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
-from service import storable
-from service.states import EventType, JobErrorCode, JobPhase, JobStatus, MergeStatus, WorkerStatus
+from service import finetuned, storable
+from service.states import EventType, JobErrorCode, JobPhase, JobStatus, MergeStatus, WorkerKind, WorkerStatus
 from smt_core import hyperparameters as hp
 
 T = TypeVar("T")
@@ -217,6 +225,13 @@ class JobPublic(BaseModel):
     # said at creation, e.g. that no pool had a live worker (the job waits queued)
     warnings: Annotated[list[str], BeforeValidator(_none_as_empty)] = []
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def fine_tuned_model(self) -> str | None:
+        """``ft:<base>:<suffix or method>:<job id>`` once the job succeeded: the ``model`` to give
+        /v1/chat/completions and /v1/completions (null until then). Computed, so it never disagrees with the job."""
+        return finetuned.fine_tuned_name(self.status, self.model, self.suffix, self.method, self.id)
+
 
 class WorkerPublic(BaseModel):
     id: str
@@ -231,6 +246,8 @@ class WorkerPublic(BaseModel):
     current_job: str | None  # only when the job is the caller's own; another owner's job shows as busy
     started_at: Timestamp
     last_seen_at: Timestamp
+    kind: WorkerKind  # trainer: a Celery worker that runs jobs; inference: serves models to /v1/chat/completions
+    models: list[str]  # the base models an inference process holds loaded ([] for trainers)
 
 
 class EventPublic(BaseModel):
@@ -301,6 +318,10 @@ class ModelPublic(BaseModel):
     parameters: int | None
     architecture: str | None
     targets: list[str]
+    created: Timestamp | None = None  # a fine-tuned model: when its job finished; a base model: null
+    owned_by: str = "sparsetune"  # a fine-tuned model: its owner's id; a base model: the service
+    job: str | None = None  # a fine-tuned model's job (its id is that job's fine_tuned_model); null for a base model
+    base: str | None = None  # a fine-tuned model's base model alias; null for a base model
 
 
 class MethodOptionPublic(BaseModel):
@@ -368,3 +389,139 @@ class ReadyPublic(BaseModel):
     database: Literal["ok"]
     broker: Literal["ok"]
     workers: Literal["ok", "none_live"]  # whether any pool has a live worker; jobs queue until one starts
+
+
+# ---- inference, in OpenAI's shapes (api/routes/inference.py; translation in api/openai_shapes.py) ----------
+MAX_GENERATED_TOKENS = 8192  # per request; a model's own context may end it sooner (finish_reason "length")
+SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}
+
+
+class StrictText(Strict):
+    """A request whose strings are forwarded to an inference process: lone surrogates (not UTF-8) and NUL are a
+    422 naming the field here, not a failure there."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        if not isinstance(v, BaseModel):
+            storable.check_value(v)
+        return v
+
+
+class StreamOptions(Strict):
+    include_usage: bool = Field(default=False, description="a last chunk with empty choices carries usage")
+
+
+class TextPart(StrictText):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessageIn(StrictText):
+    role: Literal["system", "developer", "user", "assistant"]  # developer is read as system
+    content: str | list[TextPart] = Field(description="text, or text parts (joined)")
+    name: str | None = Field(default=None, max_length=64)
+
+    def flat(self) -> dict[str, str]:
+        """The message as the inference process takes it: a role its chat template knows and one string."""
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+StopSequence = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class SamplingRequest(StrictText):
+    """What chat and completions share: OpenAI's sampling parameters (``n`` only 1; ``user`` accepted and
+    ignored)."""
+
+    model: str = Field(min_length=1, max_length=600, description="a fine_tuned_model (ft:…) or a base model alias")
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_GENERATED_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_GENERATED_TOKENS,
+                                              description="the same as max_tokens (OpenAI's newer name)")
+    temperature: float | None = Field(default=None, ge=0, le=2, description="0 is greedy (default 1)")
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: StopSequence | Annotated[list[StopSequence], Field(max_length=4)] | None = None
+    seed: int | None = Field(default=None, **SEED_RANGE)
+    n: int | None = Field(default=None, description="only 1")
+    user: str | None = Field(default=None, max_length=256)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+
+    @field_validator("n", mode="after")
+    @classmethod
+    def _only_one(cls, v: int | None) -> int | None:
+        if v is not None and v != 1:
+            raise ValueError(f"only n=1 is supported, got {v}")
+        return v
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=512)
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: str | list[str] = Field(description="a string (a list of exactly one string is read as it)")
+
+    @field_validator("prompt", mode="after")
+    @classmethod
+    def _one_prompt(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and len(v) != 1:
+            raise ValueError(f"give one prompt (a string, or a list of one string), got a list of {len(v)}")
+        return v
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletionPublic(BaseModel):
+    """OpenAI's ``chat.completion``; streamed, ``chat.completion.chunk`` objects as SSE ending ``data: [DONE]``."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: TokenUsage
+
+
+class CompletionChoice(BaseModel):
+    text: str
+    index: int = 0
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class CompletionPublic(BaseModel):
+    """OpenAI's ``text_completion``; streamed, ``text_completion`` chunks as SSE ending ``data: [DONE]``."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: TokenUsage
+
+
+class PredictRequest(StrictText):
+    texts: list[Annotated[str, Field(max_length=100_000)]] = Field(min_length=1, max_length=256)
+
+
+class Prediction(BaseModel):
+    label: Annotated[str, BeforeValidator(str)]
+    probabilities: dict[str, float]  # every label's probability (they sum to 1)

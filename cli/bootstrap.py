@@ -1,6 +1,6 @@
 """What `sparsetune up` does: migrate (alembic upgrade head, never create_all), create a first key if none
-exists, start one worker as a subprocess (the api never imports the worker) under a supervisor that restarts
-it if it dies (cli/supervisor.py), and serve until stopped."""
+exists, start one worker and one inference process as subprocesses (the api imports neither) under a supervisor
+that restarts them if they die (cli/supervisor.py), and serve until stopped."""
 
 from __future__ import annotations
 
@@ -63,10 +63,28 @@ def worker_exited(pid: int, started_at: float) -> None:
     workdirs.sweep()
 
 
+def start_inference() -> subprocess.Popen:
+    """The inference process (`sparsetune serve`): a free port of its own, found by the API through its
+    heartbeat; it logs to our stderr like the worker."""
+    env = {**os.environ, "SPARSETUNE_EXIT_WITH_PARENT": "1"}
+    return subprocess.Popen([sys.executable, "-m", "inference"], env=env, start_new_session=True, stdout=sys.stderr)
+
+
+def inference_exited(pid: int, started_at: float) -> None:
+    """The supervisor saw the inference process die: mark its row lost now, so the API stops routing to it
+    at once instead of after three missed heartbeats."""
+    from inference.heartbeat import mark_gone
+
+    mark_gone(socket.gethostname(), pid, started_at)
+
+
 def supervised_worker() -> Supervisor:
+    """The worker, and the inference process unless SPARSETUNE_UP_INFERENCE is false, each restarted if it dies."""
     settings = get_settings()
     supervisor = Supervisor(settings.restart_backoff_seconds, settings.restart_backoff_max_seconds)
     supervisor.add("worker", start_worker, worker_exited)
+    if settings.up_inference:
+        supervisor.add("inference", start_inference, inference_exited)
     return supervisor
 
 
@@ -81,6 +99,7 @@ def serve(host: str, port: int) -> int:
     migrate()
     sqlite_upkeep.upkeep_at_start(get_engine())  # SQLite: made incremental once, free pages handed back
     key = ensure_first_key()
+    settings.inference_secret()  # made once now (if unset), before the API and the inference process read it
     if key:
         print(f"SPARSETUNE_API_KEY={key}", flush=True)
     supervisor = supervised_worker()

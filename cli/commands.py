@@ -203,6 +203,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """An inference process alone (another machine, or one per GPU): same database as the API, which finds it
+    by its heartbeat; models load on first use."""
+    argv = [sys.executable, "-m", "inference"]
+    if args.host is not None:
+        argv += ["--host", args.host]
+    if args.port is not None:
+        argv += ["--port", str(args.port)]
+    os.execve(sys.executable, argv, dict(os.environ))
+    return 0  # not reached
+
+
 # ---- the parser ------------------------------------------------------------------------------------------
 def _client_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-url", help="default $SPARSETUNE_API_URL or http://127.0.0.1:8000; key from $SPARSETUNE_API_KEY")
@@ -228,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "same DATABASE_URL and BROKER_URL)")
     w.add_argument("--pool", help="the pool to serve (SPARSETUNE_POOLS); default $SPARSETUNE_WORKER_POOL or the largest")
     w.set_defaults(handler=cmd_worker)
+
+    sv = sub.add_parser("serve", help="one inference process (the API forwards chat, completions and predict "
+                                      "to it; other machines join with the same DATABASE_URL)")
+    sv.add_argument("--host", help="default $SPARSETUNE_INFERENCE_HOST or 127.0.0.1")
+    sv.add_argument("--port", type=int, help="default $SPARSETUNE_INFERENCE_PORT or 0 (a free port)")
+    sv.set_defaults(handler=cmd_serve)
 
     keys = sub.add_parser("keys", help="API keys (local: talks to the database)").add_subparsers(dest="keys_cmd", required=True)
     k = keys.add_parser("create", help="print a new key (a new owner unless --owner)")

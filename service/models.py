@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # the states are defined in service/states.py; FINISHED and JobStatus are also imported from here
-from service.states import FINISHED, EventType, JobPhase, JobStatus, MergeStatus, WorkerStatus  # noqa: F401
+from service.states import FINISHED, EventType, JobPhase, JobStatus, MergeStatus, WorkerKind, WorkerStatus  # noqa: F401
 from smt_core.hyperparameters import HOLDOUT_FRACTION
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -223,7 +223,10 @@ class Checkpoint(Base):
 
 
 class Worker(Base):
-    """One row per worker process, upserted by its heartbeat: who serves which pool, on what device, doing what."""
+    """One row per worker process, upserted by its heartbeat: who serves which pool, on what device, doing what.
+
+    ``kind`` tells trainers (Celery workers) from inference processes; an inference process also says where
+    the API reaches it (``address``), the base models it holds (``models``) and its requests in hand (``load``)."""
 
     __tablename__ = "workers"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -237,3 +240,8 @@ class Worker(Base):
     status: Mapped[WorkerStatus] = mapped_column(state_column(WorkerStatus), default=WorkerStatus.idle)
     started_at: Mapped[float] = mapped_column(Double, default=now)
     last_seen_at: Mapped[float] = mapped_column(Double, default=now, index=True)
+    kind: Mapped[WorkerKind] = mapped_column(state_column(WorkerKind), default=WorkerKind.trainer,
+                                             server_default=WorkerKind.trainer.value)
+    address: Mapped[str | None] = mapped_column(String(255))  # an inference process's base URL
+    models: Mapped[list[str] | None] = mapped_column(JSONType)  # the base models an inference process holds
+    load: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

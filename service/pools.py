@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from service import estimates
 from service.models import Job, Worker
 from service.settings import Settings, get_settings
-from service.states import GONE
+from service.states import GONE, WorkerKind
 from smt_core.estimate import DEVICES, TokenStats
 
 Peak = int | None | Mapping[str, int | None]  # one estimate, or one per pool name (each on its own device)
@@ -90,7 +90,8 @@ def estimated_peak(model: str, method: str, budget: Any, targets: list[str], hyp
 def pool_devices(session: Session) -> dict[str, str]:
     """Pool name -> ``cuda`` or ``cpu``, from the most recent heartbeat of each pool's workers (GPU workers
     report the GPU's name, CPU workers "<cpu model> (N cores)"; see worker/heartbeat.py)."""
-    rows = session.execute(select(Worker.pool, Worker.device).order_by(Worker.last_seen_at)).all()
+    rows = session.execute(select(Worker.pool, Worker.device).where(Worker.kind == WorkerKind.trainer)
+                           .order_by(Worker.last_seen_at)).all()
     return {pool: ("cpu" if (device or "").endswith("cores)") or device == "cpu" else "cuda") for pool, device in rows}
 
 
@@ -115,12 +116,12 @@ def devices_of(hyperparameters: dict[str, Any]) -> int:
 
 
 def live_pools(session: Session, settings: Settings | None = None) -> set[str]:
-    """Pools with at least one worker whose heartbeat is recent (three intervals) and that is not known to
+    """Pools with at least one trainer whose heartbeat is recent (three intervals) and that is not known to
     have stopped (a warm shutdown says ``stopped``; ``sparsetune up`` marks a worker it saw die ``lost``)."""
     settings = settings or get_settings()
     since = time.time() - 3 * settings.heartbeat_seconds
-    return set(session.scalars(select(Worker.pool).where(Worker.last_seen_at >= since,
-                                                         Worker.status.not_in(GONE)).distinct()))
+    return set(session.scalars(select(Worker.pool).where(Worker.last_seen_at >= since, Worker.status.not_in(GONE),
+                                                         Worker.kind == WorkerKind.trainer).distinct()))
 
 
 def no_live_worker_warnings(pool: Pool, live: set[str]) -> list[str] | None:

@@ -75,3 +75,29 @@ def write_private(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def shared_secret(path: Path) -> str:
+    """The secret kept in ``path``, made (32 random bytes, hex; 0600) the first time. Processes that share a
+    home agree on it without a setting, even when two start at once: the secret is written whole to a private
+    temporary file and hard-linked into place, which fails if another process got there first — then its
+    secret is read and this one dropped, so nobody ever reads a half-written or a replaced secret."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()

@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     restart_backoff_seconds: float = Field(default=1.0, gt=0, validation_alias="SPARSETUNE_RESTART_BACKOFF_SECONDS")
     restart_backoff_max_seconds: float = Field(default=60.0, gt=0,
                                                validation_alias="SPARSETUNE_RESTART_BACKOFF_MAX_SECONDS")
+    # the inference process (inference/, `sparsetune serve`; `up` starts one unless up_inference is false): the
+    # memory its loaded models and adapters may take (bytes or "8GiB"; unset: half its device's memory, see
+    # inference/__main__.py), where it listens (port 0: a free port, picked at start), the URL the API is to
+    # use for it when the listening address is not one (0.0.0.0, behind a proxy), and the bearer token the
+    # API sends it (see inference_secret)
+    inference_memory: int | None = Field(default=None, validation_alias="SPARSETUNE_INFERENCE_MEMORY")
+    inference_host: str = Field(default="127.0.0.1", validation_alias="SPARSETUNE_INFERENCE_HOST")
+    inference_port: int = Field(default=0, ge=0, le=65535, validation_alias="SPARSETUNE_INFERENCE_PORT")
+    inference_token: str | None = Field(default=None, min_length=16, validation_alias="SPARSETUNE_INFERENCE_TOKEN")
+    inference_advertise_url: str | None = Field(default=None, validation_alias="SPARSETUNE_INFERENCE_ADVERTISE_URL")
+    up_inference: bool = Field(default=True, validation_alias="SPARSETUNE_UP_INFERENCE")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -136,6 +147,18 @@ class Settings(BaseSettings):
     def _parse_stored_bytes(cls, v: Any) -> Any:
         return parse_bytes(v, "SPARSETUNE_MAX_STORED_BYTES_PER_OWNER")
 
+    @field_validator("inference_memory", mode="before")
+    @classmethod
+    def _parse_inference_memory(cls, v: Any) -> Any:
+        return None if v is None or v == "" else parse_bytes(v, "SPARSETUNE_INFERENCE_MEMORY")
+
+    @field_validator("inference_advertise_url", mode="after")
+    @classmethod
+    def _check_advertise_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"SPARSETUNE_INFERENCE_ADVERTISE_URL: expected http://host:port, got {v!r}")
+        return v.rstrip("/") if v else v
+
     @field_validator("child_memory_bytes", mode="before")
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
@@ -163,6 +186,16 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'sparsetune.db'}"
+
+    def inference_secret(self) -> str:
+        """The bearer token between the API and the inference processes: SPARSETUNE_INFERENCE_TOKEN when set,
+        else one generated once under ``home`` (``inference_token``, 0600), in the embedded default and on
+        Postgres/Redis alike, so an API and inference processes that share a home (`sparsetune up`, one
+        machine) agree without a setting. Processes on other machines have another home: set the same
+        SPARSETUNE_INFERENCE_TOKEN on every API and inference process there (else the API is refused, 401)."""
+        from service import private
+
+        return self.inference_token or private.shared_secret(self.home / "inference_token")
 
     @property
     def broker(self) -> str:

@@ -66,6 +66,14 @@ class WorkerStatus(enum.StrEnum):
 GONE = (WorkerStatus.stopped, WorkerStatus.lost)
 
 
+class WorkerKind(enum.StrEnum):
+    """What a process in the ``workers`` table does: trains jobs (a Celery worker) or serves fine-tuned models
+    (an inference process, which the API forwards to at its ``address``). Routing reads only its own kind."""
+
+    trainer = "trainer"
+    inference = "inference"
+
+
 class EventType(enum.StrEnum):
     """A job event's type (its SSE event name); end is the last event of a job's stream."""
 
@@ -84,4 +92,4 @@ class JobErrorCode(enum.StrEnum):  # which failure means which code: worker/fail
     worker_crashed = "worker_crashed"  # the process running it kept dying, or its worker vanished
 
 
-ALL = (JobStatus, JobPhase, MergeStatus, WorkerStatus, EventType, JobErrorCode)
+ALL = (JobStatus, JobPhase, MergeStatus, WorkerStatus, WorkerKind, EventType, JobErrorCode)

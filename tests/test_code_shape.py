@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("smt_core", "service", "api", "worker", "cli")
+PACKAGES = ("smt_core", "service", "api", "worker", "cli", "inference")
 MAX_LINES = 80
 
 

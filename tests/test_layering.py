@@ -1,6 +1,7 @@
-"""Dependencies point one way: api and worker use service, which uses smt_core's torch-free parts; the worker
-runs without a web framework, the API without torch, the service core without either. Checked in a fresh
-interpreter per side, by what ends up in ``sys.modules`` after importing every module of that side."""
+"""Dependencies point one way: api, worker and inference use service, which uses smt_core's torch-free parts;
+the worker runs without a web framework, the API without torch (it forwards to inference over HTTP), the
+service core without either. Checked in a fresh interpreter per side, by what ends up in ``sys.modules`` after
+importing every module of that side."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def loaded_after_importing(modules: list[str]) -> set[str]:
 @pytest.mark.parametrize(("side", "forbidden"), [
     ("worker", (*WEB, "api")),
     ("service", (*WEB, "api", "worker", "torch")),
-    ("api", ("torch", "worker")),
+    ("api", ("torch", "worker", "inference")),
+    ("inference", ("api", "worker")),  # torch-side like the worker, but it serves HTTP itself
 ])
 def test_each_side_imports_only_what_it_may(side, forbidden):
     loaded = loaded_after_importing(modules_of(side))

@@ -7,26 +7,12 @@ GPU with CUDA_VISIBLE_DEVICES set; workers on other machines join by pointing at
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
-import time
 
 from service import pools, private
+from service.parent import exit_with_parent
 from service.settings import get_settings
 from worker.celery_app import app
-
-
-def _exit_with_parent() -> None:
-    """Started by `sparsetune up`: if `up` dies without stopping us, shut down warmly instead of lingering."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         raise SystemExit(f"sparsetune worker: {exc}") from None
     if os.environ.get("SPARSETUNE_EXIT_WITH_PARENT") == "1":
-        _exit_with_parent()
+        exit_with_parent()  # started by `sparsetune up`: shut down warmly if `up` dies without stopping us
     args = ["worker", "--pool", "solo", "--concurrency", "1", "-Q", pool.queue,
             "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *(argv or [])]
     app.worker_main(args)

@@ -11,15 +11,15 @@ import logging
 import os
 import secrets
 import socket
-import subprocess
 import time
 
 from service import pools
 from service.db import session_scope
+from service.devices import detect_device
 from service.models import Worker
 from service.periodic import Periodic
 from service.settings import get_settings
-from service.states import WorkerStatus
+from service.states import WorkerKind, WorkerStatus
 
 log = logging.getLogger("sparsetune.heartbeat")
 WORKER_ID = f"wk_{socket.gethostname()[:40]}_{os.getpid()}_{secrets.token_hex(3)}"[:64]
@@ -36,29 +36,6 @@ def set_current_job(job_id: str | None) -> None:
         log.warning("heartbeat failed", exc_info=True)
 
 
-def detect_device() -> tuple[str, int | None]:
-    """The GPU this process sees (first of CUDA_VISIBLE_DEVICES, via nvidia-smi), else the CPU and its RAM
-    (or the training child's memory cap, if smaller). Torch is not imported: the worker stays light."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
-    if visible not in ("", "-1"):
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits",
-                                  "-i", visible], capture_output=True, text=True, timeout=10, check=True).stdout
-            name, mib = out.strip().splitlines()[0].rsplit(",", 1)
-            return name.strip(), int(float(mib)) * 2**20
-        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-            pass
-    name = "cpu"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
-    except OSError:
-        pass
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    cap = get_settings().child_memory_bytes
-    return f"{name} ({os.cpu_count()} cores)", min(ram, cap) if cap else ram
-
-
 _device: tuple[str, int | None] | None = None
 
 
@@ -66,7 +43,7 @@ def beat(status: WorkerStatus | None = None) -> None:
     """Upsert this worker's row."""
     global _device
     if _device is None:
-        _device = detect_device()
+        _device = detect_device(get_settings().child_memory_bytes)  # the training child's cap, if any
     pool = pools.worker_pool()
     now = time.time()
     with session_scope() as s:
@@ -74,7 +51,7 @@ def beat(status: WorkerStatus | None = None) -> None:
         if row is None:
             row = Worker(id=WORKER_ID, host=socket.gethostname(), pid=os.getpid(), started_at=now)
             s.add(row)
-        row.pool, row.queue = pool.name, pool.queue
+        row.kind, row.pool, row.queue = WorkerKind.trainer, pool.name, pool.queue
         row.device, row.device_memory = _device
         row.current_job_id = _current_job
         row.status = status or (WorkerStatus.busy if _current_job else WorkerStatus.idle)

@@ -12,8 +12,8 @@ from api.errors import APIError, invalid, not_found
 from api.routes.common import errors, query_from
 from api.schemas import EstimatePublic, ListPage, ModelPublic
 from api.validation import check_spec
-from service import catalog, estimates
-from service.models import Dataset
+from service import catalog, estimates, finetuned
+from service.models import Dataset, Job
 from service.storable import is_plausible_id
 from smt_core import hyperparameters as hp
 from smt_core.dataformats import parse_line
@@ -31,10 +31,20 @@ def _public(alias: str) -> ModelPublic:
                        targets=list(shape.targets) if shape else [])
 
 
+def _fine_tuned(job: Job, base: ModelPublic | None) -> ModelPublic:
+    """A succeeded job as the model inference serves: its base's shape, its own targets and parameter count."""
+    return ModelPublic(id=finetuned.name_of(job) or job.id, parameters=job.total_params or (base and base.parameters),
+                       architecture=base.architecture if base else None, targets=list(job.targets),
+                       created=job.finished_at, owned_by=job.owner_id, job=job.id, base=job.model)
+
+
 @router.get("", response_model=ListPage[ModelPublic], responses=errors())
-def list_models(_: CurrentOwner) -> ListPage[ModelPublic]:
-    """The models jobs may use."""
-    return ListPage[ModelPublic].of([_public(a) for a in sorted(catalog.allowed_models())])
+def list_models(owner: CurrentOwner, session: SessionDep) -> ListPage[ModelPublic]:
+    """The base models jobs may use (``job`` null), then the caller's fine-tuned models, newest first: the
+    ``fine_tuned_model`` of each succeeded job, which /v1/chat/completions and /v1/completions serve."""
+    bases = {a: _public(a) for a in sorted(catalog.allowed_models())}
+    tuned = [_fine_tuned(j, bases.get(j.model)) for j in finetuned.succeeded_jobs(session, owner.id)]
+    return ListPage[ModelPublic].of([*bases.values(), *tuned])
 
 
 @router.get("/{model_id}/estimate", response_model=EstimatePublic, responses=errors(404))

@@ -1,4 +1,5 @@
-"""The worker fleet as the heartbeats describe it: host, pool, device, status, the job in hand."""
+"""The worker fleet as the heartbeats describe it: trainers and inference processes (``kind``), host, pool,
+device, status, the job in hand, the models an inference process holds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from api.schemas import ListPage, WorkerPublic
 from service import pools
 from service.models import Job, Worker
 from service.settings import get_settings
-from service.states import WorkerStatus
+from service.states import WorkerKind, WorkerStatus
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 SHOWN_FOR = 24 * 3600  # stopped or lost workers stay listed this long, then drop off
@@ -40,4 +41,5 @@ def _public(w: Worker, lost_before: float, memory: dict[str, int | None], mine: 
                         device=w.device, device_memory=w.device_memory,
                         status=w.status if stopped or w.last_seen_at >= lost_before else WorkerStatus.lost,
                         current_job=w.current_job_id if w.current_job_id in mine else None,
-                        started_at=w.started_at, last_seen_at=w.last_seen_at)
+                        started_at=w.started_at, last_seen_at=w.last_seen_at,
+                        kind=w.kind or WorkerKind.trainer, models=list(w.models or []))

@@ -20,6 +20,7 @@ PC = b'{"prompt": "p", "completion": "c"}\n'
 OWNED_PARAMS = {"job_id", "dataset_id"}  # path parameters that name the owner's rows
 SHARED_VALUES = {"model_id": "cfg-llama", "name": "adapter.safetensors"}  # not owned: the same for everyone
 STREAMS = {"/v1/events"}  # never end on their own: read one event, then disconnect
+GENERATE = {"/v1/chat/completions", "/v1/completions"}  # the model named is the owner's job's fine-tuned model
 
 
 def _schema_operations() -> list[tuple[str, str, bool]]:
@@ -68,6 +69,12 @@ def request_for(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict]
                           "hyperparameters": {"steps": 2}}
     elif (method, path) == ("POST", "/v1/datasets"):
         kwargs["files"] = {"file": ("b.jsonl", PC)}
+    elif path in GENERATE:
+        kwargs["json"] = {"model": f"ft:cfg-llama:smt:{ids['job_id']}", "prompt": "p",
+                          "messages": [{"role": "user", "content": "p"}]}
+        kwargs["json"].pop("prompt" if path.endswith("/chat/completions") else "messages")
+    elif path.endswith("/predict"):
+        kwargs["json"] = {"texts": ["p"]}
     return url, kwargs
 
 
@@ -128,6 +135,8 @@ def test_another_owner_gets_404_or_nothing_of_the_owners(client, app, alice, met
             assert method == "HEAD" or r.json()["error"]["code"] == "not_found"  # a HEAD answer has no body
         elif (method, path) == ("POST", "/v1/jobs"):
             assert r.status_code == 422 and r.json()["error"]["param"] == "training_dataset", r.text
+        elif path in GENERATE:
+            assert r.status_code == 404 and r.json()["error"]["param"] == "model", r.text
         else:
             assert r.status_code < 400, (method, url, r.text)
     sent = url + json.dumps(kwargs.get("json"))  # an error may echo what the caller sent, nothing more

@@ -52,9 +52,9 @@ def start_up(env: dict, port: int, log) -> tuple[subprocess.Popen, str]:
     return up, key
 
 
-def live_workers(http: httpx.Client, auth: dict) -> dict[int, dict]:
+def live_workers(http: httpx.Client, auth: dict, kind: str = "trainer") -> dict[int, dict]:
     return {w["pid"]: w for w in http.get("/v1/workers", headers=auth).json()["data"]
-            if w["status"] in ("idle", "busy")}
+            if w["status"] in ("idle", "busy") and w["kind"] == kind}
 
 
 @pytest.mark.timeout(480)

@@ -65,6 +65,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/chat/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Chat Completions
+         * @description OpenAI's chat completion on a fine-tuned model (its job's ``fine_tuned_model``) or a base model alias.
+         */
+        post: operations["chat_completions_v1_chat_completions_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Completions
+         * @description OpenAI's (legacy) text completion: the prompt continued as it is, no chat template.
+         */
+        post: operations["completions_v1_completions_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/datasets": {
         parameters: {
             query?: never;
@@ -330,6 +370,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/{job_id}/predict": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Predict
+         * @description A classification job's label probabilities for each text, in order.
+         */
+        post: operations["predict_v1_jobs__job_id__predict_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/methods": {
         parameters: {
             query?: never;
@@ -359,7 +419,8 @@ export interface paths {
         };
         /**
          * List Models
-         * @description The models jobs may use.
+         * @description The base models jobs may use (``job`` null), then the caller's fine-tuned models, newest first: the
+         *     ``fine_tuned_model`` of each succeeded job, which /v1/chat/completions and /v1/completions serve.
          */
         get: operations["list_models_v1_models_get"];
         put?: never;
@@ -464,6 +525,17 @@ export interface components {
             /** Status */
             status: string;
         };
+        /** AssistantMessage */
+        AssistantMessage: {
+            /** Content */
+            content: string;
+            /**
+             * Role
+             * @default assistant
+             * @constant
+             */
+            role: "assistant";
+        };
         /** BlockModulePublic */
         BlockModulePublic: {
             /** Blocks */
@@ -513,6 +585,181 @@ export interface components {
              * @description a JSONL file in one of the four formats
              */
             file: string;
+        };
+        /** ChatChoice */
+        ChatChoice: {
+            /**
+             * Finish Reason
+             * @enum {string}
+             */
+            finish_reason: "stop" | "length";
+            /**
+             * Index
+             * @default 0
+             */
+            index: number;
+            /** Logprobs */
+            logprobs?: null;
+            message: components["schemas"]["AssistantMessage"];
+        };
+        /**
+         * ChatCompletionPublic
+         * @description OpenAI's ``chat.completion``; streamed, ``chat.completion.chunk`` objects as SSE ending ``data: [DONE]``.
+         */
+        ChatCompletionPublic: {
+            /** Choices */
+            choices: components["schemas"]["ChatChoice"][];
+            /** Created */
+            created: number;
+            /** Id */
+            id: string;
+            /** Model */
+            model: string;
+            /**
+             * Object
+             * @default chat.completion
+             * @constant
+             */
+            object: "chat.completion";
+            usage: components["schemas"]["TokenUsage"];
+        };
+        /** ChatCompletionRequest */
+        ChatCompletionRequest: {
+            /**
+             * Max Completion Tokens
+             * @description the same as max_tokens (OpenAI's newer name)
+             */
+            max_completion_tokens?: number | null;
+            /** Max Tokens */
+            max_tokens?: number | null;
+            /** Messages */
+            messages: components["schemas"]["ChatMessageIn"][];
+            /**
+             * Model
+             * @description a fine_tuned_model (ft:…) or a base model alias
+             */
+            model: string;
+            /**
+             * N
+             * @description only 1
+             */
+            n?: number | null;
+            /** Seed */
+            seed?: number | null;
+            /** Stop */
+            stop?: string | string[] | null;
+            /**
+             * Stream
+             * @default false
+             */
+            stream: boolean | null;
+            stream_options?: components["schemas"]["StreamOptions"] | null;
+            /**
+             * Temperature
+             * @description 0 is greedy (default 1)
+             */
+            temperature?: number | null;
+            /** Top P */
+            top_p?: number | null;
+            /** User */
+            user?: string | null;
+        };
+        /** ChatMessageIn */
+        ChatMessageIn: {
+            /**
+             * Content
+             * @description text, or text parts (joined)
+             */
+            content: string | components["schemas"]["TextPart"][];
+            /** Name */
+            name?: string | null;
+            /**
+             * Role
+             * @enum {string}
+             */
+            role: "system" | "developer" | "user" | "assistant";
+        };
+        /** CompletionChoice */
+        CompletionChoice: {
+            /**
+             * Finish Reason
+             * @enum {string}
+             */
+            finish_reason: "stop" | "length";
+            /**
+             * Index
+             * @default 0
+             */
+            index: number;
+            /** Logprobs */
+            logprobs?: null;
+            /** Text */
+            text: string;
+        };
+        /**
+         * CompletionPublic
+         * @description OpenAI's ``text_completion``; streamed, ``text_completion`` chunks as SSE ending ``data: [DONE]``.
+         */
+        CompletionPublic: {
+            /** Choices */
+            choices: components["schemas"]["CompletionChoice"][];
+            /** Created */
+            created: number;
+            /** Id */
+            id: string;
+            /** Model */
+            model: string;
+            /**
+             * Object
+             * @default text_completion
+             * @constant
+             */
+            object: "text_completion";
+            usage: components["schemas"]["TokenUsage"];
+        };
+        /** CompletionRequest */
+        CompletionRequest: {
+            /**
+             * Max Completion Tokens
+             * @description the same as max_tokens (OpenAI's newer name)
+             */
+            max_completion_tokens?: number | null;
+            /** Max Tokens */
+            max_tokens?: number | null;
+            /**
+             * Model
+             * @description a fine_tuned_model (ft:…) or a base model alias
+             */
+            model: string;
+            /**
+             * N
+             * @description only 1
+             */
+            n?: number | null;
+            /**
+             * Prompt
+             * @description a string (a list of exactly one string is read as it)
+             */
+            prompt: string | string[];
+            /** Seed */
+            seed?: number | null;
+            /** Stop */
+            stop?: string | string[] | null;
+            /**
+             * Stream
+             * @default false
+             */
+            stream: boolean | null;
+            stream_options?: components["schemas"]["StreamOptions"] | null;
+            /**
+             * Temperature
+             * @description 0 is greedy (default 1)
+             */
+            temperature?: number | null;
+            /** Top P */
+            top_p?: number | null;
+            /** User */
+            user?: string | null;
         };
         /** DatasetPublic */
         DatasetPublic: {
@@ -785,6 +1032,12 @@ export interface components {
             estimated_finish: number | null;
             /** Estimated Memory */
             estimated_memory?: number | null;
+            /**
+             * Fine Tuned Model
+             * @description ``ft:<base>:<suffix or method>:<job id>`` once the job succeeded: the ``model`` to give
+             *     /v1/chat/completions and /v1/completions (null until then). Computed, so it never disagrees with the job.
+             */
+            readonly fine_tuned_model: string | null;
             /** Finished At */
             finished_at: number | null;
             /** Holdout Fraction */
@@ -967,6 +1220,21 @@ export interface components {
              */
             object: "list";
         };
+        /** ListPage[Prediction] */
+        ListPage_Prediction_: {
+            /** Data */
+            data: components["schemas"]["Prediction"][];
+            /** Has More */
+            has_more: boolean;
+            /** Last Id */
+            last_id: string | null;
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object: "list";
+        };
         /** ListPage[WorkerPublic] */
         ListPage_WorkerPublic_: {
             /** Data */
@@ -1046,18 +1314,43 @@ export interface components {
         ModelPublic: {
             /** Architecture */
             architecture: string | null;
+            /** Base */
+            base?: string | null;
+            /** Created */
+            created?: number | null;
             /** Id */
             id: string;
+            /** Job */
+            job?: string | null;
             /**
              * Object
              * @default model
              * @constant
              */
             object: "model";
+            /**
+             * Owned By
+             * @default sparsetune
+             */
+            owned_by: string;
             /** Parameters */
             parameters: number | null;
             /** Targets */
             targets: string[];
+        };
+        /** Prediction */
+        Prediction: {
+            /** Label */
+            label: string;
+            /** Probabilities */
+            probabilities: {
+                [key: string]: number;
+            };
+        };
+        /** PredictRequest */
+        PredictRequest: {
+            /** Texts */
+            texts: string[];
         };
         /** ReadyPublic */
         ReadyPublic: {
@@ -1081,6 +1374,34 @@ export interface components {
              * @enum {string}
              */
             workers: "ok" | "none_live";
+        };
+        /** StreamOptions */
+        StreamOptions: {
+            /**
+             * Include Usage
+             * @description a last chunk with empty choices carries usage
+             * @default false
+             */
+            include_usage: boolean;
+        };
+        /** TextPart */
+        TextPart: {
+            /** Text */
+            text: string;
+            /**
+             * Type
+             * @constant
+             */
+            type: "text";
+        };
+        /** TokenUsage */
+        TokenUsage: {
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Total Tokens */
+            total_tokens: number;
         };
         /** UsageLimits */
         UsageLimits: {
@@ -1107,6 +1428,13 @@ export interface components {
             /** Stored Bytes */
             stored_bytes: number;
         };
+        /**
+         * WorkerKind
+         * @description What a process in the ``workers`` table does: trains jobs (a Celery worker) or serves fine-tuned models
+         *     (an inference process, which the API forwards to at its ``address``). Routing reads only its own kind.
+         * @enum {string}
+         */
+        WorkerKind: "trainer" | "inference";
         /** WorkerPublic */
         WorkerPublic: {
             /** Current Job */
@@ -1119,8 +1447,11 @@ export interface components {
             host: string;
             /** Id */
             id: string;
+            kind: components["schemas"]["WorkerKind"];
             /** Last Seen At */
             last_seen_at: number;
+            /** Models */
+            models: string[];
             /**
              * Object
              * @default worker
@@ -1216,6 +1547,218 @@ export interface operations {
                 };
             };
             /** @description database or broker unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    chat_completions_v1_chat_completions_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChatCompletionRequest"];
+            };
+        };
+        responses: {
+            /** @description the object, or with stream: true its chunks as Server-Sent Events ending `data: [DONE]` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChatCompletionPublic"];
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    completions_v1_completions_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CompletionRequest"];
+            };
+        };
+        responses: {
+            /** @description the object, or with stream: true its chunks as Server-Sent Events ending `data: [DONE]` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CompletionPublic"];
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2479,6 +3022,113 @@ export interface operations {
             };
             /** @description Too Many Requests */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    predict_v1_jobs__job_id__predict_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PredictRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListPage_Prediction_"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -24,7 +24,7 @@ export function NewJobView() {
   const idem = useRef(newId());
   const set = (patch: Partial<JobForm>) => setForm((f) => ({ ...f, ...patch }));
 
-  const modelList = models.data?.data ?? [];
+  const modelList = (models.data?.data ?? []).filter((m) => m.job == null); // base models only: fine-tuned ones are for inference
   const dsList = datasets.data?.data ?? [];
   const methods = methodList.data ?? [];
   const current = modelList.find((m) => m.id === form.model);
