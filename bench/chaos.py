@@ -14,6 +14,8 @@ reported. Faults come with mean spacing ``--fault-every`` seconds, in random ord
 - ``kill_child``: SIGKILL one running job's training process (resumed from its checkpoint);
 - ``kill_worker``: SIGKILL one worker process alone (its child notices and stops; the lease expires);
 - ``kill_worker_host``: SIGKILL a worker and everything under it at once (a host gone);
+- ``kill_inference``: SIGKILL the inference process ``up`` runs (``up`` must restart it; after the drain a
+  fine-tuned model must answer a chat request again);
 - ``restart_redis``: stop Redis, wait a moment, start it empty (queued messages lost);
 - ``restart_postgres``: a fast shutdown, 1 to 15 s down (sometimes past the lease), then up again.
 
@@ -55,7 +57,8 @@ from service.workdirs import alive  # noqa: E402
 from tests import factories  # noqa: E402
 from tests.reliability.servers import PrivatePostgres, PrivateRedis, free_port  # noqa: E402
 
-FAULTS = {"kill_child": 3, "kill_worker": 2, "kill_worker_host": 2, "restart_redis": 1, "restart_postgres": 1}
+FAULTS = {"kill_child": 3, "kill_worker": 2, "kill_worker_host": 2, "kill_inference": 1, "restart_redis": 1,
+          "restart_postgres": 1}
 MAX_ATTEMPTS = 3  # the documented default; the audit checks failures against it
 
 
@@ -114,6 +117,7 @@ class Stack:
         self.up_cmd = [binary, "up", "--host", "127.0.0.1", "--port", str(self.port)]
         self.extra = [Supervised(f"worker-{i}", [binary, "worker"], env, logs) for i in range(extra_workers)]
         self.up_workers_seen: set[int] = set()
+        self.up_inference_seen: set[int] = set()
 
     def start(self) -> str:
         """Start `up`, return the key it prints for the fresh database; then the extra workers."""
@@ -145,10 +149,17 @@ class Stack:
         self.up_workers_seen.update(under_up)
         return under_up + [w.proc.pid for w in self.extra if w.proc is not None and alive(w.proc.pid)]
 
+    def inference(self) -> list[int]:
+        """The inference process `up` runs (``python -m inference``), if alive now."""
+        pids = [p for p in children(self.up.pid) if cmdline(p)[1:3] == ["-m", "inference"]] if self.up else []
+        self.up_inference_seen.update(pids)
+        return pids
+
     def tick(self) -> None:
         if self.up is not None and self.up.poll() is not None:
             raise RuntimeError(f"sparsetune up itself exited ({self.up.returncode}): see {self.logs / 'up.log'}")
         self.workers()
+        self.inference()
         for w in self.extra:
             w.tick()
 
@@ -266,6 +277,10 @@ class Chaos:
         w = self.rng.choice(workers)
         return f"worker and descendants {self._kill([w, *descendants(w)])}"
 
+    def kill_inference(self) -> str:
+        pids = self.stack.inference()
+        return f"inference {self._kill(pids[:1])}" if pids else "no inference process alive"
+
     def restart_redis(self) -> str:
         self.rds.stop()
         down = self.rng.uniform(0.5, 5)
@@ -279,6 +294,28 @@ class Chaos:
         time.sleep(down)
         self.pg.start()
         return f"down {down:.1f} s"
+
+
+def answers_after_chaos(url: str, key: str, dsn: str, wait: float = 120) -> dict[str, Any]:
+    """A chat request to the newest succeeded job's fine-tuned model, retried until the (restarted) inference
+    process answers 200 or ``wait`` seconds pass: serving must come back after its process was killed."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT id FROM jobs WHERE status = 'succeeded' ORDER BY finished_at DESC LIMIT 1").fetchone()
+    if row is None:
+        return {"status": None, "why": "no job succeeded"}
+    headers = {"Authorization": f"Bearer {key}"}
+    model = httpx.get(f"{url}/v1/jobs/{row[0]}", headers=headers, timeout=30).json()["fine_tuned_model"]
+    started, status = time.monotonic(), None
+    while time.monotonic() - started < wait:
+        try:
+            status = httpx.post(f"{url}/v1/completions", headers=headers, timeout=120, json={
+                "model": model, "prompt": "the red fruit is", "max_tokens": 4, "temperature": 0}).status_code
+        except httpx.HTTPError as exc:
+            status = type(exc).__name__
+        if status == 200:
+            break
+        time.sleep(2)
+    return {"model": model, "status": status, "seconds": round(time.monotonic() - started, 1)}
 
 
 def service_env(home: Path, db_url: str, broker_url: str, model: Path) -> dict[str, str]:
@@ -304,6 +341,9 @@ def markdown(result: dict[str, Any]) -> str:
             *((f"faults: {k}", v) for k, v in sorted(result["faults_by_kind"].items())),
             ("worker restarts by this script", result["extra_worker_restarts"]),
             ("worker pids seen under `up`", result["up_worker_pids_seen"]),
+            ("inference pids seen under `up`", result["up_inference_pids_seen"]),
+            ("a fine-tuned model answers after the chaos (HTTP status, seconds waited)",
+             f"{result['serving_after_chaos'].get('status')}, {result['serving_after_chaos'].get('seconds')}"),
             ("API 5xx other than the documented 503", len(result["api_server_errors"])),
             ("artifacts checked", a["artifacts"]), ("blobs", a["blobs"]),
             ("metric events repeated after a resume (allowed)", a["metric_events_repeated_after_resume"])]
@@ -375,6 +415,8 @@ def main() -> int:
             time.sleep(2)
         drain_seconds = round(time.monotonic() - drain_start)
         stack.workers()
+        serving = answers_after_chaos(stack.url, key, dsn)
+        log(f"serving after chaos: {serving}")
         stack.stop()  # warm: nothing runs now, and the audit reads a quiet database and home
         result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "minutes": args.minutes,
                   "extra_workers": args.extra_workers, "fault_every_s": args.fault_every, "backlog": args.backlog,
@@ -383,13 +425,15 @@ def main() -> int:
                   "faults_by_kind": dict(Counter(f["fault"] for f in chaos.done)),
                   "extra_worker_restarts": sum(w.restarts for w in stack.extra),
                   "up_worker_pids_seen": len(stack.up_workers_seen),
+                  "up_inference_pids_seen": len(stack.up_inference_seen), "serving_after_chaos": serving,
                   "api_answers": dict(submitter.answers), "api_server_errors": submitter.server_errors,
                   "audit": audit(dsn, home, MAX_ATTEMPTS)}
         result["problems"] = problems(result["audit"])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         print(markdown(result))
-        return 0 if not any(result["problems"].values()) and not result["api_server_errors"] else 1
+        ok = not any(result["problems"].values()) and not result["api_server_errors"] and serving["status"] == 200
+        return 0 if ok else 1
     finally:
         if submitter is not None:
             submitter.stop_event.set()
