@@ -74,11 +74,11 @@ class WithHead(ServedAdapter):
         self.inner.attach(host)
 
     def activate(self, host: Host) -> nn.Module:
-        model = self.inner.activate(host)
-        named = dict(model.named_parameters())
+        module = self.inner.activate(host)
+        named = dict(host.model.named_parameters())  # the head's own names (a PeftModel prefixes its own)
         self._saved = {k: named[k].detach().clone() for k in self.head if k in named}
-        copy_head(model, self.head)
-        return model
+        copy_head(host.model, self.head)
+        return module
 
     def deactivate(self, host: Host) -> None:
         model = host.model

@@ -37,8 +37,10 @@ export type BlockModule = Schemas["BlockModulePublic"];
 export type Blocks = Schemas["BlocksPublic"];
 export interface LineError { line?: number; field?: string | null; message: string }
 
-/** An API error in words: the server's message, the parameter it names and per-line details. */
+/** An API error in words: the server's message, the parameter it names and per-line details; `retryAfter`
+ * the seconds a 503 (or 429) asks the client to wait, from its Retry-After header. */
 export class ApiError extends Error {
+  retryAfter: number | null = null;
   constructor(public status: number, message: string, public param: string | null = null,
               public details: LineError[] = [], public total: number | null = null) {
     super(message);
@@ -57,6 +59,13 @@ let onUnauthorized: Unauthorized = () => {};
 export function whenUnauthorized(fn: Unauthorized) { onUnauthorized = fn; }
 
 async function errorFrom(res: Response): Promise<ApiError> {
+  const err = await errorBody(res);
+  const wait = Number(res.headers.get("Retry-After"));
+  if (res.headers.has("Retry-After") && Number.isFinite(wait)) err.retryAfter = wait;
+  return err;
+}
+
+async function errorBody(res: Response): Promise<ApiError> {
   let body: any = null;
   try { body = await res.json(); } catch { /* not JSON */ }
   const e = body?.error;
@@ -75,7 +84,8 @@ export async function request(path: string, init: RequestInit = {}, key?: string
   let res: Response;
   try {
     res = await fetch(path, { ...init, headers });
-  } catch {
+  } catch (e) {
+    if (init.signal?.aborted) throw e;  // stopped by the caller (an AbortError), not a network failure
     throw new ApiError(0, "cannot reach the sparsetune service; is `sparsetune up` running?");
   }
   if (!res.ok) {
@@ -111,6 +121,7 @@ export const api = {
   estimate: (model: string, p: Record<string, string | number>) =>
     getJSON<Estimate>(`/v1/models/${encodeURIComponent(model)}/estimate${query(p)}`),
   datasets: () => getJSON<Page<Dataset>>("/v1/datasets?limit=100"),
+  dataset: (id: string) => getJSON<Dataset>(`/v1/datasets/${encodeURIComponent(id)}`),
   uploadDataset: async (file: File): Promise<Dataset> => {
     const form = new FormData();
     form.append("file", file, file.name);

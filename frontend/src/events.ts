@@ -2,6 +2,7 @@
 // streaming, so the key travels in the Authorization header (EventSource cannot send headers). On a drop it
 // reconnects with Last-Event-ID, so no event is missed; views subscribe to the parsed events.
 import { auth, type JobEvent } from "./api";
+import { readSse } from "./sse";
 
 export type LiveState = "connecting" | "live" | "reconnecting" | "off";
 type Listener = (ev: JobEvent) => void;
@@ -35,36 +36,9 @@ function dispatch(id: string | null, data: string) {
   listeners.forEach((fn) => { try { fn(ev); } catch (e) { console.error(e); } });
 }
 
-/** Parse an SSE byte stream: blank-line separated blocks of `field: value` lines; `:` lines are pings. */
+/** Dispatch every event of the stream until it ends or `signal` aborts (sse.ts parses; `:` lines are pings). */
 async function read(body: ReadableStream<Uint8Array>, signal: AbortSignal) {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  let pendingCR = false;  // sse_starlette ends lines with \r\n, which a chunk boundary may split
-  while (!signal.aborted) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    let text: string = (pendingCR ? "\r" : "") + decoder.decode(value, { stream: true });
-    pendingCR = text.endsWith("\r");
-    if (pendingCR) text = text.slice(0, -1);
-    buffer += text.replace(/\r\n?/g, "\n");
-    let cut: number;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let id: string | null = null;
-      const data: string[] = [];
-      for (const line of block.split("\n")) {
-        if (!line || line.startsWith(":")) continue;
-        const colon = line.indexOf(":");
-        const field = colon < 0 ? line : line.slice(0, colon);
-        const val = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-        if (field === "id") id = val;
-        else if (field === "data") data.push(val);
-      }
-      if (data.length) dispatch(id, data.join("\n"));
-    }
-  }
+  for await (const ev of readSse(body, signal)) dispatch(ev.id, ev.data);
 }
 
 export function startLive(onUnauthorized: () => void) {

@@ -10,6 +10,7 @@ import { NewJobView } from "./views/NewJob";
 import { JobDetailView } from "./views/JobDetail";
 import { CompareView } from "./views/Compare";
 import { WorkersView } from "./views/Workers";
+import { PlaygroundView } from "./views/Playground";
 import "./style.css";
 
 function LiveBadge() {
@@ -28,6 +29,7 @@ function route(hash: string) {
   const m = path.match(/^\/jobs\/(job_[\w-]+)$/);
   if (m) return <JobDetailView id={m[1]} />;
   if (path === "/workers") return <WorkersView />;
+  if (path === "/playground") return <PlaygroundView jobId={params.get("job")} />;
   if (path === "/compare") return <CompareView ids={(params.get("ids") ?? "").split(",").filter(Boolean)} />;
   return <JobsView status={params.get("status") ?? ""} />;
 }
@@ -65,6 +67,7 @@ function App() {
           {nav("#/jobs", "Jobs", here === "/jobs" || here === "" || here === "/")}
           {nav("#/jobs/new", "New job", here === "/jobs/new")}
           {nav("#/compare", "Compare", here === "/compare")}
+          {nav("#/playground", "Playground", here === "/playground")}
           {nav("#/workers", "Workers", here === "/workers")}
         </nav>
         <LiveBadge />

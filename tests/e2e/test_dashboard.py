@@ -415,14 +415,16 @@ def test_the_jobs_list_pages_and_filters_and_a_running_job_is_cancelled_from_its
 
     page.goto(f"{service.url}/#/jobs/{long['id']}")
     expect(page.locator("section[data-job-id]")).to_have_attribute("data-status", "running", timeout=120_000)
-    # the Workers page: `up`'s one worker, in the default pool, busy with this job (from its heartbeat)
+    # the Workers page: `up`'s one trainer, in the default pool, busy with this job (from its heartbeat); its
+    # inference process is listed beside it
     page.get_by_role("link", name="Workers").click()
-    row = page.locator("tr[data-worker-id]")
+    row = page.locator("tr[data-worker-id][data-kind=trainer]")
     expect(row).to_have_count(1)
     expect(row).to_have_attribute("data-status", "busy", timeout=30_000)
     expect(row.get_by_role("link", name=long["id"])).to_be_visible()
     expect(row).to_contain_text("default")
-    listed = service.get("/v1/workers")["data"][0]
+    expect(page.locator("tr[data-worker-id][data-kind=inference]")).to_have_count(1)
+    listed = next(w for w in service.get("/v1/workers")["data"] if w["kind"] == "trainer")
     assert listed["current_job"] == long["id"] and listed["status"] == "busy"
     shot(page, "workers")
     row.get_by_role("link", name=long["id"]).click()

@@ -35,11 +35,11 @@ def adapters(tiny_llama_dir, tmp_path_factory) -> dict[str, Path]:
     return {m: _train(tiny_llama_dir, data, m, root / m) for m in METHODS}
 
 
-@pytest.fixture(scope="module")
-def classifier(tiny_bert_dir, tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["smt", "lora"])
+def classifier(request, tiny_bert_dir, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("served-cls")
     data = factories.write_jsonl(root / "cls.jsonl", factories.classification_rows(48))
-    return _train(tiny_bert_dir, data, "smt", root / "smt")
+    return _train(tiny_bert_dir, data, request.param, root / request.param)
 
 
 @pytest.fixture

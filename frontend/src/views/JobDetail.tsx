@@ -1,7 +1,8 @@
 // Job detail: live progress and curves, memory beside the reference method (full fine-tuning), the heatmap of
 // the blocks a selecting method (SMT) chose, artifacts (size, sha256, download, build merged model), the event
-// log, and cancel. Which method is the reference and whether one selects blocks come from the API (GET
-// /v1/methods, the estimate's and the job's memory), never from a method's name.
+// log, cancel, and for a succeeded job a link to try it in the playground. Which method is the reference and
+// whether one selects blocks come from the API (GET /v1/methods, the estimate's and the job's memory), never from
+// a method's name.
 import { useEffect, useState } from "preact/hooks";
 import { api, ApiError, type Job, type MetricPoint } from "../api";
 import { Artifacts } from "../components/Artifacts";
@@ -118,6 +119,9 @@ export function JobDetailView({ id }: { id: string }) {
           <button type="button" class="danger" onClick={cancel} disabled={j.cancel_requested}>
             {j.cancel_requested ? "Cancelling…" : "Cancel job"}
           </button>
+        )}
+        {j.status === "succeeded" && (
+          <a class="button" href={`#/playground?job=${j.id}`} title="Prompt the fine-tuned model beside its base model">Try it in the playground</a>
         )}
         {!ACTIVE.includes(j.status) && (
           <>

@@ -1,4 +1,5 @@
-// Workers: the fleet as its heartbeats describe it — pool, device, status and the job in hand, refreshed live.
+// Workers: the fleet as its heartbeats describe it — kind (trainer or inference), pool, device, status and the
+// job in hand (a trainer) or the base models held (an inference process), refreshed live.
 import { useEffect } from "preact/hooks";
 import { api } from "../api";
 import { bytes, time } from "../format";
@@ -22,7 +23,8 @@ export function WorkersView() {
       <div class="heading"><h1 id="workers-title">Workers</h1></div>
       <p class="help">Each worker process reports its pool, device and current job every few seconds. Jobs go to the
         smallest pool whose memory holds their estimate; a worker that stops reporting is shown as lost and its
-        jobs move to another pool that fits.</p>
+        jobs move to another pool that fits. Inference processes answer the playground and the chat and completion
+        routes; each lists the base models it holds.</p>
       {page.error && <p class="error" role="alert">Could not load workers: {page.error}</p>}
       {!page.error && page.data && workers.length === 0 && (
         <div class="empty"><p>No worker has reported yet. Start one with <code>sparsetune worker</code> (or
@@ -33,20 +35,22 @@ export function WorkersView() {
           <caption class="sr-only">Worker processes, newest first</caption>
           <thead>
             <tr>
-              <th scope="col">Worker</th><th scope="col">Status</th><th scope="col">Pool</th><th scope="col">Device</th>
-              <th scope="col" class="num">Memory</th><th scope="col">Current job</th><th scope="col">Started</th>
+              <th scope="col">Worker</th><th scope="col">Kind</th><th scope="col">Status</th><th scope="col">Pool</th><th scope="col">Device</th>
+              <th scope="col" class="num">Memory</th><th scope="col">Current job or models</th><th scope="col">Started</th>
               <th scope="col">Last heartbeat</th>
             </tr>
           </thead>
           <tbody>
             {workers.map((w) => (
-              <tr data-worker-id={w.id} data-status={w.status} key={w.id}>
+              <tr data-worker-id={w.id} data-kind={w.kind} data-status={w.status} key={w.id}>
                 <td title={w.id}>{w.host} · pid {w.pid}</td>
+                <td>{w.kind}</td>
                 <td><span class={`badge badge-${w.status}`}>{w.status}</span></td>
                 <td>{w.pool}{w.pool_memory ? ` (${bytes(w.pool_memory)})` : ""}</td>
                 <td>{w.device}</td>
                 <td class="num">{bytes(w.device_memory)}</td>
-                <td>{w.current_job ? <a href={`#/jobs/${w.current_job}`}>{w.current_job}</a>
+                <td>{w.kind === "inference" ? (w.models.length ? `holds ${w.models.join(", ")}` : "no model loaded yet")
+                  : w.current_job ? <a href={`#/jobs/${w.current_job}`}>{w.current_job}</a>
                   : w.status === "busy" ? "another owner's job" : "—"}</td>
                 <td>{time(w.started_at)}</td>
                 <td>{ago(w.last_seen_at)}</td>
