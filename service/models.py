@@ -158,6 +158,8 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(64))
     # notes from when the job was created, e.g. no pool had a live worker (a list of strings; null: none)
     warnings: Mapped[list[str] | None] = mapped_column(JSONType)
+    # DELETE /v1/models/{fine_tuned_model}: the model is gone, the job stays (as at OpenAI)
+    model_deleted_at: Mapped[float | None] = mapped_column(Double)
 
     @property
     def holdout_fraction(self) -> float | None:
