@@ -14,7 +14,7 @@ from smt_core.base import Method, PrepareContext, add_to_weight, replace_module
 from smt_core.methods.smt.config import SPEC, SMTConfig
 from smt_core.methods.smt.layer import SliceCache, SMTLinear
 from smt_core.methods.smt.selection import Block, select, tile
-from smt_core.serving import InPlaceDelta, Patch, ServedAdapter
+from smt_core.serving import InPlaceDelta, Patch, ServedAdapter, coalesce
 from smt_core.targets import Site
 
 DEFAULT_SELECTION_STEPS = 100  # the most warm-up steps the default takes (the paper's 100)
@@ -230,7 +230,7 @@ class SMTMethod(Method):
         patches: dict[str, list[Patch]] = {}
         for site, r0, c0, delta in self._block_deltas(sites, tensors):
             patches.setdefault(site.name, []).append(Patch(delta.float().contiguous(), r0, c0))
-        return InPlaceDelta(patches, targets)
+        return InPlaceDelta({name: coalesce(ps) for name, ps in patches.items()}, targets)
 
     def sparse_deltas(self, model, sites, tensors, info):
         per_module: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
