@@ -71,8 +71,9 @@ def setup_env(home: Path) -> None:
     os.environ["SPARSETUNE_HOME"] = str(home)
     for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
         os.environ.setdefault(k, v)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
+    # this file is bench/inference.py: its own folder first on sys.path would shadow the `inference` package
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+    sys.path.insert(0, str(ROOT))
 
 
 def write_data(path: Path) -> Path:
