@@ -1,5 +1,6 @@
 """The embedded default: `sparsetune up` as a subprocess (SQLite + filesystem broker under
-SPARSETUNE_HOME, no servers), driven by the `sparsetune datasets|jobs …` client commands."""
+SPARSETUNE_HOME, no servers), driven by the `sparsetune datasets|jobs …` client commands; the job, trained on
+a made-up fact, says it through `up`'s inference process (tests/e2e/test_inference_e2e.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cli.bootstrap import stop_process_group
 from tests import factories
 from tests.api.fixtures import ROOT
 from tests.e2e.test_http import free_port
+from tests.e2e.test_inference_e2e import check_serves_the_secret_word, secret_rows
 from tests.helpers import read_up_banner
 
 BIN = str(Path(ROOT) / ".venv" / "bin" / "sparsetune")
@@ -44,7 +46,7 @@ def test_up_embedded_with_jobs_commands(tiny_llama_dir, tmp_path):
         assert (home / "sparsetune.db").is_file() and (home / "api_key").read_text().strip() == key
         env["SPARSETUNE_API_KEY"] = key
 
-        data = factories.write_jsonl(tmp_path / "pc.jsonl", factories.completion_rows(48))
+        data = factories.write_jsonl(tmp_path / "chat.jsonl", secret_rows(48))
         r = cli(env, "datasets", "upload", str(data), "--json")
         assert r.returncode == 0, r.stderr
         ds = json.loads(r.stdout)
@@ -59,18 +61,19 @@ def test_up_embedded_with_jobs_commands(tiny_llama_dir, tmp_path):
         assert r.returncode == 2 and "unknown method" in r.stderr
 
         r = cli(env, "jobs", "create", "--model", "tiny", "--training-dataset", ds["id"], "--method", "smt",
-                "--budget", "4096", "--steps", "4", "--batch-size", "4", "--max-seq-len", "32",
-                "--method-option", "block_size=16", "--method-option", "selection_steps=2")
+                "--budget", "0.2", "--steps", "8", "--batch-size", "4", "--max-seq-len", "32",
+                "--learning-rate", "0.03", "--method-option", "block_size=16", "--method-option", "selection_steps=2")
         assert r.returncode == 0, r.stderr
         job_id = r.stdout.strip()
         assert job_id.startswith("job_")
 
         r = cli(env, "jobs", "watch", job_id)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "step 4/4" in r.stdout and "succeeded" in r.stdout
+        assert "step 8/8" in r.stdout and "succeeded" in r.stdout
 
         job = json.loads(cli(env, "jobs", "show", job_id, "--json").stdout)
-        assert job["status"] == "succeeded" and job["steps_completed"] == 4
+        assert job["status"] == "succeeded" and job["steps_completed"] == 8
+        check_serves_the_secret_word(env["SPARSETUNE_API_URL"], key, job)  # through up's inference process
         listed = json.loads(cli(env, "--json", "jobs", "list").stdout)
         assert [j["id"] for j in listed["data"]] == [job_id]
 
