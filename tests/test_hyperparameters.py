@@ -128,12 +128,16 @@ def _restated(tree: ast.AST) -> list[tuple[int, str]]:
             return all(isinstance(e, ast.Constant) for e in node.elts)
         return isinstance(node, ast.Constant)
 
+    def some(node: ast.AST | None) -> bool:
+        """A literal other than None (None says "the default", resolved from hyperparameters.py inside)."""
+        return literal(node) and not (isinstance(node, ast.Constant) and node.value is None)
+
     def given(node: ast.AST | None) -> bool:
         """A literal, or a Field(...)/Query(...) call whose default is one."""
         if isinstance(node, ast.Call):
             kw = {k.arg: k.value for k in node.keywords}
-            return literal(node.args[0] if node.args else kw.get("default")) or literal(kw.get("default_factory"))
-        return literal(node)
+            return some(node.args[0] if node.args else kw.get("default")) or literal(kw.get("default_factory"))
+        return some(node)
 
     found = []
     for node in ast.walk(tree):
