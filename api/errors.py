@@ -110,6 +110,20 @@ def _validation_message(err: dict[str, Any]) -> str:
     return str(err.get("msg", "invalid")).removeprefix("Value error, ")
 
 
+def validation_parts(exc: RequestValidationError) -> tuple[str, str | None, list[dict[str, Any]]]:
+    """A schema refusal as (message, param, details): the first problem names the field, details list them all."""
+    details = [{"field": _loc_to_param(tuple(e.get("loc", ())), e.get("type")), "message": _validation_message(e)}
+               for e in exc.errors()[:100]]
+    first = details[0] if details else {"field": None, "message": "invalid request"}
+    message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    return message, first["field"], details
+
+
+def service_status(exc: service_errors.ServiceError) -> int:
+    """The HTTP status of a service core refusal (SERVICE_STATUS)."""
+    return next(code for kind, code in SERVICE_STATUS.items() if isinstance(exc, kind))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error the one shape."""
 
@@ -120,7 +134,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(service_errors.ServiceError)
     async def _service_error(_: Request, exc: service_errors.ServiceError) -> JSONResponse:
-        status = next(code for kind, code in SERVICE_STATUS.items() if isinstance(exc, kind))
+        status = service_status(exc)
         return JSONResponse(error_body(status, exc.message, exc.param, exc.code), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -132,12 +146,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        details = [{"field": _loc_to_param(tuple(e.get("loc", ())), e.get("type")), "message": _validation_message(e)}
-                   for e in errors[:100]]
-        first = details[0] if details else {"field": None, "message": "invalid request"}
-        message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
-        return JSONResponse(error_body(422, message, first["field"], details=details), status_code=422)
+        message, param, details = validation_parts(exc)
+        return JSONResponse(error_body(422, message, param, details=details), status_code=422)
 
     @app.exception_handler(PoolTimeout)
     async def _busy(_: Request, exc: PoolTimeout) -> JSONResponse:

@@ -12,7 +12,21 @@ from api.door import DoorMiddleware
 from api.hosts import AllowedHosts, HostCheckMiddleware
 from api.inflight import InFlightCapMiddleware
 from api.requestlog import GuardAndLogMiddleware
-from api.routes import artifacts, datasets, events, health, inference, jobs, methods, models, usage, workers
+from api.routes import (
+    artifacts,
+    datasets,
+    events,
+    files,
+    fine_tuning,
+    health,
+    inference,
+    jobs,
+    methods,
+    models,
+    usage,
+    webhooks,
+    workers,
+)
 from service import logs
 from service.security import KeyCache
 from service.settings import get_settings
@@ -40,8 +54,10 @@ def create_app() -> FastAPI:
     app.add_middleware(DoorMiddleware, keys=app.state.keys, limiter=ratelimit.limiter_for(settings))
     app.add_middleware(HostCheckMiddleware, allowed=AllowedHosts(settings.allowed_hosts))  # before the door
     headers.install(app)  # outermost of all: every response, a 500 included, carries the security headers
-    for module in (health, datasets, jobs, events, artifacts, models, methods, workers, usage, inference):
+    for module in (health, datasets, jobs, events, artifacts, models, methods, workers, usage, inference,
+                   webhooks, files, fine_tuning):
         app.include_router(module.router)
+    app.include_router(models.openai_router)  # after models.router: /v1/models/{id}/estimate first
     if DASHBOARD.is_dir():  # the built dashboard, if any, is served at / (it uses only the public API)
         app.mount("/", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
     return app

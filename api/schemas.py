@@ -16,7 +16,17 @@ from pydantic import (
 )
 
 from service import finetuned, storable
-from service.states import EventType, JobErrorCode, JobPhase, JobStatus, MergeStatus, WorkerKind, WorkerStatus
+from service.states import (
+    EventType,
+    JobErrorCode,
+    JobPhase,
+    JobStatus,
+    MergeStatus,
+    WebhookEventType,
+    WebhookStatus,
+    WorkerKind,
+    WorkerStatus,
+)
 from smt_core import hyperparameters as hp
 
 T = TypeVar("T")
@@ -115,6 +125,10 @@ class Hyperparameters(Strict):
     lr_warmup_steps: int = from_definition(hp.LR_WARMUP_STEPS)
     num_devices: int = from_definition(hp.NUM_DEVICES)
     gradient_checkpointing: bool = from_definition(hp.GRADIENT_CHECKPOINTING)  # an out-of-memory suggests it
+    gradient_accumulation_steps: int = from_definition(hp.GRADIENT_ACCUMULATION_STEPS)
+    eval_every: int = from_definition(hp.EVAL_EVERY)
+    metric_for_best: Literal["eval_loss", "eval_accuracy"] | None = from_definition(hp.METRIC_FOR_BEST)
+    early_stopping_patience: int | None = from_definition(hp.EARLY_STOPPING_PATIENCE)
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> Hyperparameters:
@@ -224,13 +238,25 @@ class JobPublic(BaseModel):
     merge_status: MergeStatus | None = None  # merged.tar, once asked for
     # said at creation, e.g. that no pool had a live worker (the job waits queued)
     warnings: Annotated[list[str], BeforeValidator(_none_as_empty)] = []
+    # read from the row, never shown: a deleted fine-tuned model (DELETE /v1/models/{id}) has no name
+    model_deleted_at: float | None = Field(default=None, exclude=True)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def fine_tuned_model(self) -> str | None:
         """``ft:<base>:<suffix or method>:<job id>`` once the job succeeded: the ``model`` to give
-        /v1/chat/completions and /v1/completions (null until then). Computed, so it never disagrees with the job."""
-        return finetuned.fine_tuned_name(self.status, self.model, self.suffix, self.method, self.id)
+        /v1/chat/completions and /v1/completions (null until then, and again once the model is deleted).
+        Computed, so it never disagrees with the job."""
+        return finetuned.fine_tuned_name(self.status, self.model, self.suffix, self.method, self.id,
+                                         self.model_deleted_at)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def stopped_early(self) -> bool:
+        """True when early stopping (``hyperparameters.early_stopping_patience``) ended the job before its
+        ``total_steps``: it still succeeded, with ``steps_completed`` steps. Read from the run's metrics, so it
+        needs no column of its own."""
+        return bool((self.metrics or {}).get("stopped_early"))
 
 
 class WorkerPublic(BaseModel):
@@ -318,7 +344,9 @@ class ModelPublic(BaseModel):
     parameters: int | None
     architecture: str | None
     targets: list[str]
-    created: Timestamp | None = None  # a fine-tuned model: when its job finished; a base model: null
+    # OpenAI's model object: a fine-tuned model: when its job finished; a base model: its local folder's
+    # modification time (0 where there is none, e.g. a hub id)
+    created: Timestamp = 0
     owned_by: str = "sparsetune"  # a fine-tuned model: its owner's id; a base model: the service
     job: str | None = None  # a fine-tuned model's job (its id is that job's fine_tuned_model); null for a base model
     base: str | None = None  # a fine-tuned model's base model alias; null for a base model
@@ -361,6 +389,8 @@ class EstimatePublic(BaseModel):
     memory: dict[str, int]
     device: Literal["cpu", "cuda"] = "cpu"
     sequence_length: int  # the padded width activations are sized for: the longest row (≤ max_seq_len)
+    # batch_size × gradient_accumulation_steps: the rows one update averages over (memory is batch_size's)
+    effective_batch_size: int
     training_dataset: str | None = None
     tokens: EstimateTokens | None = None  # the training dataset's row lengths, when one was given
     estimated: bool = True
@@ -525,3 +555,267 @@ class PredictRequest(StrictText):
 class Prediction(BaseModel):
     label: Annotated[str, BeforeValidator(str)]
     probabilities: dict[str, float]  # every label's probability (they sum to 1)
+
+
+class WebhookCreate(Strict):
+    url: str = Field(min_length=1, max_length=2048, description="an http(s) URL at a public address (see README "
+                     "\"Webhooks\"); checked now and before every delivery")
+    events: list[WebhookEventType] = Field(min_length=1, max_length=16, description="the events to send")
+
+    @field_validator("events")
+    @classmethod
+    def _once_each(cls, v: list[WebhookEventType]) -> list[WebhookEventType]:
+        return list(dict.fromkeys(v))
+
+
+class WebhookPublic(BaseModel):
+    """An endpoint as listed: never its secret (see WebhookCreated)."""
+
+    model_config = FROM_ROW
+    id: str
+    object: Literal["webhook"] = "webhook"
+    url: str
+    events: list[WebhookEventType]
+    status: WebhookStatus  # disabled: its deliveries kept failing (disabled_reason says how); enable to resume
+    disabled_reason: str | None
+    created_at: Timestamp
+
+
+class WebhookCreated(WebhookPublic):
+    """The creation's answer, the only one with ``secret`` (``whsec_…``: what receivers verify signatures with)."""
+
+    secret: str
+
+
+class WebhookDeliveryPublic(BaseModel):
+    """One attempt to send one event: the answer's status (null: nothing came back, see ``error``) and time."""
+
+    model_config = FROM_ROW
+    id: str
+    object: Literal["webhook.delivery"] = "webhook.delivery"
+    event_id: str
+    event_type: WebhookEventType
+    attempt: int
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    created_at: Timestamp
+
+
+# ---- OpenAI's fine-tuning objects (api/routes/files.py, api/routes/fine_tuning.py; translation in
+# api/openai_jobs.py and api/openai_files.py), so the official openai SDK's types validate them strictly ----
+class OpenAIErrorDetail(ErrorDetail):
+    type: str | None = None  # OpenAI's error type (invalid_request_error…); the key check's 401 has none
+
+
+class OpenAIErrorResponse(BaseModel):
+    error: OpenAIErrorDetail
+
+
+FilePurpose = Literal["fine-tune", "fine-tune-results"]
+
+
+class FilePublic(BaseModel):
+    """OpenAI's ``file``: a dataset (purpose fine-tune; its id is the dataset's id) or a job's result file
+    (fine-tune-results; ids ``file-<job id>-metrics`` and ``file-<job id>-adapter``)."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: Timestamp
+    filename: str
+    purpose: FilePurpose
+    status: Literal["processed"] = "processed"  # validated on upload: a file that exists is usable
+    status_details: str | None = None
+    expires_at: int | None = None
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
+
+
+Auto = Literal["auto"]
+NEpochs = Annotated[int, Field(ge=1, le=int(hp.EPOCHS.maximum or 1000))]
+BatchSize = Annotated[int, Field(**hp.BATCH_SIZE.bounds())]
+LearningRateMultiplier = Annotated[float, Field(gt=0, le=1000)]
+
+
+class OpenAIHyperparameters(Strict):
+    """OpenAI's three; ``auto`` (or absent): one epoch, the default batch size, the method's default rate."""
+
+    n_epochs: Auto | NEpochs | None = None
+    batch_size: Auto | BatchSize | None = None
+    learning_rate_multiplier: Auto | LearningRateMultiplier | None = Field(
+        default=None, description="multiplies the method's default learning rate (GET /v1/methods' method)")
+
+
+class OurMethodHyperparameters(OpenAIHyperparameters):
+    """Our methods' hyperparameters in OpenAI's names, plus the native ones OpenAI has no name for (null: the
+    service's default, as in POST /v1/jobs)."""
+
+    steps: int | None = Field(default=None, description=hp.STEPS.help, **hp.STEPS.bounds())
+    max_seq_len: int | None = Field(default=None, description=hp.MAX_SEQ_LEN.help, **hp.MAX_SEQ_LEN.bounds())
+    lr_warmup_steps: int | None = Field(default=None, description=hp.LR_WARMUP_STEPS.help,
+                                        **hp.LR_WARMUP_STEPS.bounds())
+    num_devices: int | None = Field(default=None, description=hp.NUM_DEVICES.help, **hp.NUM_DEVICES.bounds())
+    gradient_checkpointing: bool | None = Field(default=None, description=hp.GRADIENT_CHECKPOINTING.help)
+
+
+class SupervisedIn(Strict):
+    hyperparameters: OpenAIHyperparameters | None = None
+
+
+class OurMethodIn(Strict):
+    """One of our methods beside ``method.type`` (INTERFACE.md "OpenAI fine-tuning routes")."""
+
+    budget: int | float | None = Field(default=hp.BUDGET.default, description=hp.BUDGET.help)
+    targets: list[Annotated[str, Field(max_length=32)]] = Field(default=list(hp.TARGETS.default),
+                                                                description=hp.TARGETS.help, min_length=1, max_length=7)
+    hyperparameters: OurMethodHyperparameters | None = None
+    options: dict[str, Any] = Field(default_factory=dict, max_length=16, description="the method's options, as "
+                                    "GET /v1/methods lists them (POST /v1/jobs' method_options)")
+
+
+def _method_in() -> type[BaseModel]:
+    """``method``: OpenAI's ``type`` and ``supervised``, and one optional object per method the service offers
+    (read from the registry, so a new method is offered here too)."""
+    from pydantic import create_model
+
+    from smt_core.registry import served_specs
+
+    fields: dict[str, Any] = {s.name: (OurMethodIn | None, None) for s in served_specs()}
+    return create_model("FineTuningMethodIn", __base__=Strict,
+                        type=(str, Field(min_length=1, max_length=32, description="supervised (the service's "
+                                         "default: SMT at a 1% budget) or one of GET /v1/methods")),
+                        supervised=(SupervisedIn | None, None), **fields)
+
+
+FineTuningMethodIn = _method_in()
+
+
+class FineTuningJobCreate(Strict):
+    """OpenAI's job creation body; it becomes a native job (POST /v1/jobs) through the same checks."""
+
+    model: str = Field(min_length=1, max_length=500)
+    training_file: str = Field(min_length=1, max_length=40, description="a file (dataset) id")
+    validation_file: str | None = Field(default=None, max_length=40)
+    suffix: str | None = Field(default=None, min_length=1, max_length=64, description="no ':' (it is the "
+                               "fine-tuned model name's separator)")
+    seed: int | None = Field(default=None, **hp.SEED.bounds())
+    metadata: dict[Annotated[str, Field(max_length=METADATA_MAX_KEY_CHARS)],
+                   Annotated[str, Field(max_length=METADATA_MAX_VALUE_CHARS)]] | None = Field(
+        default=None, max_length=METADATA_MAX_KEYS)
+    hyperparameters: OpenAIHyperparameters | None = Field(default=None, description="OpenAI's older place for "
+                                                          "them; give them in method instead")
+    method: FineTuningMethodIn | None = None  # type: ignore[valid-type]
+    integrations: list[dict[str, Any]] | None = Field(default=None, max_length=0, description="not supported")
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_colon(cls, v: str | None) -> str | None:
+        if v is not None and ":" in v:
+            raise ValueError("must not contain ':' (the fine-tuned model name's separator)")
+        return v
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        if not isinstance(v, BaseModel):
+            storable.check_value(v)
+        return v
+
+
+class FineTuningHyperparametersPublic(BaseModel):
+    n_epochs: int  # epochs run (steps given instead: the passes they make, rounded up)
+    batch_size: int
+    learning_rate_multiplier: float  # the learning rate over the method's default for this model
+
+
+class SupervisedPublic(BaseModel):
+    hyperparameters: FineTuningHyperparametersPublic
+
+
+class OurMethodPublic(BaseModel):
+    budget: int | float | None
+    targets: list[str]
+    options: dict[str, Any]
+    trainable_params: int | None
+    hyperparameters: dict[str, Any]  # the native job's, resolved (learning_rate, max_seq_len…)
+
+
+class FineTuningMethodPublic(BaseModel):
+    """Always OpenAI's ``supervised``; our method's object (OurMethodPublic) stands beside it under the method's
+    own key (``"smt": {…}``)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["supervised"] = "supervised"
+    supervised: SupervisedPublic
+
+
+class FineTuningErrorPublic(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class FineTuningJobPublic(BaseModel):
+    """OpenAI's ``fine_tuning.job``: the native job (same id, GET /v1/jobs/{id}) seen through OpenAI's type."""
+
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: Timestamp
+    error: FineTuningErrorPublic | None
+    fine_tuned_model: str | None
+    finished_at: Timestamp | None
+    hyperparameters: FineTuningHyperparametersPublic
+    model: str
+    organization_id: str  # the owner's id
+    result_files: list[str]
+    seed: int
+    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+    trained_tokens: int | None
+    training_file: str  # "" once the training dataset was deleted (the job keeps no copy of its id)
+    validation_file: str | None
+    estimated_finish: Timestamp | None
+    integrations: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None  # a native job's non-string values as JSON text
+    method: FineTuningMethodPublic
+    user_provided_suffix: str | None
+
+
+class FineTuningEventPublic(BaseModel):
+    id: str  # ftevent-<the native event's id>
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: Timestamp
+    level: Literal["info", "warn", "error"]
+    message: str
+    data: dict[str, Any] | None
+    type: Literal["message", "metrics"]
+
+
+class CheckpointMetricsPublic(BaseModel):
+    step: float | None = None
+    train_loss: float | None = None
+    train_mean_token_accuracy: float | None = None
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+    full_valid_loss: float | None = None
+    full_valid_mean_token_accuracy: float | None = None
+
+
+class FineTuningCheckpointPublic(BaseModel):
+    id: str  # ftckpt-<job id>-<step>
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: Timestamp
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: CheckpointMetricsPublic
+    step_number: int

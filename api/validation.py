@@ -14,7 +14,7 @@ from service.models import Dataset
 from service.settings import get_settings
 from service.storable import is_plausible_id
 from smt_core.estimate import ModelShape, model_shape, plan
-from smt_core.hyperparameters import DEFAULT_EPOCHS
+from smt_core.hyperparameters import DEFAULT_EPOCHS, combination_error
 from smt_core.methods.options import ConfigError
 from smt_core.methods.spec import MethodSpec, resolve_budget
 from smt_core.registry import served_specs
@@ -109,6 +109,9 @@ def validate_job(session: Session, owner_id: str, body: JobCreate) -> dict[str, 
     if hp["steps"] is None and hp["epochs"] is None:
         hp["epochs"] = DEFAULT_EPOCHS  # what the engine runs; stored, so the job says it
     quotas.check_steps(hp, train.rows if train is not None else None)
+    bad_combination = combination_error(hp)
+    if bad_combination:
+        raise invalid(f"hyperparameters.{bad_combination[0]}", bad_combination[1])
     if hp["lr_warmup_steps"] > get_settings().max_steps:
         raise invalid("hyperparameters.lr_warmup_steps", f"{hp['lr_warmup_steps']} is over the limit of "
                       f"{get_settings().max_steps} (SPARSETUNE_MAX_STEPS)")

@@ -27,7 +27,7 @@ from service.db import session_scope
 from service.models import Artifact, Job
 from service.settings import get_settings
 from service.states import JobStatus
-from smt_core.artifacts import ADAPTER
+from smt_core.artifacts import ADAPTER, BEST
 
 JOB_ID = re.compile(r"^job_[A-Za-z0-9_-]{1,36}$")  # also a folder name: nothing that could leave the folder
 SHA_FILE = "adapter.sha256"
@@ -75,7 +75,8 @@ def _job_adapter(job_id: str) -> tuple[str, str, str]:
         if job.status != JobStatus.succeeded:
             raise InferenceError(409, f"job {job_id} is {job.status.value}: only a succeeded job can be served",
                                  "target.job_id", "job_not_finished")
-        artifact = s.get(Artifact, (job_id, ADAPTER))
+        # the best evaluation's adapter when the job kept one (hyperparameters.metric_for_best), else the last
+        artifact = s.get(Artifact, (job_id, BEST)) or s.get(Artifact, (job_id, ADAPTER))
         if artifact is None:
             raise InferenceError(404, f"job {job_id} has no {ADAPTER}", "target.job_id")
         return job.model, artifact.sha256, artifact.blob_id

@@ -12,11 +12,12 @@ from sqlalchemy import Select, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service import webhooks
 from service.blobstore import get_store
 from service.errors import Invalid, conflict
 from service.models import FINISHED, Artifact, Checkpoint, Dataset, Event, Job, JobStatus
 from service.security import new_id
-from service.states import ACTIVE, EventType
+from service.states import ACTIVE, EventType, WebhookEventType
 from service.storable import is_plausible_id
 
 IDEMPOTENCY_SECONDS = 24 * 3600
@@ -104,6 +105,7 @@ def cancel_job(session: Session, job: Job) -> Job:
     if res.rowcount == 1:
         add_event(session, job, EventType.status, {"status": JobStatus.cancelled, "phase": None})
         add_event(session, job, EventType.end, {"status": JobStatus.cancelled, "error": None})
+        webhooks.enqueue(session, job, WebhookEventType.job_cancelled)  # committed with the cancel, or not at all
         return job
     if job.status == JobStatus.running:
         if not job.cancel_requested:

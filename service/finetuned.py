@@ -11,6 +11,7 @@ config.json files alone, before any inference process is asked.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +29,18 @@ PREFIX = "ft:"
 CAUSAL_LM, CLASSIFICATION = "causal_lm", "classification"
 
 
-def fine_tuned_name(status: str, base: str, suffix: str | None, method: str, job_id: str) -> str | None:
-    """``ft:<base>:<suffix or method>:<job id>`` once the job succeeded (a model exists only then), else None."""
-    if status != JobStatus.succeeded:
+def fine_tuned_name(status: str, base: str, suffix: str | None, method: str, job_id: str,
+                    deleted_at: float | None = None) -> str | None:
+    """``ft:<base>:<suffix or method>:<job id>`` once the job succeeded (a model exists only then), else None;
+    None again once ``DELETE /v1/models/{name}`` deleted the model (``deleted_at``; the job stays)."""
+    if status != JobStatus.succeeded or deleted_at is not None:
         return None
     return f"{PREFIX}{base}:{suffix or method}:{job_id}"
 
 
 def name_of(job: Job) -> str | None:
     """The job's fine-tuned model name (see :func:`fine_tuned_name`)."""
-    return fine_tuned_name(job.status, job.model, job.suffix, job.method, job.id)
+    return fine_tuned_name(job.status, job.model, job.suffix, job.method, job.id, job.model_deleted_at)
 
 
 def job_id_of(name: str) -> str | None:
@@ -48,6 +51,32 @@ def job_id_of(name: str) -> str | None:
     if len(parts) < 4 or not parts[-1] or not is_plausible_id(parts[-1]):
         return None
     return parts[-1]
+
+
+def owned_job_of(session: Session, owner_id: str, model: str) -> Job:
+    """The owner's job a fine-tuned model name ends with; another owner's is as absent as a missing one (404)."""
+    job_id = job_id_of(model)
+    job = session.get(Job, job_id) if job_id is not None else None
+    if job is None or job.owner_id != owner_id:
+        raise NotFound(f"no model {model!r}", param="model")
+    return job
+
+
+def fine_tuned_job(session: Session, owner_id: str, model: str) -> Job | None:
+    """The owner's succeeded, undeleted job whose ``fine_tuned_model`` is exactly ``model``; None when ``model``
+    is not shaped like a fine-tuned name; NotFound when it is but names no model of the owner's."""
+    if job_id_of(model) is None:
+        return None
+    job = owned_job_of(session, owner_id, model)
+    if name_of(job) != model:  # not succeeded, deleted, or the right id under another base or suffix
+        raise NotFound(f"no model {model!r}", param="model")
+    return job
+
+
+def delete_model(session: Session, job: Job) -> None:
+    """OpenAI's ``DELETE /v1/models/{fine_tuned_model}``: the model is gone (not listed, not served, the job's
+    ``fine_tuned_model`` null), the job and its artifacts stay."""
+    job.model_deleted_at = time.time()
 
 
 @dataclass(frozen=True)
@@ -86,6 +115,8 @@ def target_of_job(session: Session, job: Job, model: str | None = None) -> Targe
     if job.status != JobStatus.succeeded:
         param = "model" if model is not None else "job_id"
         raise Conflict(f"job {job.id} is {job.status.value}: only a succeeded job can be served", param=param)
+    if job.model_deleted_at is not None:  # DELETE /v1/models/{name}: the job stays, its model serves nothing
+        raise NotFound(f"job {job.id}'s fine-tuned model was deleted", param="model" if model is not None else "job_id")
     return Target(model or name_of(job) or job.id, job.model, job.id, task_of_job(session, job))
 
 
@@ -94,9 +125,7 @@ def resolve(session: Session, owner_id: str, model: str) -> Target:
     job is as absent as a missing one (404); a job of the caller's that has not succeeded is a 409."""
     job_id = job_id_of(model)
     if job_id is not None:
-        job = session.get(Job, job_id)
-        if job is None or job.owner_id != owner_id:
-            raise NotFound(f"no model {model!r}", param="model")
+        job = owned_job_of(session, owner_id, model)
         target = target_of_job(session, job, model)
         if name_of(job) != model:  # the right id under another base or suffix names no model
             raise NotFound(f"no model {model!r}; job {job.id} is served as {name_of(job)!r}", param="model")
@@ -128,5 +157,6 @@ def check_classifies(target: Target) -> None:
 
 def succeeded_jobs(session: Session, owner_id: str, limit: int = 1000) -> list[Job]:
     """The owner's succeeded jobs, newest first: the fine-tuned models ``GET /v1/models`` lists."""
-    return list(session.scalars(select(Job).where(Job.owner_id == owner_id, Job.status == JobStatus.succeeded)
+    return list(session.scalars(select(Job).where(Job.owner_id == owner_id, Job.status == JobStatus.succeeded,
+                                                  Job.model_deleted_at.is_(None))
                                 .order_by(Job.finished_at.desc(), Job.id.desc()).limit(limit)))

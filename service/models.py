@@ -26,7 +26,18 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # the states are defined in service/states.py; FINISHED and JobStatus are also imported from here
-from service.states import FINISHED, EventType, JobPhase, JobStatus, MergeStatus, WorkerKind, WorkerStatus  # noqa: F401
+from service.states import (  # noqa: F401
+    FINISHED,
+    EventType,
+    JobPhase,
+    JobStatus,
+    MergeStatus,
+    WebhookEventType,
+    WebhookMessageState,
+    WebhookStatus,
+    WorkerKind,
+    WorkerStatus,
+)
 from smt_core.hyperparameters import HOLDOUT_FRACTION
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -247,3 +258,59 @@ class Worker(Base):
     address: Mapped[str | None] = mapped_column(String(255))  # an inference process's base URL
     models: Mapped[list[str] | None] = mapped_column(JSONType)  # the base models an inference process holds
     load: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Webhook(Base):
+    """An owner's endpoint for job events (README "Webhooks"). ``secret`` is the ``whsec_…`` signing key, kept
+    as it is: every delivery is signed with it at send time, so it must be readable (a hash would not do). The
+    database is the trust boundary, as it is for the users' data in the blobs."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_owner_created_id", "owner_id", "created_at", "id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[WebhookEventType]] = mapped_column(JSONType)
+    secret: Mapped[str] = mapped_column(String(64))
+    status: Mapped[WebhookStatus] = mapped_column(state_column(WebhookStatus), default=WebhookStatus.active)
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)  # failed attempts since the last 2xx
+    created_at: Mapped[float] = mapped_column(Double, default=now)
+
+
+class WebhookMessage(Base):
+    """The outbox: one event for one endpoint, written in the transaction that changed the job, sent by the
+    workers (worker/webhooks.py). ``event_id`` is the payload's id and the ``webhook-id`` header of every attempt;
+    ``next_attempt_at`` is when it is due (pushed ahead while a worker holds it, so a claim that dies with its
+    worker falls due again); ``claim_token`` says which claim may record the attempt."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (UniqueConstraint("webhook_id", "event_id", name="uq_webhook_messages_webhook_event"),
+                      Index("ix_webhook_messages_state_next", "state", "next_attempt_at"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[WebhookEventType] = mapped_column(state_column(WebhookEventType, 64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Double, default=now)
+    state: Mapped[WebhookMessageState] = mapped_column(state_column(WebhookMessageState),
+                                                      default=WebhookMessageState.pending)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Double, default=now)
+
+
+class WebhookDelivery(Base):
+    """One row per attempt to send a message: what the endpoint answered (or why nothing was sent) and how long."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_webhook_created_id", "webhook_id", "created_at", "id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[WebhookEventType] = mapped_column(state_column(WebhookEventType, 64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(1000))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double, default=now)

@@ -85,8 +85,9 @@ def check_steps(hp: dict[str, Any], rows: int | None) -> None:
                            "(SPARSETUNE_MAX_STEPS)", param="hyperparameters.steps", code="quota_exceeded")
         return
     if hp.get("epochs") is not None and rows:
-        implied = math.ceil(hp["epochs"] * math.ceil(rows / hp["batch_size"]))
+        step_rows = hp["batch_size"] * (hp.get("gradient_accumulation_steps") or 1)  # rows per optimizer step
+        implied = math.ceil(hp["epochs"] * math.ceil(rows / step_rows))
         if implied > limit:
-            raise Invalid(f"hyperparameters.epochs: {hp['epochs']} epochs of {rows} rows at batch_size "
-                           f"{hp['batch_size']} is about {implied} steps, over the limit of {limit} "
+            raise Invalid(f"hyperparameters.epochs: {hp['epochs']} epochs of {rows} rows at {step_rows} "
+                           f"rows a step is about {implied} steps, over the limit of {limit} "
                            "(SPARSETUNE_MAX_STEPS)", param="hyperparameters.epochs", code="quota_exceeded")

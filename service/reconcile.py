@@ -17,13 +17,13 @@ from collections.abc import Collection
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from service import pools
+from service import pools, webhooks
 from service.crud import add_event, drop_checkpoint
 from service.db import session_scope
 from service.models import Job, JobStatus, Worker
 from service.queue import enqueue, enqueue_merge, queue_depth
 from service.settings import get_settings
-from service.states import EventType, JobErrorCode, MergeStatus, WorkerStatus
+from service.states import EventType, JobErrorCode, MergeStatus, WebhookEventType, WorkerStatus
 
 log = logging.getLogger("sparsetune.reconciler")
 
@@ -100,6 +100,7 @@ def _give_up(s: Session, job: Job, now: float, max_attempts: int) -> None:
     s.refresh(job)
     add_event(s, job, EventType.status, {"status": JobStatus.failed, "phase": job.phase, "error": error})
     add_event(s, job, EventType.end, {"status": JobStatus.failed, "error": error})
+    webhooks.enqueue(s, job, WebhookEventType.job_failed)
     log.warning("failed after its last attempt: worker lost", extra={"job_id": job.id})
 
 

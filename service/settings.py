@@ -103,6 +103,16 @@ class Settings(BaseSettings):
     inference_token: str | None = Field(default=None, min_length=16, validation_alias="SPARSETUNE_INFERENCE_TOKEN")
     inference_advertise_url: str | None = Field(default=None, validation_alias="SPARSETUNE_INFERENCE_ADVERTISE_URL")
     up_inference: bool = Field(default=True, validation_alias="SPARSETUNE_UP_INFERENCE")
+    # webhooks (service/webhooks.py, worker/webhooks.py): the delays (seconds, comma-separated) before each retry
+    # of a delivery that failed (the default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, about a day in all); the
+    # timeout of one attempt; how often each worker looks for due messages; whether URLs may point at loopback,
+    # private, link-local or reserved addresses (unset: only in the embedded default, a one-machine install)
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000],
+        validation_alias="SPARSETUNE_WEBHOOK_RETRY_SCHEDULE")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60, validation_alias="SPARSETUNE_WEBHOOK_TIMEOUT_SECONDS")
+    webhook_poll_seconds: float = Field(default=2.0, gt=0, validation_alias="SPARSETUNE_WEBHOOK_POLL_SECONDS")
+    webhook_allow_private: bool | None = Field(default=None, validation_alias="SPARSETUNE_WEBHOOK_ALLOW_PRIVATE")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -141,6 +151,26 @@ class Settings(BaseSettings):
     @classmethod
     def _split_hosts(cls, v: Any) -> Any:
         return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _parse_retry_schedule(cls, v: Any) -> Any:
+        """"5,300,1800": the delay before each retry, in seconds (one attempt, then one per delay)."""
+        if isinstance(v, str):
+            try:
+                v = [float(x) for x in v.split(",") if x.strip()]
+            except ValueError:
+                raise ValueError(f"SPARSETUNE_WEBHOOK_RETRY_SCHEDULE: expected seconds such as 5,300,1800, "
+                                 f"got {v!r}") from None
+        if not isinstance(v, list) or any(not isinstance(x, int | float) or x < 0 for x in v):
+            raise ValueError("SPARSETUNE_WEBHOOK_RETRY_SCHEDULE: each delay must be a number of seconds >= 0")
+        return v
+
+    @property
+    def webhooks_may_reach_private(self) -> bool:
+        """SPARSETUNE_WEBHOOK_ALLOW_PRIVATE, or, unset, whether this is the embedded default: on one machine for
+        one user a receiver on localhost is the usual case; a shared service keeps its network out of reach."""
+        return self.embedded if self.webhook_allow_private is None else self.webhook_allow_private
 
     @field_validator("max_stored_bytes_per_owner", mode="before")
     @classmethod

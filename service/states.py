@@ -92,4 +92,37 @@ class JobErrorCode(enum.StrEnum):  # which failure means which code: worker/fail
     worker_crashed = "worker_crashed"  # the process running it kept dying, or its worker vanished
 
 
-ALL = (JobStatus, JobPhase, MergeStatus, WorkerStatus, WorkerKind, EventType, JobErrorCode)
+class WebhookStatus(enum.StrEnum):
+    """A webhook endpoint: active receives events; disabled after its deliveries kept failing (service/webhooks.py)
+    until its owner enables it again."""
+
+    active = "active"
+    disabled = "disabled"
+
+
+class WebhookMessageState(enum.StrEnum):
+    """One event on its way to one endpoint (the outbox row): pending until a 2xx, or failed once its retry
+    schedule is spent."""
+
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class WebhookEventType(enum.StrEnum):
+    """What a webhook can subscribe to: a job ended (OpenAI's event names), or its merged model is ready."""
+
+    job_succeeded = "fine_tuning.job.succeeded"
+    job_failed = "fine_tuning.job.failed"
+    job_cancelled = "fine_tuning.job.cancelled"
+    job_merged = "sparsetune.job.merged"
+
+    @classmethod
+    def for_status(cls, status: JobStatus) -> WebhookEventType:
+        """The event a job's final status sends."""
+        return {JobStatus.succeeded: cls.job_succeeded, JobStatus.failed: cls.job_failed,
+                JobStatus.cancelled: cls.job_cancelled}[status]
+
+
+ALL = (JobStatus, JobPhase, MergeStatus, WorkerStatus, WorkerKind, EventType, JobErrorCode, WebhookStatus,
+       WebhookMessageState, WebhookEventType)

@@ -16,6 +16,8 @@ from safetensors.torch import save_file
 from smt_core import manifest as manifests
 
 ADAPTER = "adapter.safetensors"
+# the best evaluation's adapter (TrainSpec.metric_for_best), beside the last one: the same format, its own manifest
+BEST = "adapter-best.safetensors"
 CONFIG = "adapter_config.json"
 METRICS = "metrics.json"
 MANIFEST_KEY = "sparsetune_manifest"
@@ -39,13 +41,19 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> Path:
+    """One self-describing safetensors file (the manifest in its metadata), written whole or not at all."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={MANIFEST_KEY: manifests.dumps(manifest, indent=None)})
+    os.replace(tmp, path)
+    return path
+
+
 def save_adapter(out_dir: str | Path, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    tmp = out / f".{ADAPTER}.tmp"
-    save_file(tensors, str(tmp), metadata={MANIFEST_KEY: manifests.dumps(manifest, indent=None)})
-    os.replace(tmp, out / ADAPTER)
+    save_tensors(out / ADAPTER, tensors, manifest)
     _atomic_write(out / CONFIG, manifests.dumps(manifest))
     _atomic_write(out / METRICS, manifests.dumps(manifest.get("metrics", {})))
     return {ADAPTER: out / ADAPTER, CONFIG: out / CONFIG, METRICS: out / METRICS}

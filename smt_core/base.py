@@ -14,7 +14,6 @@ The trainer only talks to this interface:
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +25,13 @@ from torch import nn
 
 from smt_core.callbacks import Callbacks
 from smt_core.methods.options import MethodConfig
-from smt_core.methods.spec import MethodSpec, Plan
+from smt_core.methods.spec import (  # noqa: F401 - the rate constants are read from here too
+    MEASURED_UP_TO_PARAMS,
+    PAPER_MODEL_PARAMS,
+    MethodSpec,
+    Plan,
+    scaled_learning_rate,
+)
 from smt_core.targets import Site, geometry_of
 
 if TYPE_CHECKING:
@@ -45,27 +50,13 @@ class PrepareContext:
     base_params: int
     device: torch.device
     callbacks: Callbacks = field(default_factory=Callbacks)
-    batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None  # seeded training batches
-    loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None
+    # seeded training batches, one per optimizer step: hand each to ``loss_fn`` as it is (the trainer gives a
+    # step's micro-batches, and its loss_fn backpropagates all but the last itself: gradient accumulation)
+    batches: Callable[[], Iterator[Any]] | None = None
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None
     steps_per_epoch: int = 0
     total_steps: int = 0  # the job's training steps (0: unknown); SMT caps its warm-up to a share of them
     head_parameters: list[nn.Parameter] = field(default_factory=list)  # a new classification head
-
-
-# The default learning rates were measured on models of ≤ 135M parameters; the papers' rates for 7B models
-# are lower. Between these sizes the default moves log-linearly from one to the other (in log parameters).
-MEASURED_UP_TO_PARAMS = 200_000_000
-PAPER_MODEL_PARAMS = 7_000_000_000
-
-
-def scaled_learning_rate(small: float, large: float | None, base_params: int) -> float:
-    """``small`` up to 200M parameters, ``large`` from 7B on, log-linear in between (both axes in log)."""
-    if large is None or base_params <= MEASURED_UP_TO_PARAMS:
-        return small
-    if base_params >= PAPER_MODEL_PARAMS:
-        return large
-    t = math.log(base_params / MEASURED_UP_TO_PARAMS) / math.log(PAPER_MODEL_PARAMS / MEASURED_UP_TO_PARAMS)
-    return math.exp((1 - t) * math.log(small) + t * math.log(large))
 
 
 class Method(ABC):

@@ -20,7 +20,9 @@ DIRNAME = "checkpoint"
 
 
 def save(out_dir: Path, step: int, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer,
-         adapter_tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
+         adapter_tensors: dict[str, torch.Tensor], state: dict[str, Any], files: dict[str, Path] | None = None) -> Path:
+    """``files``: other files of the run a resume needs as they were at this step (the best evaluation's
+    adapter), copied into the folder under their names."""
     final = out_dir / DIRNAME
     tmp = out_dir / f".{DIRNAME}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -37,6 +39,8 @@ def save(out_dir: Path, step: int, params: list[torch.nn.Parameter], opt: torch.
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
     save_file({k: v.detach().cpu().contiguous() for k, v in adapter_tensors.items()}, str(tmp / "adapter.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**state, "step": step}, sort_keys=True))
+    for name, path in (files or {}).items():
+        shutil.copyfile(path, tmp / name)
     old = out_dir / f".{DIRNAME}.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():

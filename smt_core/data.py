@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from smt_core.dataformats import is_trained_turn, template_messages
+
 IGNORE = -100
 
 
@@ -58,15 +60,16 @@ def chat_ids(tok, messages: list[dict[str, str]], generation_prompt: bool) -> li
     return list(out["input_ids"] if hasattr(out, "keys") else out)
 
 
-def encode_chat(tok, messages: list[dict[str, str]], max_len: int) -> tuple[list[int], list[int], bool]:
-    """Chat template over the whole conversation; labels on assistant turns only (prefix rendering)."""
+def encode_chat(tok, messages: list[dict[str, Any]], max_len: int) -> tuple[list[int], list[int], bool]:
+    """Chat template over the whole conversation; labels on the trained assistant turns only (prefix rendering):
+    an assistant turn with OpenAI's ``weight`` 0 is context, with no loss on it."""
     def render(msgs, gen):
-        return chat_ids(tok, msgs, gen)
+        return chat_ids(tok, template_messages(msgs), gen)
 
     ids = render(messages, False)
     labels = [IGNORE] * len(ids)
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if not is_trained_turn(m):
             continue
         start = len(render(messages[:i], True)) if i else 0
         end = len(render(messages[:i + 1], False))
@@ -151,6 +154,24 @@ class BatchPlan:
         while True:
             batch = collate([examples[i] for i in self.indices(step)], pad_id)
             yield to_device(shard(batch, rank, world) if world > 1 else batch, device)
+            step += 1
+
+    def iterate_micro(self, examples: list[Example], pad_id: int, device, micro: int, start: int = 0, rank: int = 0,
+                      world: int = 1) -> Iterator[list[dict]]:
+        """Per optimizer step from ``start``, its batch as consecutive micro-batches of ``micro`` rows (fewer in
+        an epoch's short last batch), each collated (padded to its own widest row) and sharded on its own.
+
+        The plan's ``batch_size`` is the effective batch (``micro`` × accumulation steps), so the rows of a step
+        and their order are those of a run whose batch_size is that effective batch: the same seeded
+        permutation, the same epoch boundaries. That is what makes accumulated runs comparable (and equal)."""
+        step = start
+        while True:
+            rows = self.indices(step)
+            out = []
+            for i in range(0, len(rows), micro):
+                batch = collate([examples[j] for j in rows[i:i + micro]], pad_id)
+                out.append(to_device(shard(batch, rank, world) if world > 1 else batch, device))
+            yield out
             step += 1
 
 
@@ -246,8 +267,8 @@ def _score_row(model, tok, ex: Example, fmt: str, max_len: int, device) -> int:
         gold = row["completion"]
     else:  # chat: answer the last assistant turn from the conversation before it
         msgs = row["messages"]
-        last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        prompt_ids = chat_ids(tok, msgs[:last], True)[-max_len:]
+        last = max(i for i, m in enumerate(msgs) if is_trained_turn(m))
+        prompt_ids = chat_ids(tok, template_messages(msgs[:last]), True)[-max_len:]
         gold = msgs[last]["content"]
     max_new = len(tok(gold, add_special_tokens=False)["input_ids"]) + 2
     return int(normalize_answer(generate_answer(model, tok, prompt_ids, max_new, device)) == normalize_answer(gold))

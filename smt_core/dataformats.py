@@ -22,6 +22,13 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "multiple_choice": ("prompt", "choices", "label"),
 }
 CHAT_ROLES = ("system", "user", "assistant")
+# OpenAI's chat fine-tuning format, as OpenAI documents it: a message may carry ``name`` (accepted; chat
+# templates do not render it) and an assistant message ``weight`` 0 or 1 (0: no loss on that turn). Tool and
+# function calling is not trained here: those fields and roles are a per-line error naming the field.
+CHAT_MESSAGE_FIELDS = ("role", "content", "name", "weight")
+TOOL_FIELDS = ("tool_calls", "function_call", "tools", "functions", "parallel_tool_calls", "tool_call_id")
+TOOL_ROLES = ("tool", "function")
+TOOLS_UNSUPPORTED = "tool and function calling is not supported: give text turns only"
 MAX_ERRORS = 100
 MAX_LABELS = 1000  # distinct classification labels in one file
 MAX_LABEL_CHARS = 200
@@ -80,7 +87,8 @@ def _check(fmt: str, obj: dict[str, Any]) -> list[tuple[str | None, str]]:
             problems.append((key, "missing"))
     extra = sorted(set(obj) - set(FORMATS[fmt]))
     if extra:
-        problems.append((extra[0], f"unknown field for format {fmt}"))
+        tools = extra[0] in TOOL_FIELDS and fmt == "chat"
+        problems.append((extra[0], TOOLS_UNSUPPORTED if tools else f"unknown field for format {fmt}"))
     if problems:
         return problems
     if fmt == "prompt_completion":
@@ -109,19 +117,57 @@ def _check(fmt: str, obj: dict[str, Any]) -> list[tuple[str | None, str]]:
         elif isinstance(choices, list) and not 0 <= label < len(choices):
             problems.append(("label", f"index {label} out of range for {len(choices)} choices"))
     elif fmt == "chat":
-        msgs = obj["messages"]
-        if not isinstance(msgs, list) or not msgs:
-            return [("messages", "must be a non-empty list")]
-        for i, m in enumerate(msgs):
-            if not isinstance(m, dict) or set(m) - {"role", "content"} or "role" not in m or "content" not in m:
-                problems.append((f"messages[{i}]", "must be an object with role and content only"))
-            elif m["role"] not in CHAT_ROLES:
-                problems.append((f"messages[{i}].role", f"must be one of {', '.join(CHAT_ROLES)}"))
-            elif not isinstance(m["content"], str):
-                problems.append((f"messages[{i}].content", "must be a string"))
-        if not problems and not any(m["role"] == "assistant" for m in msgs):
-            problems.append(("messages", "needs at least one assistant turn to learn from"))
+        return _check_chat(obj["messages"])
     return problems
+
+
+def _check_message(i: int, m: Any) -> tuple[str | None, str] | None:
+    """The first problem with one chat message, as (field, message), or None."""
+    where = f"messages[{i}]"
+    if not isinstance(m, dict):
+        return where, "must be an object with role and content"
+    tools = [k for k in m if k in TOOL_FIELDS]
+    if tools:
+        return f"{where}.{tools[0]}", TOOLS_UNSUPPORTED
+    if m.get("role") in TOOL_ROLES:
+        return f"{where}.role", f"role {m['role']!r}: {TOOLS_UNSUPPORTED}"
+    extra = sorted(set(m) - set(CHAT_MESSAGE_FIELDS))
+    if extra or "role" not in m or "content" not in m:
+        return (f"{where}.{extra[0]}" if extra else where,
+                f"must be an object with role and content (and optionally {', '.join(CHAT_MESSAGE_FIELDS[2:])})")
+    if m["role"] not in CHAT_ROLES:
+        return f"{where}.role", f"must be one of {', '.join(CHAT_ROLES)}"
+    if not isinstance(m["content"], str):
+        return f"{where}.content", "must be a string"
+    if "name" in m and not isinstance(m["name"], str):
+        return f"{where}.name", "must be a string"
+    if "weight" in m:
+        if m["role"] != "assistant":
+            return f"{where}.weight", "only assistant messages take a weight"
+        if isinstance(m["weight"], bool) or m["weight"] not in (0, 1):
+            return f"{where}.weight", "must be 0 or 1"
+    return None
+
+
+def _check_chat(msgs: Any) -> list[tuple[str | None, str]]:
+    """A chat row's problems: each message's first, then whether any assistant turn is there to learn from."""
+    if not isinstance(msgs, list) or not msgs:
+        return [("messages", "must be a non-empty list")]
+    problems = [p for i, m in enumerate(msgs) if (p := _check_message(i, m)) is not None]
+    if not problems and not any(is_trained_turn(m) for m in msgs):
+        problems.append(("messages", "needs at least one assistant turn with weight 1 (or no weight) to learn from"))
+    return problems
+
+
+def is_trained_turn(message: dict[str, Any]) -> bool:
+    """An assistant turn the loss is computed on: OpenAI's ``weight`` 0 turns are context only."""
+    return message["role"] == "assistant" and message.get("weight", 1) != 0
+
+
+def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The messages as a chat template is given them: role and content only (``weight`` is ours to read, and
+    templates differ on ``name``, so it is left out for the same rendering everywhere)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def _text_problem(value: Any, path: str = "") -> tuple[str | None, str] | None:

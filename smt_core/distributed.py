@@ -149,7 +149,7 @@ def sum_scalars(values: list[float]) -> list[float]:
 
 def sync_gradients(params: list[torch.nn.Parameter]) -> None:
     """Sum the trainable parameters' gradients over ranks. Losses are pre-weighted by each rank's share of
-    the global batch (see :func:`weighted_loss`), so the sum is the single-process gradient. A rank whose
+    the global batch (see smt_core.trainer.amp_loss_fn), so the sum is the single-process gradient. A rank whose
     shard was empty has no gradient: it contributes zeros, so every rank steps the optimizer alike."""
     if world_size() == 1:
         return
@@ -185,20 +185,6 @@ def broadcast_json(obj: Any, src: int = 0) -> Any:
         buf = torch.empty(int(n.item()), dtype=torch.uint8, device=dev)
     dist.broadcast(buf, src)
     return json.loads(buf.cpu().numpy().tobytes())
-
-
-def weighted_loss(loss_of, batch: dict[str, torch.Tensor], items: int) -> torch.Tensor:
-    """This rank's part of the global batch's mean loss: mean over its ``items`` × items / global items.
-
-    The single-process loss averages over the labelled tokens (or rows) of the whole global batch; shards
-    hold different numbers of them, so an unweighted per-rank mean would not add up to it. A shard with
-    nothing to learn from returns a zero without a graph (its rank's gradients are zeros)."""
-    if world_size() == 1:
-        return loss_of(batch)
-    (total,) = sum_scalars([float(items)])
-    if items == 0 or total == 0:
-        return torch.zeros((), device=batch["input_ids"].device, requires_grad=True)
-    return loss_of(batch) * (items / total)
 
 
 # ---- stop requests and replica checks ------------------------------------------------------------------

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from smt_core import hyperparameters as hp
+from smt_core.dataformats import template_messages
 from smt_core.methods.spec import Geometry, Module, Plan, resolve_budget
 from smt_core.registry import get_spec
 from smt_core.spec import DEFAULT_TARGETS
@@ -257,7 +258,7 @@ class RowTokenizer:
                 choice = " " + choice
             return self.count(prompt, True) + self.count(choice, False)
         if fmt == "chat":
-            messages = row["messages"]
+            messages = template_messages(row["messages"])
             if self.template is not None:
                 try:
                     text = self.template.render(messages=messages, add_generation_prompt=False, **self.specials)
@@ -688,8 +689,13 @@ def estimate(cfg: dict[str, Any], method: str, budget: float | int | None, targe
              batch_size: int = hp.BATCH_SIZE.default, max_seq_len: int = hp.MAX_SEQ_LEN.default,
              options: dict[str, Any] | None = None, *,
              device: str = "cpu", tokens: TokenStats | None = None, task: str | None = None,
-             gradient_checkpointing: bool = hp.GRADIENT_CHECKPOINTING.default) -> dict[str, Any]:
+             gradient_checkpointing: bool = hp.GRADIENT_CHECKPOINTING.default,
+             gradient_accumulation_steps: int = hp.GRADIENT_ACCUMULATION_STEPS.default) -> dict[str, Any]:
     """What the dashboard shows before launch: trainable and total params, memory by component.
+
+    ``gradient_accumulation_steps``: an optimizer step takes that many micro-batches of ``batch_size`` rows,
+    one forward and backward at a time, so activations are one micro-batch's: the memory is ``batch_size``'s,
+    and the ``effective_batch_size`` (what the update averages over) is ``batch_size`` × that.
 
     ``device``: cpu (fp32 throughout) or cuda (bf16 frozen weights and autocast). ``tokens``: the training
     dataset's row lengths (:func:`token_stats`). ``task``: causal_lm or classification (default: the
@@ -704,4 +710,4 @@ def estimate(cfg: dict[str, Any], method: str, budget: float | int | None, targe
     seq = tokens.width(max_seq_len) if tokens is not None and tokens.rows else max_seq_len
     return {"method": method, "budget": budget, "targets": targets, "trainable_params": n,
             "total_params": shape.total_params, "memory": mem, "device": device, "sequence_length": seq,
-            "estimated": True}
+            "effective_batch_size": batch_size * gradient_accumulation_steps, "estimated": True}

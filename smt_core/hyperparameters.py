@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["integer", "number", "boolean", "budget", "targets"]
+Kind = Literal["integer", "number", "boolean", "budget", "targets", "choice"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Hyperparameter:
     maximum: int | float | None = None
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
+    choices: tuple[str, ...] = ()  # kind "choice": the allowed names (None too where the default is None)
 
     @property
     def flag(self) -> str:
@@ -70,6 +71,10 @@ class Hyperparameter:
             if not isinstance(value, bool):
                 raise ValueError(f"{self.name}: must be true or false, got {value!r}")
             return
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"{self.name}: must be one of {', '.join(self.choices)}, got {value!r}")
+            return
         integer = self.kind == "integer"
         ok = not isinstance(value, bool) and isinstance(value, int if integer else int | float)
         if not ok or not math.isfinite(value) or not self._in_range(value):
@@ -91,6 +96,8 @@ class Hyperparameter:
         elif self.kind == "targets":  # comma-separated on the command line
             parser.add_argument(self.flag, default=None if default is None else ",".join(default),
                                 help=self.help_text())
+        elif self.kind == "choice":
+            parser.add_argument(self.flag, choices=self.choices, default=default, help=self.help_text())
         else:
             kind = number if self.kind == "budget" else self.python_type
             parser.add_argument(self.flag, type=kind, default=default, help=self.help_text())
@@ -126,7 +133,8 @@ EPOCHS = Hyperparameter("epochs", "number", None, "passes over the training set,
 STEPS = Hyperparameter("steps", "integer", None, "training steps, instead of epochs", minimum=1, maximum=MAX_STEPS)
 LEARNING_RATE = Hyperparameter("learning_rate", "number", None, "peak learning rate (unset: the method's default)",
                                minimum=0, maximum=10, exclusive_minimum=True)
-BATCH_SIZE = Hyperparameter("batch_size", "integer", 8, "rows per optimizer step, over all devices",
+BATCH_SIZE = Hyperparameter("batch_size", "integer", 8, "rows per forward and backward pass, over all devices "
+                            "(an optimizer step takes gradient_accumulation_steps of them)",
                             minimum=1, maximum=4096)
 MAX_SEQ_LEN = Hyperparameter("max_seq_len", "integer", 256, "tokens per row; longer rows are truncated and counted",
                              minimum=8, maximum=131072)
@@ -149,17 +157,41 @@ CHECKPOINT_EVERY = Hyperparameter("checkpoint_every", "integer", 50, "steps betw
                                   minimum=0, maximum=MAX_STEPS)
 EVAL_EVERY = Hyperparameter("eval_every", "integer", 0, "steps between evaluations (0: only at the end)",
                             minimum=0, maximum=MAX_STEPS)
+GRADIENT_ACCUMULATION_STEPS = Hyperparameter(
+    "gradient_accumulation_steps", "integer", 1, "micro-batches of batch_size rows per optimizer step: the "
+    "effective batch is batch_size × this, at the activation memory of one batch_size batch",
+    minimum=1, maximum=1024)
+METRIC_FOR_BEST = Hyperparameter("metric_for_best", "choice", None, "keep the adapter of the best evaluation by "
+                                 "this metric as adapter-best.safetensors, and serve and merge it (unset: the last)",
+                                 choices=("eval_loss", "eval_accuracy"))
+EARLY_STOPPING_PATIENCE = Hyperparameter("early_stopping_patience", "integer", None, "stop after this many "
+                                         "evaluations without improving metric_for_best (needs metric_for_best and "
+                                         "eval_every; unset: never stop early)", minimum=1, maximum=MAX_STEPS)
 MAX_EVAL_ROWS = Hyperparameter("max_eval_rows", "integer", None, "evaluate at most this many rows (unset: all)",
                                minimum=1)
 
 # a job's ``hyperparameters`` object in the API, in this order (the order its JSON keeps)
-JOB = (EPOCHS, STEPS, LEARNING_RATE, BATCH_SIZE, MAX_SEQ_LEN, LR_WARMUP_STEPS, NUM_DEVICES, GRADIENT_CHECKPOINTING)
+JOB = (EPOCHS, STEPS, LEARNING_RATE, BATCH_SIZE, MAX_SEQ_LEN, LR_WARMUP_STEPS, NUM_DEVICES, GRADIENT_CHECKPOINTING,
+       GRADIENT_ACCUMULATION_STEPS, EVAL_EVERY, METRIC_FOR_BEST, EARLY_STOPPING_PATIENCE)
 # every TrainSpec field declared here, checked by TrainSpec
 ENGINE = (BUDGET, TARGETS, *JOB, HEAD_LEARNING_RATE, WEIGHT_DECAY, SEED, HOLDOUT_FRACTION, CHECKPOINT_EVERY,
-          EVAL_EVERY, MAX_EVAL_ROWS)
+          MAX_EVAL_ROWS)
 BY_NAME = {h.name: h for h in ENGINE}
 
 
 def job_values(stored: Mapping[str, Any]) -> dict[str, Any]:
     """A job's stored ``hyperparameters`` with the defaults filled in for keys added after the row was written."""
     return {h.name: stored.get(h.name, h.default) for h in JOB}
+
+
+def combination_error(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(name, why) for hyperparameters each valid alone that do not go together, else None. Shared by TrainSpec
+    and the API, so a job the API accepts is one the engine runs: early stopping needs something to compare
+    (``metric_for_best``) and evaluations during training to compare it at (``eval_every``)."""
+    if values.get("early_stopping_patience") is None:
+        return None
+    if values.get("metric_for_best") is None:
+        return "early_stopping_patience", "needs metric_for_best (eval_loss or eval_accuracy) to tell improvement"
+    if not values.get("eval_every"):
+        return "early_stopping_patience", "needs eval_every > 0: without evaluations during training it never stops"
+    return None

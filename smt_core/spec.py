@@ -39,6 +39,10 @@ class TrainSpec:
     gradient_checkpointing: bool = hp.GRADIENT_CHECKPOINTING.default
     checkpoint_every: int = hp.CHECKPOINT_EVERY.default  # 0: never
     eval_every: int = hp.EVAL_EVERY.default  # 0: only at the end
+    # micro-batches of batch_size rows per optimizer step (effective batch: batch_size × this)
+    gradient_accumulation_steps: int = hp.GRADIENT_ACCUMULATION_STEPS.default
+    metric_for_best: str | None = hp.METRIC_FOR_BEST.default  # eval_loss | eval_accuracy; None: keep the last only
+    early_stopping_patience: int | None = hp.EARLY_STOPPING_PATIENCE.default  # None: never stop early
     max_eval_rows: int | None = hp.MAX_EVAL_ROWS.default  # cap evaluation cost on large eval sets
     device: str | None = None  # None: cuda if present, else cpu
     num_devices: int = hp.NUM_DEVICES.default  # data-parallel processes (one per GPU, or gloo CPU processes)
@@ -64,6 +68,9 @@ class TrainSpec:
                 raise ValueError(f"budget: a parameter count must be >= 1, got {b}")
         for h in hp.ENGINE:  # types and bounds, as the API checks them
             h.check(getattr(self, h.name))
+        bad_combination = hp.combination_error(self.to_dict())
+        if bad_combination:
+            raise ValueError(": ".join(bad_combination))
         if self.batch_size % self.num_devices:
             raise ValueError(f"batch_size: {self.batch_size} must be divisible by num_devices "
                              f"({self.num_devices}): each device takes an equal share of every batch")

@@ -8,6 +8,7 @@ Every method goes through the same path; the registry supplies the method, and t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
@@ -21,8 +22,9 @@ import torch
 from torch import nn
 
 from smt_core import checkpoint, distributed, manifest, memory, precision
-from smt_core.artifacts import HEAD_PREFIX, library_versions, save_adapter
+from smt_core.artifacts import BEST, HEAD_PREFIX, library_versions, save_adapter, save_tensors
 from smt_core.base import Method, PrepareContext
+from smt_core.best import Keeper
 from smt_core.callbacks import Callbacks, Cancelled
 from smt_core.data import BatchPlan, Encoded, encode, evaluate, loss_fn, loss_items, split_holdout
 from smt_core.dataformats import DataFormatError, read_jsonl
@@ -71,8 +73,12 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     enc = encode_data(spec, data, base)
     state = prepare_or_resume(spec, run, base, enc)
     opt = build_optimizer(spec, run.method, state.model, base)
+    keeper = Keeper(spec.metric_for_best, spec.early_stopping_patience)
     if state.resumed:
         checkpoint.restore(run.out, opt.train_params, opt.optimizer)
+        keeper.resume(state.best, run.out / checkpoint.DIRNAME, run.out)
+    elif run.main:
+        (run.out / BEST).unlink(missing_ok=True)  # an earlier run's best in this folder is not this run's
     report = run.method.report(state.model)
     info = {**report, "total_params": base.total_params, "base_params": base.base_params,
             "budget_params": base.budget, "head_params": sum(p.numel() for p in base.head),
@@ -81,29 +87,62 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     cb.fire("on_info", **info)
 
     cb.fire("on_phase", phase="training")
-    progress = training_loop(spec, run, base, enc, state, opt, report)
+    keeper.write = best_writer(spec, run, data, base, enc, opt, report, state)
+    progress = training_loop(spec, run, base, enc, state, opt, report, keeper)
 
-    trained = dict(run.method.adapter_tensors(state.model))
-    for n, p in base.head_named.items():
-        trained[HEAD_PREFIX + n] = p.detach()
+    trained = trained_tensors(run, base, state)
     distributed.check_replicas(trained)  # the last collective: every rank trained the same tensors
     if not run.main:
         return RunResult({}, run.out, {}, state.blocks, main=False)
 
     cb.fire("on_phase", phase="evaluating")
     scores: dict[str, Any] = {"eval_loss": None, "eval_accuracy": None}
-    if enc.eval.examples:
-        scores = progress.run_eval(enc.total_steps)
+    if progress.last_eval is not None and progress.last_eval[0] == progress.steps:
+        scores = progress.last_eval[1]  # stopped early right after an evaluation of these very weights
+    elif enc.eval.examples:
+        scores = progress.run_eval(progress.steps)
     cb.fire("on_phase", phase="saving")
     tail = progress.losses[-min(len(progress.losses), 10):]
     metrics = {"train_loss": sum(tail) / len(tail) if tail else None, **scores,
                "trainable_params": report["trainable_params"], "delta_nonzeros": report.get("delta_nonzeros"),
                "head_params": info["head_params"], "total_params": base.total_params,
-               "trained_tokens": progress.tokens, "steps": enc.total_steps, "truncated_rows": enc.train.truncated,
-               "memory": progress.memory, "precision": run.policy.name, "seconds": time.time() - started}
+               "trained_tokens": progress.tokens, "steps": progress.steps, "truncated_rows": enc.train.truncated,
+               "memory": progress.memory, "precision": run.policy.name, "seconds": time.time() - started,
+               "stopped_early": progress.stopped_early, "best": keeper.summary()}
+    if report.get("selection") is not None:  # SMT: what it chose, by target and layer (README, "What is reported")
+        metrics["selection"] = report["selection"]
     files = save_adapter(run.out, trained, run_manifest(spec, run, data, base, enc, opt, report, trained, metrics))
+    if keeper.summary() is not None and (run.out / BEST).is_file():
+        files[BEST] = run.out / BEST
     shutil.rmtree(run.out / checkpoint.DIRNAME, ignore_errors=True)
     return RunResult(metrics, run.out, files, state.blocks)
+
+
+def trained_tensors(run: Run, base: Base, state: Prepared) -> dict[str, torch.Tensor]:
+    """What the adapter file holds: the method's tensors and a new classification head's."""
+    trained = dict(run.method.adapter_tensors(state.model))
+    for n, p in base.head_named.items():
+        trained[HEAD_PREFIX + n] = p.detach()
+    return trained
+
+
+def best_writer(spec: TrainSpec, run: Run, data: Data, base: Base, enc: TrainData, opt: Optim,
+                report: dict[str, Any], state: Prepared) -> Callable[[int, dict[str, Any]], None]:
+    """Writes the adapter as it is now as ``adapter-best.safetensors`` (rank 0, after an evaluation that
+    improved ``metric_for_best``). Its manifest is the run's, with the metrics of that evaluation; built once
+    (it hashes the data files), since only the metrics differ from one best to the next."""
+    made: dict[str, dict[str, Any]] = {}
+
+    def write(step: int, scores: dict[str, Any]) -> None:
+        trained = trained_tensors(run, base, state)
+        if "manifest" not in made:
+            made["manifest"] = run_manifest(spec, run, data, base, enc, opt, report, trained, {})
+        best = {"metric": spec.metric_for_best, "value": scores.get(str(spec.metric_for_best)), "step": step}
+        metrics = {"eval_loss": scores.get("eval_loss"), "eval_accuracy": scores.get("eval_accuracy"),
+                   "steps": step, "best": best}
+        save_tensors(run.out / BEST, trained, {**made["manifest"], "metrics": metrics})
+
+    return write
 
 
 # ---- phase 0: where and how it runs ----------------------------------------------------------------------
@@ -210,7 +249,7 @@ def load_base(spec: TrainSpec, run: Run, data: Data) -> Base:
 
 @dataclass
 class TrainData:
-    """Tokenised rows, the seeded batch plan and the number of optimizer steps."""
+    """Tokenised rows, the seeded batch plan (of optimizer steps) and the number of optimizer steps."""
 
     fmt: str
     train: Encoded
@@ -223,7 +262,8 @@ class TrainData:
 def encode_data(spec: TrainSpec, data: Data, base: Base) -> TrainData:
     train_enc = encode(data.rows, data.fmt, base.tok, spec.max_seq_len, data.label_names)
     eval_enc = encode(data.eval_rows, data.fmt, base.tok, spec.max_seq_len, data.label_names)
-    plan = BatchPlan(len(train_enc.examples), spec.batch_size, spec.seed)
+    # one plan step is one optimizer step: batch_size × accumulation rows, taken as micro-batches of batch_size
+    plan = BatchPlan(len(train_enc.examples), spec.batch_size * spec.gradient_accumulation_steps, spec.seed)
     if spec.steps is not None:
         total_steps = spec.steps
     else:
@@ -231,17 +271,44 @@ def encode_data(spec: TrainSpec, data: Data, base: Base) -> TrainData:
     return TrainData(data.fmt, train_enc, eval_enc, plan, total_steps, base.tok.pad_token_id)
 
 
-def amp_loss_fn(run: Run) -> Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]:
-    """The loss to backpropagate: with several ranks, this rank's token-weighted share of the global batch's
-    mean (a collective: every rank calls it at the same point)."""
+Batch = dict[str, torch.Tensor]
+StepBatch = list[Batch]  # one optimizer step's rows, as micro-batches (one without gradient accumulation)
+
+
+def amp_loss_fn(run: Run, meter: memory.ActivationMeter | None = None
+                ) -> Callable[[nn.Module, StepBatch | Batch], torch.Tensor]:
+    """The loss of one optimizer step, given as micro-batches: the mean over the labelled tokens (rows, for
+    classification) of all of them on all ranks, so an accumulated step's gradient is the larger batch's.
+
+    Each micro-batch's mean is weighted by its share of those items. All but the last are backpropagated here,
+    one at a time, so only one micro-batch's activations are alive at once (the point of accumulating); the
+    result is the last one's weighted loss plus the others' values, detached: its value is the step's loss and
+    its ``backward()`` completes the step's gradient. A collective with several ranks (every rank calls it at
+    the same point). SMT's warm-up calls it too, so its gradient sums are accumulated the same way.
+    ``meter`` measures each micro-batch's forward on its own: activations are those of one micro-batch."""
     amp = run.policy.autocast()
+    track = meter.track if meter is not None else contextlib.nullcontext
 
-    def amp_loss(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        def loss_of(b: dict[str, torch.Tensor]) -> torch.Tensor:
-            with amp():
-                return loss_fn(m, b)
-
-        return distributed.weighted_loss(loss_of, batch, loss_items(batch))
+    def amp_loss(m: nn.Module, step_batch: StepBatch | Batch) -> torch.Tensor:
+        micro = [step_batch] if isinstance(step_batch, dict) else list(step_batch)
+        if len(micro) == 1 and run.world == 1:
+            with track(), amp():
+                return loss_fn(m, micro[0])  # one batch, one process: the plain mean, bit for bit as before
+        items = [loss_items(b) for b in micro]
+        (total,) = distributed.sum_scalars([float(sum(items))])
+        done = torch.zeros((), device=micro[0]["input_ids"].device)
+        last = torch.zeros((), device=done.device, requires_grad=True)  # nothing to learn from: no gradient
+        for i, (b, n) in enumerate(zip(micro, items, strict=True)):
+            if n == 0 or total == 0:
+                continue
+            with track(), amp():
+                part = loss_fn(m, b) * (n / total)
+            if i == len(micro) - 1:
+                last = part
+            else:
+                part.backward()  # frees this micro-batch's activations before the next forward
+                done = done + part.detach().float()
+        return last + done
 
     return amp_loss
 
@@ -253,6 +320,7 @@ class Prepared:
     start_step: int
     blocks: dict[str, Any] | None
     resumed: bool
+    best: dict[str, Any] | None = None  # the checkpoint's evaluation-choice state (smt_core.best.Keeper)
 
 
 def prepare_or_resume(spec: TrainSpec, run: Run, base: Base, enc: TrainData) -> Prepared:
@@ -263,12 +331,12 @@ def prepare_or_resume(spec: TrainSpec, run: Run, base: Base, enc: TrainData) -> 
         model = run.method.load(base.model, sites, saved_adapter, state["method_info"])
         step = int(state["step"])
         run.cb.fire("on_log", message=f"resumed from the checkpoint at step {step}", level="info")
-        return Prepared(model, step, state.get("blocks"), True)
+        return Prepared(model, step, state.get("blocks"), True, state.get("best"))
     run.cb.fire("on_phase", phase=run.method.prepare_phase)
     ctx = PrepareContext(model=base.model, sites=sites, budget=base.budget, base_params=base.base_params,
                          device=run.device, callbacks=run.cb,
-                         batches=lambda: enc.plan.iterate(enc.train.examples, enc.pad, run.device,
-                                                          rank=run.rank, world=run.world),
+                         batches=lambda: enc.plan.iterate_micro(enc.train.examples, enc.pad, run.device,
+                                                                spec.batch_size, rank=run.rank, world=run.world),
                          loss_fn=amp_loss_fn(run), steps_per_epoch=enc.plan.steps_per_epoch,
                          head_parameters=base.head, total_steps=enc.total_steps)
     model = run.method.prepare(ctx)
@@ -309,23 +377,28 @@ def build_optimizer(spec: TrainSpec, method: Method, model: nn.Module, base: Bas
 @dataclass
 class Progress:
     run_eval: Callable[[int], dict[str, Any]]
+    steps: int = 0  # optimizer steps done (fewer than total_steps when the run stopped early)
     losses: list[float] = field(default_factory=list)
     tokens: int = 0
     memory: dict[str, int] = field(default_factory=dict)
+    grads: int = 0  # the gradients' peak bytes
+    last_eval: tuple[int, dict[str, Any]] | None = None  # (step, scores) of the latest evaluation
+    stopped_early: bool = False
 
 
 def training_loop(spec: TrainSpec, run: Run, base: Base, enc: TrainData, state: Prepared, opt: Optim,
-                  report: dict[str, Any]) -> Progress:
+                  report: dict[str, Any], keeper: Keeper) -> Progress:
     cb, model, method, optimizer = run.cb, state.model, run.method, opt.optimizer
-    amp, amp_loss = run.policy.autocast(), amp_loss_fn(run)
-    meter = memory.ActivationMeter(model)
-    batches = enc.plan.iterate(enc.train.examples, enc.pad, run.device, start=state.start_step,
-                               rank=run.rank, world=run.world)
-    grads = 0
+    amp = run.policy.autocast()
+    batches = enc.plan.iterate_micro(enc.train.examples, enc.pad, run.device, spec.batch_size,
+                                     start=state.start_step, rank=run.rank, world=run.world)
 
     def save_checkpoint(done: int) -> None:
+        best = run.out / BEST  # the best so far travels with the checkpoint: a resumed run keeps choosing
+        files = {BEST: best} if keeper.step is not None and best.is_file() else None
         path = checkpoint.save(run.out, done, opt.train_params, optimizer, method.adapter_tensors(model),
-                               {"method_info": method.adapter_info(), "blocks": state.blocks})
+                               {"method_info": method.adapter_info(), "blocks": state.blocks,
+                                "best": keeper.state()}, files)
         cb.fire("on_checkpoint", step=done, path=str(path))
 
     def run_eval(done: int) -> dict[str, Any]:
@@ -333,9 +406,12 @@ def training_loop(spec: TrainSpec, run: Run, base: Base, enc: TrainData, state: 
             scores = evaluate(model, base.tok, enc.eval, enc.fmt, spec.batch_size,
                               spec.max_seq_len, run.device, run.solo_cb.check_stop)  # rank 0 alone
         cb.fire("on_eval", step=done, **scores)
+        progress.last_eval = (done, scores)
+        keeper.observe(done, scores)  # a new best writes adapter-best.safetensors
         return scores
 
-    progress = Progress(run_eval)
+    progress = Progress(run_eval, steps=state.start_step)
+    take_step = step_runner(spec, run, enc, state, opt, report, progress)
     for step in range(state.start_step, enc.total_steps):
         try:
             cb.check_stop()
@@ -343,38 +419,66 @@ def training_loop(spec: TrainSpec, run: Run, base: Base, enc: TrainData, state: 
             if exc.checkpoint and step > state.start_step and run.main:  # handed back: keep every finished step
                 save_checkpoint(step)
             raise
+        take_step(step, next(batches))
+        done = progress.steps = step + 1
+        if spec.eval_every and done % spec.eval_every == 0 and done < enc.total_steps and enc.eval.examples:
+            if evaluate_and_decide(run, keeper, run_eval, done):
+                cb.fire("on_log", level="info", message=f"stopped early at step {done}: {keeper.since} "
+                        f"evaluations without a better {keeper.metric} than step {keeper.step}'s")
+                progress.stopped_early = True
+                break
+        if run.main and spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < enc.total_steps:
+            save_checkpoint(done)
+    return progress
+
+
+def evaluate_and_decide(run: Run, keeper: Keeper, run_eval: Callable[[int], dict[str, Any]], done: int) -> bool:
+    """Evaluate (rank 0 alone) and say whether to stop early; with early stopping on, every rank learns rank 0's
+    decision (a collective), so all stop at the same step."""
+    stop = False
+    if run.main:
+        try:
+            run_eval(done)
+        except Cancelled:
+            pass  # the stop stands: the next step's check stops every rank together (and keeps this step)
+        stop = keeper.should_stop
+    if keeper.patience is not None:
+        stop = bool(distributed.broadcast_json(stop))
+    return stop
+
+
+def step_runner(spec: TrainSpec, run: Run, enc: TrainData, state: Prepared, opt: Optim, report: dict[str, Any],
+                progress: Progress) -> Callable[[int, StepBatch], None]:
+    """One optimizer step over its micro-batches (accumulated in :func:`amp_loss_fn`), recorded in
+    ``progress`` and reported by ``on_step_end``."""
+    cb, model, optimizer = run.cb, state.model, opt.optimizer
+    meter = memory.ActivationMeter(model)
+    amp_loss = amp_loss_fn(run, meter)
+
+    def take_step(step: int, micro: StepBatch) -> None:
         t0 = time.time()
-        batch = next(batches)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, group["base_lr"], spec.lr_warmup_steps, enc.total_steps)
-        with meter.track():
-            loss = amp_loss(model, batch)
+        loss = amp_loss(model, micro)  # backpropagates all micro-batches but the last
         loss.backward()
         distributed.sync_gradients(opt.train_params)  # the sum of the ranks' weighted gradients
-        grads = max(grads, memory.grad_bytes(opt.train_params))
+        progress.grads = max(progress.grads, memory.grad_bytes(opt.train_params))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        step_loss, n_tok = distributed.sum_scalars([loss.item(), int(batch["attention_mask"].sum())])
+        tokens = sum(int(b["attention_mask"].sum()) for b in micro)
+        step_loss, n_tok = distributed.sum_scalars([loss.item(), tokens])
         progress.tokens += int(n_tok)
         progress.losses.append(step_loss)
         dt = time.time() - t0
-        progress.memory = memory.snapshot(model, opt.train_params, optimizer, meter.max, run.device, gradients=grads)
+        progress.memory = memory.snapshot(model, opt.train_params, optimizer, meter.max, run.device,
+                                          gradients=progress.grads)
         if report.get("selection_bytes"):  # SMT's warm-up: gradient sums, freed before training
             progress.memory["selection"] = int(report["selection_bytes"])
         cb.fire("on_step_end", step=step + 1, total_steps=enc.total_steps, train_loss=step_loss,
                 learning_rate=optimizer.param_groups[0]["lr"], tokens_per_second=int(n_tok) / max(dt, 1e-9),
                 trained_tokens=progress.tokens, seconds=dt, memory=progress.memory)
-        done = step + 1
-        if not run.main:
-            continue
-        if spec.eval_every and done % spec.eval_every == 0 and done < enc.total_steps and enc.eval.examples:
-            try:
-                run_eval(done)
-            except Cancelled:
-                pass  # the stop stands: the next step's check stops every rank together (and keeps this step)
-        if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < enc.total_steps:
-            save_checkpoint(done)
-    return progress
+
+    return take_step
 
 
 # ---- phase 6: the artifact's manifest --------------------------------------------------------------------
@@ -396,6 +500,9 @@ def run_manifest(spec: TrainSpec, run: Run, data: Data, base: Base, enc: TrainDa
                          "lr_warmup_steps": spec.lr_warmup_steps, "steps": enc.total_steps, "epochs": spec.epochs,
                          "batch_size": spec.batch_size, "max_seq_len": spec.max_seq_len,
                          "weight_decay": spec.weight_decay, "num_devices": spec.num_devices,
-                         "gradient_checkpointing": spec.gradient_checkpointing, "precision": run.policy.name},
+                         "gradient_checkpointing": spec.gradient_checkpointing, "precision": run.policy.name,
+                         "gradient_accumulation_steps": spec.gradient_accumulation_steps,
+                         "eval_every": spec.eval_every, "metric_for_best": spec.metric_for_best,
+                         "early_stopping_patience": spec.early_stopping_patience},
         label_names=data.label_names, head_tensors=[k for k in trained if k.startswith(HEAD_PREFIX)],
         metrics=metrics)

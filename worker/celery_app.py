@@ -1,5 +1,6 @@
 """The Celery app and its configuration (shared with the api's producer in service.queue): JSON only, late acks,
-prefetch 1, explicit task names, never eager. Each worker also runs the reconciler and heartbeat threads."""
+prefetch 1, explicit task names, never eager. Each worker also runs the reconciler, heartbeat and webhook
+delivery threads."""
 
 from __future__ import annotations
 
@@ -26,15 +27,17 @@ def _json_logs(logger, **_: object) -> None:
 
 @worker_ready.connect
 def _start_reconciler(**_: object) -> None:
-    from worker import heartbeat, reconciler
+    from worker import heartbeat, reconciler, webhooks
 
     heartbeat.start()
     reconciler.start()
+    webhooks.start()  # the outbox's delivery loop: worker processes send webhooks, never the API
 
 
 @worker_shutdown.connect
 def _stop_reconciler(**_: object) -> None:
-    from worker import heartbeat, reconciler
+    from worker import heartbeat, reconciler, webhooks
 
+    webhooks.stop()
     reconciler.stop()
     heartbeat.stop()

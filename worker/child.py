@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from service import logs, workdirs
+from service import logs, webhooks, workdirs
 from service.blobstore import get_store
 from service.db import reset_engines, retry_on_disconnect, session_scope
 from service.models import Artifact, Dataset, Job, JobStatus, MergeStatus
 from service.settings import get_settings
-from service.states import EventType, JobErrorCode
+from service.states import EventType, JobErrorCode, WebhookEventType
 from worker import failures, leases, tarball
 from worker.failures import ChildExit, Failure
 from worker.recorder import Recorder, restore_checkpoint
@@ -138,8 +138,8 @@ def train_main(job_id: str, token: int, stop_event: Any = None) -> None:
         if spec.resume:
             rec.on_log({"level": "info", "message": "restored the stored checkpoint; resuming"})
         result = run(spec, rec.callbacks())
-        files = {name: Path(p) for name, p in result.files.items() if name in ("adapter.safetensors",
-                                                                                "adapter_config.json")}
+        files = {name: Path(p) for name, p in result.files.items() if name in (
+            "adapter.safetensors", "adapter_config.json", "adapter-best.safetensors")}
         from smt_core.registry import get_method
 
         if get_method(spec.method).sparse_delta:  # a SHiRA export can hold only a sparse delta
@@ -179,6 +179,16 @@ def _fail(job_id: str, token: int, failure: Failure) -> None:
         raise SystemExit(ChildExit.lost) from None
 
 
+def _adapter_artifacts(s, job_id: str) -> dict[str, Artifact]:
+    """What to merge, by the file name the engine reads: the best evaluation's adapter when the job kept one
+    (hyperparameters.metric_for_best; its manifest rides in its own metadata, so the last adapter's
+    adapter_config.json is left out), else the last adapter and its manifest."""
+    best = s.get(Artifact, (job_id, "adapter-best.safetensors"))
+    if best is not None:
+        return {"adapter.safetensors": best}
+    return {name: s.get(Artifact, (job_id, name)) for name in ("adapter.safetensors", "adapter_config.json")}
+
+
 def merge_main(job_id: str) -> None:
     """Build merged.tar from the stored adapter: base + delta as a standard HF folder."""
     _cap_memory()
@@ -193,8 +203,7 @@ def merge_main(job_id: str) -> None:
             job = s.get(Job, job_id)
             adapter = work / "adapter"
             adapter.mkdir()
-            for name in ("adapter.safetensors", "adapter_config.json"):
-                art = s.get(Artifact, (job_id, name))
+            for name, art in _adapter_artifacts(s, job_id).items():
                 get_store().read_to_file(s, art.blob_id, adapter / name)
             model = _model_source(job.model)
         folder = merge_adapter(adapter, work / "merged", model)
@@ -203,6 +212,7 @@ def merge_main(job_id: str) -> None:
             blob = get_store().write_file(s, tar)
             s.merge(Artifact(job_id=job_id, name="merged.tar", blob_id=blob.id, bytes=blob.bytes, sha256=blob.sha256))
             s.execute(update(Job).where(Job.id == job_id).values(merge_status=MergeStatus.done))
+            webhooks.enqueue(s, s.get(Job, job_id), WebhookEventType.job_merged)  # with the artifact, or not at all
     except Exception as exc:  # noqa: BLE001
         log.exception("merge failed", extra={"job_id": job_id})
         with session_scope() as s:

@@ -12,11 +12,12 @@ import time
 from sqlalchemy import and_, func, or_, update
 from sqlalchemy.orm import Session
 
+from service import webhooks
 from service.crud import add_event, drop_checkpoint
 from service.db import retried, session_scope
 from service.models import Job, JobStatus
 from service.settings import get_settings
-from service.states import EventType
+from service.states import EventType, WebhookEventType
 
 
 class LostLease(RuntimeError):
@@ -100,6 +101,7 @@ def finish(job_id: str, token: int, status: JobStatus, error: dict | None = None
         sess.refresh(job)
         add_event(sess, job, EventType.status, {"status": status, "phase": job.phase, "error": error})
         add_event(sess, job, EventType.end, {"status": status, "error": error})
+        webhooks.enqueue(sess, job, WebhookEventType.for_status(status))  # the outbox, in this transaction
 
     if s is not None:
         _do(s)  # the caller's transaction: the caller retries it whole

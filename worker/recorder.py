@@ -39,6 +39,8 @@ def _clean(payload: dict[str, Any]) -> dict[str, Any]:
     for k, v in payload.items():
         if isinstance(v, dict):
             out[k] = _clean(v)
+        elif isinstance(v, list | tuple):  # e.g. SMT's metrics.selection.by_layer: kept a list, not its repr
+            out[k] = [_clean({"v": x})["v"] for x in v]
         elif isinstance(v, bool | int | float | str) or v is None:
             out[k] = v
         elif hasattr(v, "item"):

@@ -21,7 +21,8 @@ from service.models import Artifact, JobStatus
 from service.states import IN_PROGRESS, MergeStatus
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/artifacts", tags=["artifacts"])
-NAMES = ("adapter.safetensors", "adapter_config.json", "peft-shira.tar", "merged.tar")
+# adapter-best.safetensors: the best evaluation's adapter, when hyperparameters.metric_for_best kept one
+NAMES = ("adapter.safetensors", "adapter-best.safetensors", "adapter_config.json", "peft-shira.tar", "merged.tar")
 MEDIA = {".json": "application/json", ".tar": "application/x-tar"}
 
 
@@ -30,7 +31,7 @@ def list_artifacts(session: SessionDep, job: JobDep) -> ListPage[ArtifactPublic]
     """The job's artifacts."""
     rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id)
                            .order_by(Artifact.created_at.desc(), Artifact.name))
-    data = [ArtifactPublic.model_validate(a) for a in rows]  # at most four fixed names: one page
+    data = [ArtifactPublic.model_validate(a) for a in rows]  # a few fixed names: one page
     return ListPage[ArtifactPublic].of(data, last_id=data[-1].name if data else None)
 
 

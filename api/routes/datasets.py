@@ -8,6 +8,7 @@ from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentOwner, DatasetDep, SessionDep
 from api.errors import APIError
@@ -15,7 +16,7 @@ from api.routes.common import AfterQuery, LimitQuery, errors
 from api.schemas import DatasetPublic, Deleted, ListPage
 from service import crud, quotas
 from service.blobstore import get_store
-from service.models import Dataset
+from service.models import Dataset, Owner
 from service.security import new_id
 from service.settings import get_settings
 from service.storable import string_problem
@@ -55,6 +56,12 @@ def create_dataset(session: SessionDep, owner: CurrentOwner,
     Memory stays flat whatever the size: the multipart parser spools the part to a temporary file, which is
     hashed, validated line by line and copied into the blob store a chunk at a time, all from that file. The
     blob and the row are written in one transaction, after validation: a refused upload leaves nothing."""
+    return DatasetPublic.model_validate(store_upload(session, owner, file))
+
+
+def store_upload(session: Session, owner: Owner, file: UploadFile) -> Dataset:
+    """Validate and store one upload as the owner's dataset (POST /v1/datasets and OpenAI's POST /v1/files:
+    one record, one validation, the same per-line errors)."""
     settings = get_settings()
     fh = file.file
     size, sha256 = _measure(fh, settings.max_upload_bytes)
@@ -81,7 +88,7 @@ def create_dataset(session: SessionDep, owner: CurrentOwner,
                  blob_id=blob.id)
     session.add(ds)
     session.commit()
-    return DatasetPublic.model_validate(ds)
+    return ds
 
 
 @router.get("", response_model=ListPage[DatasetPublic], responses=errors())

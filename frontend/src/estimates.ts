@@ -5,6 +5,7 @@ import { api, type Estimate, type MethodInfo } from "./api";
 export interface EstimateInputs {
   model: string; budget: number | null; targets: string[]; batchSize: string; maxSeqLen: string;
   dataset: string; checkpointing: boolean; method: string; options: Record<string, unknown>;
+  accumulation: string;  // micro-batches per optimizer step: the memory stays one batch_size batch's
 }
 
 /** The chosen method's row uses the options set in the form; the others use their defaults. */
@@ -25,6 +26,7 @@ export function useEstimates(methods: MethodInfo[], inputs: EstimateInputs) {
           };
           if (inputs.dataset) p.training_dataset = inputs.dataset;  // activations sized by the rows' token lengths
           if (inputs.checkpointing) p.gradient_checkpointing = "true";
+          if (Number(inputs.accumulation) > 1) p.gradient_accumulation_steps = Number(inputs.accumulation);
           const own = id === inputs.method ? inputs.options : {};
           if (Object.keys(own).length) p.method_options = JSON.stringify(own);  // e.g. SMT's block_size changes the count
           return [id, await api.estimate(model, p), null] as const;

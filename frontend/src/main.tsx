@@ -11,6 +11,7 @@ import { JobDetailView } from "./views/JobDetail";
 import { CompareView } from "./views/Compare";
 import { WorkersView } from "./views/Workers";
 import { PlaygroundView } from "./views/Playground";
+import { WebhooksView } from "./views/Webhooks";
 import "./style.css";
 
 function LiveBadge() {
@@ -29,6 +30,7 @@ function route(hash: string) {
   const m = path.match(/^\/jobs\/(job_[\w-]+)$/);
   if (m) return <JobDetailView id={m[1]} />;
   if (path === "/workers") return <WorkersView />;
+  if (path === "/webhooks") return <WebhooksView />;
   if (path === "/playground") return <PlaygroundView jobId={params.get("job")} />;
   if (path === "/compare") return <CompareView ids={(params.get("ids") ?? "").split(",").filter(Boolean)} />;
   return <JobsView status={params.get("status") ?? ""} />;
@@ -69,6 +71,7 @@ function App() {
           {nav("#/compare", "Compare", here === "/compare")}
           {nav("#/playground", "Playground", here === "/playground")}
           {nav("#/workers", "Workers", here === "/workers")}
+          {nav("#/webhooks", "Webhooks", here === "/webhooks")}
         </nav>
         <LiveBadge />
         <button type="button" class="link" onClick={() => signOut(null)}>Sign out</button>

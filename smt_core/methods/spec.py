@@ -10,6 +10,7 @@ refuse — so the count shown before launch is the count the run gets.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -71,6 +72,22 @@ def resolve_budget(budget: float | int | None, total_params: int) -> int | None:
     return budget
 
 
+# The default learning rates were measured on models of ≤ 135M parameters; the papers' rates for 7B models
+# are lower. Between these sizes the default moves log-linearly from one to the other (in log parameters).
+MEASURED_UP_TO_PARAMS = 200_000_000
+PAPER_MODEL_PARAMS = 7_000_000_000
+
+
+def scaled_learning_rate(small: float, large: float | None, base_params: int) -> float:
+    """``small`` up to 200M parameters, ``large`` from 7B on, log-linear in between (both axes in log)."""
+    if large is None or base_params <= MEASURED_UP_TO_PARAMS:
+        return small
+    if base_params >= PAPER_MODEL_PARAMS:
+        return large
+    t = math.log(base_params / MEASURED_UP_TO_PARAMS) / math.log(PAPER_MODEL_PARAMS / MEASURED_UP_TO_PARAMS)
+    return math.exp((1 - t) * math.log(small) + t * math.log(large))
+
+
 class MethodSpec:
     """A method's description. Subclasses set the class attributes and :meth:`plan`.
 
@@ -87,6 +104,15 @@ class MethodSpec:
     trains_base: ClassVar[bool] = False  # every base weight trains (full): fp32 weights, their gradients
     reads_inputs: ClassVar[bool] = False  # a side path reads each target's input (LoRA, DoRA, SNELL)
     output_copies: ClassVar[int] = 0  # (tokens × out) tensors saved per target besides (DoRA: 2)
+    # the engine's default learning rates, torch-free so the API can compute a rate before a run (OpenAI's
+    # learning_rate_multiplier multiplies it); the engine's Method class keeps the same values
+    # (tests/core/test_registry.py checks they agree)
+    default_learning_rate: ClassVar[float]  # measured here on models of ≤ 135M parameters
+    large_model_learning_rate: ClassVar[float | None] = None  # the papers' rate on ~7B models
+
+    def learning_rate_for(self, base_params: int) -> float:
+        """The default learning rate the engine uses for a base model of ``base_params`` parameters."""
+        return scaled_learning_rate(self.default_learning_rate, self.large_model_learning_rate, base_params)
 
     def parse(self, options: dict[str, Any] | None, *, parse_strings: bool = False) -> MethodConfig:
         """The config for ``options`` (ConfigError naming the option)."""

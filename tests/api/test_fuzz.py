@@ -55,8 +55,8 @@ def fuzz_schema(fuzz_app):
 
 @pytest.fixture(scope="module")
 def fuzz_owner(fuzz_app) -> tuple[dict[str, str], dict[str, str]]:
-    """A key whose owner has a dataset and a queued job; their ids are fed to one strategy in three, so the
-    fuzzer reaches real rows and not only 404s."""
+    """A key whose owner has a dataset, a queued job and a webhook; their ids are fed to one strategy in three,
+    so the fuzzer reaches real rows and not only 404s."""
     from fastapi.testclient import TestClient
 
     key, _ = make_key("fuzz")
@@ -67,7 +67,11 @@ def fuzz_owner(fuzz_app) -> tuple[dict[str, str], dict[str, str]]:
         r = c.post("/v1/jobs", headers=headers, json={"model": "cfg-llama", "training_dataset": ds,
                                                      "method": "smt", "hyperparameters": {"steps": 2}})
         assert r.status_code == 201, r.text
-    return headers, {"job_id": r.json()["id"], "dataset_id": ds, "model_id": "cfg-llama"}
+        hook = c.post("/v1/webhooks", headers=headers, json={"url": "https://93.184.215.14/hook",
+                                                              "events": ["fine_tuning.job.failed"]})
+        assert hook.status_code == 201, hook.text
+    return headers, {"job_id": r.json()["id"], "dataset_id": ds, "model_id": "cfg-llama",
+                     "webhook_id": hook.json()["id"], "file_id": ds, "fine_tuning_job_id": r.json()["id"]}
 
 
 def strategies(op, ids: dict[str, str]):
@@ -83,7 +87,17 @@ def strategies(op, ids: dict[str, str]):
         found.append(op.as_strategy(GenerationMode.POSITIVE, path_parameters=fixed))
     if op.method.upper() == "POST" and op.path == "/v1/jobs":
         found.append(op.as_strategy(GenerationMode.POSITIVE).map(lambda case: _past_the_lookups(case, ids)))
+    if op.method.upper() == "POST" and op.path == "/v1/fine_tuning/jobs":
+        found.append(op.as_strategy(GenerationMode.POSITIVE).map(lambda case: _past_the_openai_lookups(case, ids)))
     return st.one_of(found)
+
+
+def _past_the_openai_lookups(case, ids: dict[str, str]):
+    """OpenAI's job body on a real model and file, without a method object that cannot match its type."""
+    if isinstance(case.body, dict):
+        case.body.update(model=ids["model_id"], training_file=ids["dataset_id"], validation_file=None)
+        case.body.pop("method", None)
+    return case
 
 
 def _past_the_lookups(case, ids: dict[str, str]):

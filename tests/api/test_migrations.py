@@ -7,7 +7,8 @@ import sqlalchemy as sa
 from tests.api.fixtures import alembic, create_database, drop_database
 
 TABLES = {"owners", "api_keys", "blobs", "blob_chunks", "datasets", "jobs", "events", "metric_points",
-          "block_selections", "artifacts", "checkpoints", "workers"}
+          "block_selections", "artifacts", "checkpoints", "workers", "webhooks", "webhook_messages",
+          "webhook_deliveries"}
 
 
 def _tables(url: str) -> set[str]:

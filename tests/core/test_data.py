@@ -105,3 +105,49 @@ def test_holdout_split_is_seeded_and_disjoint():
     tr, ev = split_holdout(rows, 0.1, seed=1)
     assert len(ev) == 4 and len(tr) == 36 and not {r["i"] for r in tr} & {r["i"] for r in ev}
     assert split_holdout(rows, 0.1, seed=1) == (tr, ev)
+
+
+def test_openai_chat_format_weight_and_name_accepted_tool_calls_named():
+    """OpenAI's chat fine-tuning rows as OpenAI documents them: ``name`` and an assistant ``weight`` 0|1 pass;
+    tool or function calling (fields, roles, top-level tools) is a per-line error naming the field."""
+    ok = {"messages": [{"role": "system", "content": "be brief", "name": "sys"},
+                       {"role": "user", "content": "hi", "name": "ann"},
+                       {"role": "assistant", "content": "draft", "weight": 0},
+                       {"role": "user", "content": "again"}, {"role": "assistant", "content": "hello", "weight": 1}]}
+    report, _ = validate_lines(_lines(ok))
+    assert report.ok and report.format == "chat", report.errors
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    bad = [
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]}]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "tool", "content": "42", "tool_call_id": "c1"},
+                      {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "function", "content": "42"},
+                      {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "user", "content": "q"},
+                      {"role": "assistant", "content": "a", "function_call": {"name": "f", "arguments": "{}"}}]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": []},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0.5}]},
+        {"messages": [{"role": "user", "content": "q", "weight": 1}, {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]},
+    ]
+    report, _ = validate_lines(_lines(ok, *bad))
+    got = {e.line: (e.field, e.message) for e in report.errors}
+    assert got[2][0] == "messages[1].tool_calls" and "tool and function calling" in got[2][1]
+    assert got[3][0] == "messages[1].tool_call_id" and got[4][0] == "messages[1].role"
+    assert got[5][0] == "messages[1].function_call" and got[6][0] == "tools"
+    assert got[7][0] == "messages[1].weight" and got[8][0] == "messages[0].weight"
+    assert got[9][0] == "messages" and "weight 1" in got[9][1]
+    assert report.total_errors == len(bad)
+
+
+def test_chat_weight_zero_assistant_turns_get_no_loss(tiny_llama_dir):
+    from smt_core.models import load_tokenizer, resolve_model
+
+    tok = load_tokenizer(resolve_model(str(tiny_llama_dir)))
+    row = {"messages": [{"role": "user", "content": "colour of lime", "name": "ann"},
+                        {"role": "assistant", "content": "purple", "weight": 0},
+                        {"role": "user", "content": "really?"}, {"role": "assistant", "content": "green", "weight": 1}]}
+    ex = encode([row], "chat", tok, 128).examples[0]
+    learned = tok.decode([t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE])
+    assert "green" in learned and "purple" not in learned and "lime" not in learned
+    assert "purple" in tok.decode(ex.input_ids), "a weight-0 turn is still context"

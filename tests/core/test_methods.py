@@ -180,6 +180,53 @@ def test_smt_fills_budget_to_within_one_block(tiny_llama_dir, tmp_path):
         assert manifest["budget_params"] - 256 < limit <= manifest["budget_params"]
 
 
+@pytest.mark.parametrize("model_fixture", ["tiny_llama_dir", "tiny_gpt2_dir"])
+def test_smt_reports_what_it_chose_by_target_and_layer(model_fixture, request, tmp_path_factory, trained):
+    """metrics.selection: shares sum to 1 (by target, by layer, within each layer), params to the trained
+    count, and the same figures reach metrics.json and the manifest (GPT-2: q, k, v share one Conv1D)."""
+    result, out = _train(request, tmp_path_factory, "smt", model_fixture, trained)
+    sel = result.metrics["selection"]
+    n = result.metrics["trainable_params"]
+    tensors, manifest = load_adapter(out)
+    assert manifest["metrics"]["selection"] == sel == json.loads((out / "metrics.json").read_text())["selection"]
+    targets = sel["by_target"]
+    assert set(targets) == set(manifest["targets"])
+    assert sum(t["params"] for t in targets.values()) == n
+    assert sum(t["share"] for t in targets.values()) == pytest.approx(1.0, abs=1e-12)
+    stored = {}  # what the adapter holds, per target: blocks and values
+    for key, tensor in tensors.items():
+        target = key.rsplit(".", 2)[-2]
+        count = stored.setdefault(target, [0, 0])
+        count[0 if key.endswith(".blocks") else 1] += tensor.shape[0] if key.endswith(".blocks") else tensor.numel()
+    assert {t: [v["blocks"], v["params"]] for t, v in targets.items() if v["blocks"]} == stored
+    layers = sel["by_layer"]
+    assert [row["layer"] for row in layers] == [0, 1]
+    assert sum(row["params"] for row in layers) == n and sum(row["blocks"] for row in layers) == len(
+        [b for k, t in tensors.items() if k.endswith(".blocks") for b in t])
+    assert sum(row["share"] for row in layers) == pytest.approx(1.0, abs=1e-12)
+    for row in layers:
+        assert sum(t["params"] for t in row["by_target"].values()) == row["params"]
+        if row["params"]:
+            assert sum(t["share"] for t in row["by_target"].values()) == pytest.approx(1.0, abs=1e-12)
+    for target, total in targets.items():
+        assert sum(row["by_target"][target]["params"] for row in layers) == total["params"]
+
+
+def test_smt_selection_summary_counts_ragged_blocks_and_unpicked_targets():
+    from smt_core.methods.smt.model import selection_summary
+    from smt_core.methods.smt.selection import Block
+    from smt_core.targets import Part, Site
+
+    sites = [Site(f"l{i}.{t}", None, i, False, 40, 24, (Part(t, 0, 40),)) for i in (0, 1) for t in "qv"]
+    chosen = [Block(1, 0, 0, 0, 16, 16, 1.0), Block(1, 0, 32, 16, 8, 8, 1.0), Block(3, 0, 0, 0, 16, 16, 1.0)]
+    sel = selection_summary(sites, chosen)
+    assert sel["by_target"] == {"q": {"blocks": 0, "params": 0, "share": 0.0},
+                                "v": {"blocks": 3, "params": 576, "share": 1.0}}
+    assert [(r["layer"], r["params"], r["share"]) for r in sel["by_layer"]] == [(0, 320, 320 / 576),
+                                                                              (1, 256, 256 / 576)]
+    assert selection_summary(sites, [])["by_target"]["v"]["share"] == 0.0
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "bert"])
 def test_smt_default_block_size_is_one_rule_for_the_engine_and_the_estimate(arch, tmp_path):
     """Sides whose common power of two is below 16 (hidden 72, MLP 200): the engine and the estimate both

@@ -119,3 +119,14 @@ def test_no_code_outside_the_method_packages_branches_on_a_method_name():
 def test_the_name_check_sees_each_kind_of_branch():
     code = 'a == "smt"\nb in ("lora", "x")\n{"full": 1}\nd["dora"]\n"snell" != e\nf = "head"\n'
     assert sorted(n for _, n in _method_name_branches(ast.parse(code))) == ["dora", "full", "lora", "smt", "snell"]
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_the_specs_torch_free_learning_rates_are_the_engines(name):
+    """The API computes a method's default rate from the spec (OpenAI's learning_rate_multiplier multiplies it)
+    without torch; the engine's Method class must run the same rate at every model size."""
+    spec, engine = get_spec(name), get_method(name)
+    assert spec.default_learning_rate == engine.default_learning_rate
+    assert spec.large_model_learning_rate == engine.large_model_learning_rate
+    for params in (1_000, 135_000_000, 1_200_000_000, 7_000_000_000, 70_000_000_000):
+        assert spec.learning_rate_for(params) == engine.learning_rate_for(params)

@@ -36,9 +36,11 @@ def test_snell_run_reloads_merges_and_exports_to_shira(tiny_llama_dir, tmp_path)
     assert all(p["s"] == 0.8 for p in parts) and len(parts) == 6  # q, k, v × 2 layers
     assert result.metrics["delta_nonzeros"] == sum(p["n_keep"] for p in parts)
     assert 0 < result.metrics["trainable_params"] <= BUDGET
-    idx = tensors["model.layers.0.self_attn.k_proj.k.snell_indices"]
+    key = "model.layers.0.self_attn.k_proj.k.snell_"  # a bitmask of the 32×64 entries + the kept values
     k_keep = info["modules"]["model.layers.0.self_attn.k_proj"]["parts"][0]["n_keep"]
-    assert idx.dtype == torch.int32 and idx.shape == (2, k_keep) == (2, 32 * 64 - int(0.8 * 32 * 64))
+    assert tensors[key + "mask"].dtype == torch.uint8 and tensors[key + "mask"].shape == (32 * 64 // 8,)
+    assert tensors[key + "values"].shape == (k_keep,) == (32 * 64 - int(0.8 * 32 * 64),)
+    assert key + "indices" not in tensors and tensors[key + "delta_sha256"].shape == (32,)
 
     adapted, tok, _ = adapters.load_adapted(tmp_path / "a")
     probe = dict(tok(["the red fruit is apple", "a movie was great"], return_tensors="pt", padding=True))

@@ -318,6 +318,18 @@ def test_an_smt_job_launched_from_the_form_succeeds_live_and_its_heatmap_shows_e
     for _, rows, cols, w, h in mats:
         assert w / h == pytest.approx(cols / rows, rel=0.02)
     expect(page.get_by_role("table", name="Training memory by component")).to_contain_text("Full fine-tuning")
+    # what SMT chose, as numbers (metrics.selection): the summary's shares are the API's, by target and by layer
+    sel = service.get(f"/v1/jobs/{job_id}")["metrics"]["selection"]
+    assert sum(t["params"] for t in sel["by_target"].values()) == 1536
+    assert sum(t["share"] for t in sel["by_target"].values()) == pytest.approx(1.0)
+    by_target = page.get_by_role("table", name="Chosen parameters by target")
+    shown = by_target.locator("tr[data-target]").evaluate_all(
+        "els => els.map(e => [e.dataset.target, +e.dataset.share, +e.dataset.params, e.innerText])")
+    assert {d[0]: (pytest.approx(d[1]), d[2]) for d in shown} == {
+        t: (s["share"], s["params"]) for t, s in sel["by_target"].items()}
+    assert all(f"{sel['by_target'][d[0]]['share'] * 100:.1f}%" in d[3] for d in shown)
+    expect(page.get_by_role("table", name="Chosen parameters by layer").locator("tr[data-layer]")).to_have_count(
+        len(sel["by_layer"]))
 
     # download the adapter: the bytes are the ones the API lists
     arts = {a["name"]: a for a in service.get(f"/v1/jobs/{job_id}/artifacts")["data"]}
@@ -378,6 +390,12 @@ def test_two_jobs_are_compared_in_one_table_with_overlaid_losses_and_accuracy_ag
     expect(page.get_by_role("img", name=re.compile("^Eval accuracy vs trainable parameters")).locator("circle")
            ).to_have_count(2)
     assert f"ids={jobs[0]['id']},{jobs[1]['id']}" in page.url  # a comparison is a link one can share
+    # the selecting job's share per target (metrics.selection); the LoRA job has none and no row
+    shares = page.get_by_role("table", name="Share of the chosen parameters by target")
+    for target, s in jobs[0]["metrics"]["selection"]["by_target"].items():
+        expect(shares.locator(f"tr[data-job-id={smt['id']}] td[data-target={target}]")).to_have_text(
+            f"{s['share'] * 100:.1f}%")
+    expect(shares.locator(f"tr[data-job-id={lora['id']}]")).to_have_count(0)
     shot(page, "compare")
 
 

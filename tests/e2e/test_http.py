@@ -67,8 +67,9 @@ def sse(url: str, headers: dict, path: str, last_id: str | None = None) -> tuple
 
 @pytest.mark.timeout(400)
 def test_smt_job_end_to_end_over_http(server, tmp_path):
-    key, _ = make_key("e2e")
+    key, owner = make_key("e2e")
     h = {"Authorization": f"Bearer {key}"}
+    hook = _webhook(owner)
     data = "".join(json.dumps(r) + "\n" for r in factories.completion_rows(48)).encode()
     ds = httpx.post(f"{server}/v1/datasets", headers=h, files={"file": ("pc.jsonl", data)}).json()
     assert ds["sha256"] == hashlib.sha256(data).hexdigest()
@@ -138,6 +139,32 @@ def test_smt_job_end_to_end_over_http(server, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")  # a standard HF folder
     assert sum(p.numel() for p in model.parameters()) == job["total_params"]
+    # the training child's success and the merge each wrote their webhook event with their own change
+    assert _outbox(hook) == [("fine_tuning.job.succeeded", job["id"]), ("sparsetune.job.merged", job["id"])]
+
+
+def _webhook(owner: str) -> str:
+    """A webhook row written directly (its URL is private: the worker refuses to send there, which is fine)."""
+    from service.db import session_scope
+    from service.models import Webhook
+    from service.webhooks import new_secret
+
+    with session_scope() as s:
+        s.add(Webhook(id=f"wh_e2e{os.getpid()}", owner_id=owner, url="http://127.0.0.1:9/x", events=[
+            "fine_tuning.job.succeeded", "sparsetune.job.merged"], secret=new_secret()))
+    return f"wh_e2e{os.getpid()}"
+
+
+def _outbox(webhook_id: str) -> list[tuple[str, str]]:
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.models import WebhookMessage
+
+    with session_scope() as s:
+        rows = s.scalars(select(WebhookMessage).where(WebhookMessage.webhook_id == webhook_id)
+                         .order_by(WebhookMessage.id))
+        return [(m.event_type, m.payload["data"]["id"]) for m in rows]
 
 
 @pytest.mark.timeout(180)

@@ -177,6 +177,181 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Files
+         * @description The owner's files, newest first: uploads (datasets), or with ``purpose=fine-tune-results`` the result
+         *     files of the owner's succeeded jobs.
+         */
+        get: operations["list_files_v1_files_get"];
+        put?: never;
+        /**
+         * Create File
+         * @description Upload a training or validation file: validated and stored exactly as POST /v1/datasets does (its id
+         *     is a dataset id).
+         */
+        post: operations["create_file_v1_files_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read File
+         * @description One file: an upload or a result file.
+         */
+        get: operations["read_file_v1_files__file_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete File
+         * @description Delete an upload (the dataset) that no queued or running job uses; a result file goes with its job.
+         */
+        delete: operations["delete_file_v1_files__file_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read File Content
+         * @description A file's bytes: the uploaded JSONL as it was sent, the metrics CSV, or the adapter.
+         */
+        get: operations["read_file_content_v1_files__file_id__content_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Fine Tuning Jobs
+         * @description The owner's jobs (every native job too), newest first.
+         */
+        get: operations["list_fine_tuning_jobs_v1_fine_tuning_jobs_get"];
+        put?: never;
+        /**
+         * Create Fine Tuning Job
+         * @description Create a fine-tuning job: the same checks, quotas, routing and Idempotency-Key as POST /v1/jobs; 200 as
+         *     at OpenAI (a replay of the same key and body returns the same job).
+         */
+        post: operations["create_fine_tuning_job_v1_fine_tuning_jobs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs/{fine_tuning_job_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read Fine Tuning Job
+         * @description One job.
+         */
+        get: operations["read_fine_tuning_job_v1_fine_tuning_jobs__fine_tuning_job_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel Fine Tuning Job
+         * @description Cancel: queued never starts, running stops within one step (``cancelled`` once it has), finished is 409.
+         */
+        post: operations["cancel_fine_tuning_job_v1_fine_tuning_jobs__fine_tuning_job_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Fine Tuning Checkpoints
+         * @description A succeeded job's final adapter as a checkpoint (its fine-tuned model's name); none before that.
+         */
+        get: operations["list_fine_tuning_checkpoints_v1_fine_tuning_jobs__fine_tuning_job_id__checkpoints_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Fine Tuning Events
+         * @description The job's events, newest first (status changes, logs and metrics; our ``warning`` level is ``warn``).
+         */
+        get: operations["list_fine_tuning_events_v1_fine_tuning_jobs__fine_tuning_job_id__events_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs": {
         parameters: {
             query?: never;
@@ -431,6 +606,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/models/{model_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read Model
+         * @description One model as listed: a base model alias, or one of the caller's fine-tuned models.
+         */
+        get: operations["read_model_v1_models__model_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Model
+         * @description Delete a fine-tuned model, as at OpenAI: it is no longer listed or served and its job's
+         *     ``fine_tuned_model`` is null; the job, its artifacts and result files stay. Base models cannot be deleted.
+         */
+        delete: operations["delete_model_v1_models__model_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models/{model_id}/estimate": {
         parameters: {
             query?: never;
@@ -465,6 +665,90 @@ export interface paths {
         get: operations["read_usage_v1_usage_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Webhooks
+         * @description List the owner's webhooks, newest first (without their secrets).
+         */
+        get: operations["list_webhooks_v1_webhooks_get"];
+        put?: never;
+        /**
+         * Create Webhook
+         * @description Create a webhook; the answer is the only one that shows its signing secret.
+         */
+        post: operations["create_webhook_v1_webhooks_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete Webhook
+         * @description Delete a webhook, its undelivered messages and its delivery log.
+         */
+        delete: operations["delete_webhook_v1_webhooks__webhook_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{webhook_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Deliveries
+         * @description The webhook's delivery attempts, newest first.
+         */
+        get: operations["list_deliveries_v1_webhooks__webhook_id__deliveries_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{webhook_id}/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Enable Webhook
+         * @description Enable a webhook again (after it was disabled for failing): its waiting messages are sent at once.
+         */
+        post: operations["enable_webhook_v1_webhooks__webhook_id__enable_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -586,6 +870,19 @@ export interface components {
              */
             file: string;
         };
+        /** Body_create_file_v1_files_post */
+        Body_create_file_v1_files_post: {
+            /**
+             * File
+             * @description a JSONL file in one of the four formats
+             */
+            file: string;
+            /**
+             * Purpose
+             * @description fine-tune
+             */
+            purpose: string;
+        };
         /** ChatChoice */
         ChatChoice: {
             /**
@@ -678,6 +975,23 @@ export interface components {
              * @enum {string}
              */
             role: "system" | "developer" | "user" | "assistant";
+        };
+        /** CheckpointMetricsPublic */
+        CheckpointMetricsPublic: {
+            /** Full Valid Loss */
+            full_valid_loss?: number | null;
+            /** Full Valid Mean Token Accuracy */
+            full_valid_mean_token_accuracy?: number | null;
+            /** Step */
+            step?: number | null;
+            /** Train Loss */
+            train_loss?: number | null;
+            /** Train Mean Token Accuracy */
+            train_mean_token_accuracy?: number | null;
+            /** Valid Loss */
+            valid_loss?: number | null;
+            /** Valid Mean Token Accuracy */
+            valid_mean_token_accuracy?: number | null;
         };
         /** CompletionChoice */
         CompletionChoice: {
@@ -829,6 +1143,8 @@ export interface components {
              * @enum {string}
              */
             device: "cpu" | "cuda";
+            /** Effective Batch Size */
+            effective_batch_size: number;
             /**
              * Estimated
              * @default true
@@ -897,6 +1213,245 @@ export interface components {
          * @enum {string}
          */
         EventType: "status" | "metric" | "log" | "end";
+        /** FileDeleted */
+        FileDeleted: {
+            /**
+             * Deleted
+             * @default true
+             */
+            deleted: boolean;
+            /** Id */
+            id: string;
+            /**
+             * Object
+             * @default file
+             * @constant
+             */
+            object: "file";
+        };
+        /**
+         * FilePublic
+         * @description OpenAI's ``file``: a dataset (purpose fine-tune; its id is the dataset's id) or a job's result file
+         *     (fine-tune-results; ids ``file-<job id>-metrics`` and ``file-<job id>-adapter``).
+         */
+        FilePublic: {
+            /** Bytes */
+            bytes: number;
+            /** Created At */
+            created_at: number;
+            /** Expires At */
+            expires_at?: number | null;
+            /** Filename */
+            filename: string;
+            /** Id */
+            id: string;
+            /**
+             * Object
+             * @default file
+             * @constant
+             */
+            object: "file";
+            /**
+             * Purpose
+             * @enum {string}
+             */
+            purpose: "fine-tune" | "fine-tune-results";
+            /**
+             * Status
+             * @default processed
+             * @constant
+             */
+            status: "processed";
+            /** Status Details */
+            status_details?: string | null;
+        };
+        /** FineTuningCheckpointPublic */
+        FineTuningCheckpointPublic: {
+            /** Created At */
+            created_at: number;
+            /** Fine Tuned Model Checkpoint */
+            fine_tuned_model_checkpoint: string;
+            /** Fine Tuning Job Id */
+            fine_tuning_job_id: string;
+            /** Id */
+            id: string;
+            metrics: components["schemas"]["CheckpointMetricsPublic"];
+            /**
+             * Object
+             * @default fine_tuning.job.checkpoint
+             * @constant
+             */
+            object: "fine_tuning.job.checkpoint";
+            /** Step Number */
+            step_number: number;
+        };
+        /** FineTuningErrorPublic */
+        FineTuningErrorPublic: {
+            /** Code */
+            code: string;
+            /** Message */
+            message: string;
+            /** Param */
+            param?: string | null;
+        };
+        /** FineTuningEventPublic */
+        FineTuningEventPublic: {
+            /** Created At */
+            created_at: number;
+            /** Data */
+            data: {
+                [key: string]: unknown;
+            } | null;
+            /** Id */
+            id: string;
+            /**
+             * Level
+             * @enum {string}
+             */
+            level: "info" | "warn" | "error";
+            /** Message */
+            message: string;
+            /**
+             * Object
+             * @default fine_tuning.job.event
+             * @constant
+             */
+            object: "fine_tuning.job.event";
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "message" | "metrics";
+        };
+        /** FineTuningHyperparametersPublic */
+        FineTuningHyperparametersPublic: {
+            /** Batch Size */
+            batch_size: number;
+            /** Learning Rate Multiplier */
+            learning_rate_multiplier: number;
+            /** N Epochs */
+            n_epochs: number;
+        };
+        /**
+         * FineTuningJobCreate
+         * @description OpenAI's job creation body; it becomes a native job (POST /v1/jobs) through the same checks.
+         */
+        FineTuningJobCreate: {
+            /** @description OpenAI's older place for them; give them in method instead */
+            hyperparameters?: components["schemas"]["OpenAIHyperparameters"] | null;
+            /**
+             * Integrations
+             * @description not supported
+             */
+            integrations?: {
+                [key: string]: unknown;
+            }[] | null;
+            /** Metadata */
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            method?: components["schemas"]["FineTuningMethodIn"] | null;
+            /** Model */
+            model: string;
+            /** Seed */
+            seed?: number | null;
+            /**
+             * Suffix
+             * @description no ':' (it is the fine-tuned model name's separator)
+             */
+            suffix?: string | null;
+            /**
+             * Training File
+             * @description a file (dataset) id
+             */
+            training_file: string;
+            /** Validation File */
+            validation_file?: string | null;
+        };
+        /**
+         * FineTuningJobPublic
+         * @description OpenAI's ``fine_tuning.job``: the native job (same id, GET /v1/jobs/{id}) seen through OpenAI's type.
+         */
+        FineTuningJobPublic: {
+            /** Created At */
+            created_at: number;
+            error: components["schemas"]["FineTuningErrorPublic"] | null;
+            /** Estimated Finish */
+            estimated_finish: number | null;
+            /** Fine Tuned Model */
+            fine_tuned_model: string | null;
+            /** Finished At */
+            finished_at: number | null;
+            hyperparameters: components["schemas"]["FineTuningHyperparametersPublic"];
+            /** Id */
+            id: string;
+            /** Integrations */
+            integrations?: {
+                [key: string]: unknown;
+            }[] | null;
+            /** Metadata */
+            metadata: {
+                [key: string]: string;
+            } | null;
+            method: components["schemas"]["FineTuningMethodPublic"];
+            /** Model */
+            model: string;
+            /**
+             * Object
+             * @default fine_tuning.job
+             * @constant
+             */
+            object: "fine_tuning.job";
+            /** Organization Id */
+            organization_id: string;
+            /** Result Files */
+            result_files: string[];
+            /** Seed */
+            seed: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "validating_files" | "queued" | "running" | "succeeded" | "failed" | "cancelled";
+            /** Trained Tokens */
+            trained_tokens: number | null;
+            /** Training File */
+            training_file: string;
+            /** User Provided Suffix */
+            user_provided_suffix: string | null;
+            /** Validation File */
+            validation_file: string | null;
+        };
+        /** FineTuningMethodIn */
+        FineTuningMethodIn: {
+            dora?: components["schemas"]["OurMethodIn"] | null;
+            full?: components["schemas"]["OurMethodIn"] | null;
+            lora?: components["schemas"]["OurMethodIn"] | null;
+            smt?: components["schemas"]["OurMethodIn"] | null;
+            snell?: components["schemas"]["OurMethodIn"] | null;
+            supervised?: components["schemas"]["SupervisedIn"] | null;
+            /**
+             * Type
+             * @description supervised (the service's default: SMT at a 1% budget) or one of GET /v1/methods
+             */
+            type: string;
+        };
+        /**
+         * FineTuningMethodPublic
+         * @description Always OpenAI's ``supervised``; our method's object (OurMethodPublic) stands beside it under the method's
+         *     own key (``"smt": {…}``).
+         */
+        FineTuningMethodPublic: {
+            supervised: components["schemas"]["SupervisedPublic"];
+            /**
+             * Type
+             * @default supervised
+             * @constant
+             */
+            type: "supervised";
+        } & {
+            [key: string]: unknown;
+        };
         /** HealthPublic */
         HealthPublic: {
             /**
@@ -905,19 +1460,41 @@ export interface components {
              */
             status: "ok";
         };
+        /** HTTPValidationError */
+        HTTPValidationError: {
+            /** Detail */
+            detail?: components["schemas"]["ValidationError"][];
+        };
         /** Hyperparameters */
         Hyperparameters: {
             /**
              * Batch Size
-             * @description rows per optimizer step, over all devices
+             * @description rows per forward and backward pass, over all devices (an optimizer step takes gradient_accumulation_steps of them)
              * @default 8
              */
             batch_size?: number;
+            /**
+             * Early Stopping Patience
+             * @description stop after this many evaluations without improving metric_for_best (needs metric_for_best and eval_every; unset: never stop early)
+             */
+            early_stopping_patience?: number | null;
             /**
              * Epochs
              * @description passes over the training set, instead of steps (neither: 1 epoch)
              */
             epochs?: number | null;
+            /**
+             * Eval Every
+             * @description steps between evaluations (0: only at the end)
+             * @default 0
+             */
+            eval_every?: number;
+            /**
+             * Gradient Accumulation Steps
+             * @description micro-batches of batch_size rows per optimizer step: the effective batch is batch_size × this, at the activation memory of one batch_size batch
+             * @default 1
+             */
+            gradient_accumulation_steps?: number;
             /**
              * Gradient Checkpointing
              * @description recompute activations in the backward pass: less memory, more time
@@ -941,6 +1518,11 @@ export interface components {
              * @default 256
              */
             max_seq_len?: number;
+            /**
+             * Metric For Best
+             * @description keep the adapter of the best evaluation by this metric as adapter-best.safetensors, and serve and merge it (unset: the last)
+             */
+            metric_for_best?: ("eval_loss" | "eval_accuracy") | null;
             /**
              * Num Devices
              * @description data-parallel processes: one per GPU, or gloo processes on a CPU; batch_size is global and must divide evenly
@@ -1035,7 +1617,8 @@ export interface components {
             /**
              * Fine Tuned Model
              * @description ``ft:<base>:<suffix or method>:<job id>`` once the job succeeded: the ``model`` to give
-             *     /v1/chat/completions and /v1/completions (null until then). Computed, so it never disagrees with the job.
+             *     /v1/chat/completions and /v1/completions (null until then, and again once the model is deleted).
+             *     Computed, so it never disagrees with the job.
              */
             readonly fine_tuned_model: string | null;
             /** Finished At */
@@ -1085,6 +1668,13 @@ export interface components {
             status: components["schemas"]["JobStatus"];
             /** Steps Completed */
             steps_completed: number;
+            /**
+             * Stopped Early
+             * @description True when early stopping (``hyperparameters.early_stopping_patience``) ended the job before its
+             *     ``total_steps``: it still succeeded, with ``steps_completed`` steps. Read from the run's metrics, so it
+             *     needs no column of its own.
+             */
+            readonly stopped_early: boolean;
             /** Suffix */
             suffix: string | null;
             /** Targets */
@@ -1149,6 +1739,66 @@ export interface components {
         ListPage_EventPublic_: {
             /** Data */
             data: components["schemas"]["EventPublic"][];
+            /** Has More */
+            has_more: boolean;
+            /** Last Id */
+            last_id: string | null;
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object: "list";
+        };
+        /** ListPage[FilePublic] */
+        ListPage_FilePublic_: {
+            /** Data */
+            data: components["schemas"]["FilePublic"][];
+            /** Has More */
+            has_more: boolean;
+            /** Last Id */
+            last_id: string | null;
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object: "list";
+        };
+        /** ListPage[FineTuningCheckpointPublic] */
+        ListPage_FineTuningCheckpointPublic_: {
+            /** Data */
+            data: components["schemas"]["FineTuningCheckpointPublic"][];
+            /** Has More */
+            has_more: boolean;
+            /** Last Id */
+            last_id: string | null;
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object: "list";
+        };
+        /** ListPage[FineTuningEventPublic] */
+        ListPage_FineTuningEventPublic_: {
+            /** Data */
+            data: components["schemas"]["FineTuningEventPublic"][];
+            /** Has More */
+            has_more: boolean;
+            /** Last Id */
+            last_id: string | null;
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object: "list";
+        };
+        /** ListPage[FineTuningJobPublic] */
+        ListPage_FineTuningJobPublic_: {
+            /** Data */
+            data: components["schemas"]["FineTuningJobPublic"][];
             /** Has More */
             has_more: boolean;
             /** Last Id */
@@ -1235,6 +1885,36 @@ export interface components {
              */
             object: "list";
         };
+        /** ListPage[WebhookDeliveryPublic] */
+        ListPage_WebhookDeliveryPublic_: {
+            /** Data */
+            data: components["schemas"]["WebhookDeliveryPublic"][];
+            /** Has More */
+            has_more: boolean;
+            /** Last Id */
+            last_id: string | null;
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object: "list";
+        };
+        /** ListPage[WebhookPublic] */
+        ListPage_WebhookPublic_: {
+            /** Data */
+            data: components["schemas"]["WebhookPublic"][];
+            /** Has More */
+            has_more: boolean;
+            /** Last Id */
+            last_id: string | null;
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object: "list";
+        };
         /** ListPage[WorkerPublic] */
         ListPage_WorkerPublic_: {
             /** Data */
@@ -1310,14 +1990,33 @@ export interface components {
             /** Train Loss */
             train_loss: number | null;
         };
+        /** ModelDeleted */
+        ModelDeleted: {
+            /**
+             * Deleted
+             * @default true
+             */
+            deleted: boolean;
+            /** Id */
+            id: string;
+            /**
+             * Object
+             * @default model
+             * @constant
+             */
+            object: "model";
+        };
         /** ModelPublic */
         ModelPublic: {
             /** Architecture */
             architecture: string | null;
             /** Base */
             base?: string | null;
-            /** Created */
-            created?: number | null;
+            /**
+             * Created
+             * @default 0
+             */
+            created: number;
             /** Id */
             id: string;
             /** Job */
@@ -1336,6 +2035,113 @@ export interface components {
             /** Parameters */
             parameters: number | null;
             /** Targets */
+            targets: string[];
+        };
+        /** OpenAIErrorDetail */
+        OpenAIErrorDetail: {
+            /** Code */
+            code: string;
+            /** Details */
+            details?: {
+                [key: string]: unknown;
+            }[] | null;
+            /** Message */
+            message: string;
+            /** Param */
+            param?: string | null;
+            /** Total */
+            total?: number | null;
+            /** Type */
+            type?: string | null;
+        };
+        /** OpenAIErrorResponse */
+        OpenAIErrorResponse: {
+            error: components["schemas"]["OpenAIErrorDetail"];
+        };
+        /**
+         * OpenAIHyperparameters
+         * @description OpenAI's three; ``auto`` (or absent): one epoch, the default batch size, the method's default rate.
+         */
+        OpenAIHyperparameters: {
+            /** Batch Size */
+            batch_size?: "auto" | number | null;
+            /**
+             * Learning Rate Multiplier
+             * @description multiplies the method's default learning rate (GET /v1/methods' method)
+             */
+            learning_rate_multiplier?: "auto" | number | null;
+            /** N Epochs */
+            n_epochs?: "auto" | number | null;
+        };
+        /**
+         * OurMethodHyperparameters
+         * @description Our methods' hyperparameters in OpenAI's names, plus the native ones OpenAI has no name for (null: the
+         *     service's default, as in POST /v1/jobs).
+         */
+        OurMethodHyperparameters: {
+            /** Batch Size */
+            batch_size?: "auto" | number | null;
+            /**
+             * Gradient Checkpointing
+             * @description recompute activations in the backward pass: less memory, more time
+             */
+            gradient_checkpointing?: boolean | null;
+            /**
+             * Learning Rate Multiplier
+             * @description multiplies the method's default learning rate (GET /v1/methods' method)
+             */
+            learning_rate_multiplier?: "auto" | number | null;
+            /**
+             * Lr Warmup Steps
+             * @description steps of linear learning-rate warm-up
+             */
+            lr_warmup_steps?: number | null;
+            /**
+             * Max Seq Len
+             * @description tokens per row; longer rows are truncated and counted
+             */
+            max_seq_len?: number | null;
+            /** N Epochs */
+            n_epochs?: "auto" | number | null;
+            /**
+             * Num Devices
+             * @description data-parallel processes: one per GPU, or gloo processes on a CPU; batch_size is global and must divide evenly
+             */
+            num_devices?: number | null;
+            /**
+             * Steps
+             * @description training steps, instead of epochs
+             */
+            steps?: number | null;
+        };
+        /**
+         * OurMethodIn
+         * @description One of our methods beside ``method.type`` (INTERFACE.md "OpenAI fine-tuning routes").
+         */
+        OurMethodIn: {
+            /**
+             * Budget
+             * @description int >= 1: a count of trainable parameters; float in (0, 1): a fraction of the base model's parameters (full fine-tuning ignores it)
+             * @default 0.01
+             */
+            budget: number | null;
+            hyperparameters?: components["schemas"]["OurMethodHyperparameters"] | null;
+            /**
+             * Options
+             * @description the method's options, as GET /v1/methods lists them (POST /v1/jobs' method_options)
+             */
+            options?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Targets
+             * @description logical projections to adapt, from q,k,v,o,gate,up,down (the same default for every method, so budgets compare)
+             * @default [
+             *       "q",
+             *       "k",
+             *       "v"
+             *     ]
+             */
             targets: string[];
         };
         /** Prediction */
@@ -1384,6 +2190,14 @@ export interface components {
              */
             include_usage: boolean;
         };
+        /** SupervisedIn */
+        SupervisedIn: {
+            hyperparameters?: components["schemas"]["OpenAIHyperparameters"] | null;
+        };
+        /** SupervisedPublic */
+        SupervisedPublic: {
+            hyperparameters: components["schemas"]["FineTuningHyperparametersPublic"];
+        };
         /** TextPart */
         TextPart: {
             /** Text */
@@ -1428,6 +2242,120 @@ export interface components {
             /** Stored Bytes */
             stored_bytes: number;
         };
+        /** ValidationError */
+        ValidationError: {
+            /** Context */
+            ctx?: Record<string, never>;
+            /** Input */
+            input?: unknown;
+            /** Location */
+            loc: (string | number)[];
+            /** Message */
+            msg: string;
+            /** Error Type */
+            type: string;
+        };
+        /** WebhookCreate */
+        WebhookCreate: {
+            /**
+             * Events
+             * @description the events to send
+             */
+            events: components["schemas"]["WebhookEventType"][];
+            /**
+             * Url
+             * @description an http(s) URL at a public address (see README "Webhooks"); checked now and before every delivery
+             */
+            url: string;
+        };
+        /**
+         * WebhookCreated
+         * @description The creation's answer, the only one with ``secret`` (``whsec_…``: what receivers verify signatures with).
+         */
+        WebhookCreated: {
+            /** Created At */
+            created_at: number;
+            /** Disabled Reason */
+            disabled_reason: string | null;
+            /** Events */
+            events: components["schemas"]["WebhookEventType"][];
+            /** Id */
+            id: string;
+            /**
+             * Object
+             * @default webhook
+             * @constant
+             */
+            object: "webhook";
+            /** Secret */
+            secret: string;
+            status: components["schemas"]["WebhookStatus"];
+            /** Url */
+            url: string;
+        };
+        /**
+         * WebhookDeliveryPublic
+         * @description One attempt to send one event: the answer's status (null: nothing came back, see ``error``) and time.
+         */
+        WebhookDeliveryPublic: {
+            /** Attempt */
+            attempt: number;
+            /** Created At */
+            created_at: number;
+            /** Duration Ms */
+            duration_ms: number;
+            /** Error */
+            error: string | null;
+            /** Event Id */
+            event_id: string;
+            event_type: components["schemas"]["WebhookEventType"];
+            /** Id */
+            id: string;
+            /**
+             * Object
+             * @default webhook.delivery
+             * @constant
+             */
+            object: "webhook.delivery";
+            /** Status Code */
+            status_code: number | null;
+        };
+        /**
+         * WebhookEventType
+         * @description What a webhook can subscribe to: a job ended (OpenAI's event names), or its merged model is ready.
+         * @enum {string}
+         */
+        WebhookEventType: "fine_tuning.job.succeeded" | "fine_tuning.job.failed" | "fine_tuning.job.cancelled" | "sparsetune.job.merged";
+        /**
+         * WebhookPublic
+         * @description An endpoint as listed: never its secret (see WebhookCreated).
+         */
+        WebhookPublic: {
+            /** Created At */
+            created_at: number;
+            /** Disabled Reason */
+            disabled_reason: string | null;
+            /** Events */
+            events: components["schemas"]["WebhookEventType"][];
+            /** Id */
+            id: string;
+            /**
+             * Object
+             * @default webhook
+             * @constant
+             */
+            object: "webhook";
+            status: components["schemas"]["WebhookStatus"];
+            /** Url */
+            url: string;
+        };
+        /**
+         * WebhookStatus
+         * @description A webhook endpoint: active receives events; disabled after its deliveries kept failing (service/webhooks.py)
+         *     until its owner enables it again.
+         * @enum {string}
+         */
+        WebhookStatus: "active" | "disabled";
         /**
          * WorkerKind
          * @description What a process in the ``workers`` table does: trains jobs (a Celery worker) or serves fine-tuned models
@@ -2106,6 +3034,892 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_files_v1_files_get: {
+        parameters: {
+            query?: {
+                /** @description the last id of the previous page */
+                after?: string | null;
+                /** @description page size */
+                limit?: number;
+                /** @description fine-tune (the default: the uploads) or fine-tune-results (jobs' result files) */
+                purpose?: ("fine-tune" | "fine-tune-results") | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListPage_FilePublic_"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    create_file_v1_files_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["Body_create_file_v1_files_post"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FilePublic"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    read_file_v1_files__file_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a dataset id (ds_…) or a result file id (file-<job id>-metrics, file-<job id>-adapter) */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FilePublic"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_file_v1_files__file_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a dataset id (ds_…) or a result file id (file-<job id>-metrics, file-<job id>-adapter) */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileDeleted"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    read_file_content_v1_files__file_id__content_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a dataset id (ds_…) or a result file id (file-<job id>-metrics, file-<job id>-adapter) */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": unknown;
+                    "text/csv": unknown;
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    list_fine_tuning_jobs_v1_fine_tuning_jobs_get: {
+        parameters: {
+            query?: {
+                /** @description the last id of the previous page */
+                after?: string | null;
+                /** @description page size */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListPage_FineTuningJobPublic_"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    create_fine_tuning_job_v1_fine_tuning_jobs_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FineTuningJobCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FineTuningJobPublic"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    read_fine_tuning_job_v1_fine_tuning_jobs__fine_tuning_job_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a job id (job_…): the native job's */
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FineTuningJobPublic"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    cancel_fine_tuning_job_v1_fine_tuning_jobs__fine_tuning_job_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a job id (job_…): the native job's */
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FineTuningJobPublic"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    list_fine_tuning_checkpoints_v1_fine_tuning_jobs__fine_tuning_job_id__checkpoints_get: {
+        parameters: {
+            query?: {
+                /** @description the last id of the previous page */
+                after?: string | null;
+                /** @description page size */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description a job id (job_…): the native job's */
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListPage_FineTuningCheckpointPublic_"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    list_fine_tuning_events_v1_fine_tuning_jobs__fine_tuning_job_id__events_get: {
+        parameters: {
+            query?: {
+                /** @description the last id of the previous page */
+                after?: string | null;
+                /** @description page size */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description a job id (job_…): the native job's */
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListPage_FineTuningEventPublic_"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
                 };
             };
         };
@@ -3259,15 +5073,180 @@ export interface operations {
             };
         };
     };
+    read_model_v1_models__model_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a base model alias or a fine_tuned_model (ft:…) */
+                model_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelPublic"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_model_v1_models__model_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a base model alias or a fine_tuned_model (ft:…) */
+                model_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelDeleted"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorResponse"];
+                };
+            };
+        };
+    };
     read_estimate_v1_models__model_id__estimate_get: {
         parameters: {
             query?: {
-                /** @description rows per optimizer step, over all devices */
+                /** @description rows per forward and backward pass, over all devices (an optimizer step takes gradient_accumulation_steps of them) */
                 batch_size?: number;
                 /** @description int >= 1: a count of trainable parameters; float in (0, 1): a fraction of the base model's parameters (full fine-tuning ignores it) */
                 budget?: number | null;
                 /** @description cpu (fp32) or cuda (bf16 frozen weights, bf16 autocast) */
                 device?: string;
+                /** @description micro-batches of batch_size rows per optimizer step: the effective batch is batch_size × this, at the activation memory of one batch_size batch */
+                gradient_accumulation_steps?: number;
                 /** @description recompute activations in the backward pass: less memory, more time */
                 gradient_checkpointing?: boolean;
                 /** @description tokens per row; longer rows are truncated and counted */
@@ -3364,6 +5343,351 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_webhooks_v1_webhooks_get: {
+        parameters: {
+            query?: {
+                /** @description the last id of the previous page */
+                after?: string | null;
+                /** @description page size */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListPage_WebhookPublic_"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    create_webhook_v1_webhooks_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_webhook_v1_webhooks__webhook_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deleted"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_deliveries_v1_webhooks__webhook_id__deliveries_get: {
+        parameters: {
+            query?: {
+                /** @description the last id of the previous page */
+                after?: string | null;
+                /** @description page size */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListPage_WebhookDeliveryPublic_"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    enable_webhook_v1_webhooks__webhook_id__enable_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookPublic"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

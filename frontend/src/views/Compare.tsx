@@ -4,6 +4,7 @@ import { api, type Job, type MethodInfo, type MetricPoint } from "../api";
 import { Chart, PALETTE, type Series } from "../components/Chart";
 import { elapsed, StatusBadge } from "../components/JobBits";
 import { components } from "../components/MemoryChart";
+import { selectionOf, ShareBar, targetColour } from "../components/Selection";
 import { bytes, count, duration, num, percent } from "../format";
 import { useLive, useLoad } from "../hooks";
 import { jobBudget, useMethods } from "../methods";
@@ -41,6 +42,8 @@ export function CompareView({ ids }: { ids: string[] }) {
     { label: `${label(job, methods)} train`, color: colour(i), points: metrics.filter((p) => p.train_loss !== null).map((p) => [p.step, p.train_loss!] as [number, number]) },
     { label: `${label(job, methods)} eval`, color: colour(i), dashed: true, points: metrics.filter((p) => p.eval_loss !== null).map((p) => [p.step, p.eval_loss!] as [number, number]) },
   ]).filter((s) => s.points.length);
+  const chose = rows.map(({ job }) => ({ job, sel: selectionOf(job.metrics) })).filter((r) => r.sel);
+  const shareTargets = [...new Set(chose.flatMap(({ sel }) => Object.keys(sel!.by_target)))];
   const accSeries: Series[] = rows.map(({ job }, i) => ({
     label: label(job, methods), color: colour(i),
     points: typeof job.metrics?.eval_accuracy === "number" && job.trainable_params ? [[job.trainable_params, job.metrics.eval_accuracy as number]] : [],
@@ -96,6 +99,23 @@ export function CompareView({ ids }: { ids: string[] }) {
               ))}
             </tbody>
           </table>
+          {chose.length > 0 && (
+            <table class="compare" aria-label="Share of the chosen parameters by target">
+              <caption>What the selecting jobs chose: share of their trained parameters per target</caption>
+              <thead>
+                <tr><th scope="col">Job</th>{shareTargets.map((t) => <th scope="col" class="num"><span class="swatch" style={{ background: targetColour(shareTargets, t) }} /> {t}</th>)}<th scope="col">Shares</th></tr>
+              </thead>
+              <tbody>
+                {chose.map(({ job, sel }) => (
+                  <tr data-job-id={job.id}>
+                    <th scope="row"><a href={`#/jobs/${job.id}`}>{label(job, methods)}</a></th>
+                    {shareTargets.map((t) => <td class="num" data-target={t} data-share={sel!.by_target[t]?.share ?? ""}>{sel!.by_target[t] ? percent(sel!.by_target[t].share) : "—"}</td>)}
+                    <td><ShareBar shares={sel!.by_target} targets={shareTargets} /></td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
           <div class="charts">
             <Chart title="Loss curves" xLabel="step" series={lossSeries} empty="None of these jobs has recorded a loss yet." height={260} />
             <Chart title="Eval accuracy vs trainable parameters" xLabel="trainable parameters (log scale)" logX mode="points"

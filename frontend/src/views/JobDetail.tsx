@@ -9,6 +9,7 @@ import { Artifacts } from "../components/Artifacts";
 import { EventLog } from "../components/EventLog";
 import { Chart, type Series } from "../components/Chart";
 import { Heatmap } from "../components/Heatmap";
+import { selectionOf, SelectionSummary } from "../components/Selection";
 import { elapsed, JobProgress, StatusBadge } from "../components/JobBits";
 import { MemoryChart, type MemoryColumn } from "../components/MemoryChart";
 import { count, duration, num, percent, time } from "../format";
@@ -48,6 +49,8 @@ function estimateFor(j: Job, method: string) {
   if (own && Object.keys(j.method_options ?? {}).length) p.method_options = JSON.stringify(j.method_options);
   if (j.training_dataset) p.training_dataset = j.training_dataset;
   if (j.hyperparameters.gradient_checkpointing) p.gradient_checkpointing = "true";
+  const accumulation = Number(j.hyperparameters.gradient_accumulation_steps ?? 1);
+  if (accumulation > 1) p.gradient_accumulation_steps = accumulation;
   return api.estimate(j.model, p);
 }
 
@@ -106,7 +109,9 @@ export function JobDetailView({ id }: { id: string }) {
   if (ref && refEst.data) memCols.push({ label: `${methodLabel(ref.id)[0]}, estimated`, memory: refEst.data.memory, measured: false, color: "#9ca3af" });
   const selects = !!(j.memory?.selection || ownEst.data?.memory.selection);  // a selection warm-up ran, or would
   const m = j.metrics ?? {};
+  const selection = selectionOf(j.metrics);
   const acc = typeof m.eval_accuracy === "number" ? m.eval_accuracy : null;
+  const best = m.best && typeof m.best === "object" ? m.best as { metric: string; value: number; step: number } : null;
   const hpText = Object.entries(j.hyperparameters).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k} ${v}`).join(", ");
   const optText = Object.entries(j.method_options ?? {}).map(([k, v]) => `${k} ${v}`).join(", ");
 
@@ -142,6 +147,8 @@ export function JobDetailView({ id }: { id: string }) {
         <dt>Trainable params</dt><dd data-trainable-params={j.trainable_params ?? ""}>{count(j.trainable_params)}{j.trainable_params && j.total_params ? ` of ${count(j.total_params)} (${percent(j.trainable_params / j.total_params, 3)})` : ""}</dd>
         <dt>Data</dt><dd>{j.training_dataset}{j.validation_dataset ? `, validation ${j.validation_dataset}` : j.holdout_fraction ? `, ${percent(j.holdout_fraction, 0)} held out for evaluation` : ""}</dd>
         <dt>Hyperparameters</dt><dd>{hpText}, seed {j.seed}</dd>
+        {best && <><dt>Best evaluation</dt><dd data-best-step={best.step}>{best.metric} {best.value.toFixed(4)} at step {best.step}: adapter-best.safetensors, served and merged</dd></>}
+        {j.stopped_early && <><dt>Stopped early</dt><dd data-stopped-early="true">after step {j.steps_completed} of {j.total_steps}: no better {best?.metric ?? "evaluation"} for {String(j.hyperparameters.early_stopping_patience)} evaluations</dd></>}
         <dt>Created</dt><dd>{time(j.created_at)}</dd>
         <dt>Started</dt><dd>{time(j.started_at)}</dd>
         <dt>Finished</dt><dd>{time(j.finished_at)}</dd>
@@ -169,6 +176,7 @@ export function JobDetailView({ id }: { id: string }) {
         {memCols.length ? <MemoryChart columns={memCols} /> : <p class="empty">Memory figures appear once the run reports them.</p>}
       </section>
 
+      {selection && <SelectionSummary selection={selection} />}
       {selects && <Blocks job={j} />}
       <Artifacts job={j} />
       <EventLog job={j} />

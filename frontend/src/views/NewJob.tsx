@@ -46,7 +46,7 @@ export function NewJobView() {
   const { estimates, errors } = useEstimates(methods, {
     model: form.model, budget: parseBudget(form.budgetText), targets: form.targets, batchSize: form.hp.batch_size,
     maxSeqLen: form.hp.max_seq_len, dataset: form.trainDs, checkpointing: form.checkpointing, method: form.method,
-    options: typedOptions(spec, form.opts),
+    options: typedOptions(spec, form.opts), accumulation: form.hp.gradient_accumulation_steps,
   });
 
   const submit = async (e: Event) => {

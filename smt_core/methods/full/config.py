@@ -11,6 +11,7 @@ class FullSpec(FixedSpec):
     name = "full"
     order = 50
     engine = "smt_core.methods.full.model:FullMethod"
+    default_learning_rate, large_model_learning_rate = 5e-5, 2e-5  # as FullMethod's (see its notes)
     trains_base = True
 
     def trainable(self, geometry: Geometry) -> int:

@@ -28,6 +28,7 @@ class LoraSpec(MethodSpec):
     order = 30
     config = LoraOptions
     engine = "smt_core.methods.lora.model:LoraMethod"
+    default_learning_rate, large_model_learning_rate = 1e-3, 2e-4  # as LoraMethod's (DoraMethod too)
     reads_inputs = True
     magnitude = False  # DoRA also trains a magnitude per output row
 

@@ -66,6 +66,7 @@ class SMTSpec(MethodSpec):
     order = 10
     config = SMTConfig
     engine = "smt_core.methods.smt.model:SMTMethod"
+    default_learning_rate, large_model_learning_rate = 1e-3, 1e-4  # as SMTMethod's (see its notes)
     selects_blocks = True
 
     def plan(self, geometry: Geometry, budget: int | None, config: SMTConfig) -> Plan:

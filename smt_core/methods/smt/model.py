@@ -245,7 +245,8 @@ class SMTMethod(Method):
     def report(self, model: nn.Module) -> dict[str, Any]:
         n = sum(b.size for b in self.chosen)
         return {"trainable_params": n, "delta_nonzeros": n, "blocks": len(self.chosen),
-                "block_size": self.block_size, "selection_bytes": self.selection_bytes}
+                "block_size": self.block_size, "selection_bytes": self.selection_bytes,
+                "selection": selection_summary(self.sites, self.chosen)}
 
     def blocks_report(self) -> dict[str, Any] | None:
         if not self.sites:
@@ -262,3 +263,39 @@ class SMTMethod(Method):
                 modules.append({"name": site.name, "layer": site.layer, "target": part.target,
                                 "rows": part.rows, "cols": site.in_features, "blocks": blocks})
         return {"block_size": self.block_size, "modules": modules}
+
+
+def _tally(counts: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+    """{target: [blocks, params]} → {target: {blocks, params, share}}, share of these params (0 when none)."""
+    total = sum(params for _, params in counts.values())
+    return {t: {"blocks": nb, "params": np_, "share": np_ / total if total else 0.0}
+            for t, (nb, np_) in counts.items()}
+
+
+def selection_summary(sites: list[Site], chosen: list[Block]) -> dict[str, Any]:
+    """What SMT chose, as numbers (``metrics.selection``): blocks, parameters and share per target and per
+    layer. Why: the SMT paper's central observation is that V takes most of the budget; this makes that
+    visible per job (dashboard summary, compare view) without reading the block table. Every targeted
+    matrix is listed, chosen or not (a zero says "never picked"). ``by_target`` shares are of all chosen
+    parameters; a layer's ``share`` is of all chosen parameters too, its ``by_target`` shares of that
+    layer's own — each set sums to 1 (when anything was chosen)."""
+    by_target: dict[str, list[int]] = {}
+    layers: dict[int, dict[str, list[int]]] = {}
+    for site in sites:
+        for part in site.parts:
+            by_target.setdefault(part.target, [0, 0])
+            layers.setdefault(site.layer, {}).setdefault(part.target, [0, 0])
+    for b in chosen:
+        site = sites[b.site]
+        target = site.parts[b.part].target
+        for counts in (by_target[target], layers[site.layer][target]):
+            counts[0] += 1
+            counts[1] += b.size
+    total = sum(params for _, params in by_target.values())
+    by_layer = []
+    for layer in sorted(layers):
+        nb = sum(c[0] for c in layers[layer].values())
+        params = sum(c[1] for c in layers[layer].values())
+        by_layer.append({"layer": layer, "blocks": nb, "params": params,
+                         "share": params / total if total else 0.0, "by_target": _tally(layers[layer])})
+    return {"by_target": _tally(by_target), "by_layer": by_layer}

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from smt_core.base import Method, PrepareContext, add_to_weight, replace_module
+from smt_core.methods.snell import artifact
 from smt_core.methods.snell.config import SPEC, SnellConfig
 from smt_core.methods.snell.kernel import EPS, P, n_keep
 from smt_core.methods.snell.layer import SnellLayer
@@ -84,14 +85,14 @@ class SnellMethod(Method):
 
     # -- artifact ------------------------------------------------------------------------------------
     def adapter_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Per part: the materialised ΔWˢ (bitmask or indices, fp32 values, sha256 — ``artifact``'s format,
+        README "The SNELL artifact") and the factors (what a reload trains on from)."""
         out: dict[str, torch.Tensor] = {}
         for layer in self.layers(model):
             for part in layer.parts:
                 key = f"{layer.site_name}.{part.target}.snell_"
-                dense = layer.materialise(part)
-                idx = dense.nonzero().t()  # (2, nnz) row-major order, (out, in) orientation of the part
-                out[key + "indices"] = idx.to(torch.int32).contiguous().cpu()
-                out[key + "values"] = dense[idx[0], idx[1]].contiguous().cpu()
+                # (out, in) orientation of the part
+                out.update({key + k: v for k, v in artifact.encode(layer.materialise(part)).items()})
                 out[key + "A"] = layer.snell_A[part.target].detach().contiguous().cpu()
                 out[key + "B"] = layer.snell_B[part.target].detach().contiguous().cpu()
                 if self.config.learn_coefficients:
@@ -124,7 +125,7 @@ class SnellMethod(Method):
                     coeffs = tensors.get(key + "coefficients", torch.tensor(info.get("coefficients",
                                                                                       COEFFICIENTS)))
                     layer.snell_c[part.target].copy_(coeffs)
-                stored = _densify(tensors, key, part.rows, layer.in_features).to(layer.weight.device)
+                stored = artifact.dense(tensors, key, part.rows, layer.in_features).to(layer.weight.device)
                 flipped = int((layer.materialise(part) != stored.to(torch.float32)).sum())
                 if flipped:
                     warnings.warn(f"snell: {key[:-1]} recomputes {flipped} entries differently from the "
@@ -138,29 +139,25 @@ class SnellMethod(Method):
         for site in sites:
             for part in site.parts:
                 key = f"{site.name}.{part.target}.snell_"
-                delta = _densify(tensors, key, part.rows, site.in_features)
+                delta = artifact.dense(tensors, key, part.rows, site.in_features)
                 add_to_weight(site, part.row0, delta.to(site.weight_out_in().device))
 
     def sparse_deltas(self, model: nn.Module, sites: list[Site], tensors: dict[str, torch.Tensor],
                       info: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The stored ΔWˢ as entries (served in place, SHiRA export), from either stored layout; a part
+        with a checksum is verified first (the decode is dense for that moment, one matrix at a time)."""
         out = {}
         for site in sites:
             idx, vals = [], []
             for part in site.parts:
                 key = f"{site.name}.{part.target}.snell_"
-                i = tensors[key + "indices"].to(torch.int64)
+                if key + "delta_sha256" in tensors:
+                    artifact.dense(tensors, key, part.rows, site.in_features)
+                i, v = artifact.entries(tensors, key, part.rows, site.in_features)
                 idx.append(torch.stack([i[0] + part.row0, i[1]]))
-                vals.append(tensors[key + "values"])
+                vals.append(v)
             out[site.name] = (torch.cat(idx, dim=1), torch.cat(vals))
         return out
-
-
-def _densify(tensors: dict[str, torch.Tensor], key: str, rows: int, cols: int) -> torch.Tensor:
-    """The stored sparse ΔWˢ of one part as a dense (rows, cols) matrix."""
-    idx, vals = tensors[key + "indices"].to(torch.int64), tensors[key + "values"]
-    dense = torch.zeros(rows, cols, dtype=vals.dtype)
-    dense[idx[0], idx[1]] = vals
-    return dense
 
 
 def _rank_from(tensors: dict[str, torch.Tensor], sites: list[Site]) -> int:
