@@ -18,7 +18,7 @@ from tests import factories
 from tests.api.fixtures import ROOT
 from tests.e2e.test_http import free_port
 from tests.e2e.test_inference_e2e import check_serves_the_secret_word, secret_rows
-from tests.helpers import read_up_banner
+from tests.helpers import read_up_banner, wait_for
 
 BIN = str(Path(ROOT) / ".venv" / "bin" / "sparsetune")
 
@@ -28,6 +28,37 @@ def cli(env: dict, *args: str, timeout: float = 240) -> subprocess.CompletedProc
 
 
 @pytest.mark.timeout(420)
+def check_openai_fine_tuning(client, job: dict, data: Path) -> None:
+    """The job through OpenAI's fine-tuning routes on `up`, and a second job made from an uploaded file and
+    cancelled through the pinned SDK: every object strictly valid under the SDK's own types."""
+    from openai.types import FileObject, Model
+    from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+    from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+
+    def strict(cls, obj):
+        return cls.model_validate(obj.to_dict(), strict=True)
+
+    ft = strict(FineTuningJob, client.fine_tuning.jobs.retrieve(job["id"]))
+    assert ft.status == "succeeded" and ft.fine_tuned_model == job["fine_tuned_model"]
+    assert ft.method.type == "supervised" and ft.organization_id
+    events = client.fine_tuning.jobs.list_events(job["id"], limit=100).data
+    assert events and all(strict(FineTuningJobEvent, e) for e in events)
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job["id"]).data
+    assert [strict(FineTuningJobCheckpoint, c).fine_tuned_model_checkpoint for c in checkpoints] == [
+        job["fine_tuned_model"]]
+    assert job["fine_tuned_model"] in [strict(Model, m).id for m in client.models.list().data]
+
+    with data.open("rb") as fh:
+        file = strict(FileObject, client.files.create(file=fh, purpose="fine-tune"))
+    made = strict(FineTuningJob, client.fine_tuning.jobs.create(
+        model=job["model"], training_file=file.id, suffix="sdk",
+        method={"type": "smt", "smt": {"budget": 0.2, "hyperparameters": {"n_epochs": 1}}}))
+    assert made.status in ("queued", "running") and made.training_file == file.id
+    strict(FineTuningJob, client.fine_tuning.jobs.cancel(made.id))
+    wait_for(lambda: client.fine_tuning.jobs.retrieve(made.id).status == "cancelled", 120, 0.5,
+             "the SDK-made job to be cancelled")
+
+
 def test_up_embedded_with_jobs_commands(tiny_llama_dir, tmp_path):
     port = free_port()
     home = tmp_path / "home"
@@ -73,9 +104,10 @@ def test_up_embedded_with_jobs_commands(tiny_llama_dir, tmp_path):
 
         job = json.loads(cli(env, "jobs", "show", job_id, "--json").stdout)
         assert job["status"] == "succeeded" and job["steps_completed"] == 8
-        check_serves_the_secret_word(env["SPARSETUNE_API_URL"], key, job)  # through up's inference process
+        client = check_serves_the_secret_word(env["SPARSETUNE_API_URL"], key, job)  # up's inference process
         listed = json.loads(cli(env, "--json", "jobs", "list").stdout)
         assert [j["id"] for j in listed["data"]] == [job_id]
+        check_openai_fine_tuning(client, job, data)
 
         out = tmp_path / "adapter.safetensors"
         r = cli(env, "jobs", "download", job_id, "adapter.safetensors", "--out", str(out), "--json")
