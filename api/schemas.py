@@ -151,6 +151,10 @@ class JobCreate(Strict):
     method_options: dict[str, Any] = Field(default_factory=dict, max_length=16)
     seed: int = from_definition(hp.SEED)
     suffix: str | None = Field(default=None, max_length=64)
+    init_from: str | None = Field(default=None, max_length=40,
+                                  description="Continue this succeeded job of yours: same model, method, targets "
+                                              "and budget; training starts from its adapter, with a fresh "
+                                              "optimizer and learning-rate schedule.")
     # as OpenAI's: at most 16 keys of up to 64 characters, string values of up to 512, and (since other JSON
     # values are kept too) at most METADATA_MAX_BYTES as JSON
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=METADATA_MAX_KEYS)
@@ -236,6 +240,7 @@ class JobPublic(BaseModel):
     estimated_memory: int | None = None  # estimated peak training bytes per device, as shown before launch
     worker: str | None = Field(default=None, validation_alias="worker_id")  # the worker that claimed it last
     merge_status: MergeStatus | None = None  # merged.tar, once asked for
+    init_from: str | None = None  # the job this one continues (its lineage)
     # said at creation, e.g. that no pool had a live worker (the job waits queued)
     warnings: Annotated[list[str], BeforeValidator(_none_as_empty)] = []
     # read from the row, never shown: a deleted fine-tuned model (DELETE /v1/models/{id}) has no name

@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.errors import invalid
+from api.errors import APIError, invalid
 from api.schemas import JobCreate
 from service import catalog, quotas, storable
-from service.models import Dataset
+from service.models import Dataset, Job, JobStatus
 from service.settings import get_settings
 from service.storable import is_plausible_id
 from smt_core.estimate import ModelShape, model_shape, plan
@@ -95,6 +95,48 @@ def check_spec(model: str, method: str, budget: int | float | None, targets: lis
     return shape, budget
 
 
+def _same_budget(a: Any, b: Any, shape: ModelShape | None) -> bool:
+    """Budgets as the engine reads them: 0.01 and the count it resolves to on this model are the same."""
+    if a == b:
+        return True
+    if a is None or b is None or shape is None:
+        return False
+    try:
+        return resolve_budget(a, shape.total_params) == resolve_budget(b, shape.total_params)
+    except ConfigError:
+        return False
+
+
+def _check_init_from(session: Session, owner_id: str, body: JobCreate, shape: ModelShape | None,
+                     datasets: list[Dataset | None]) -> None:
+    """A continued job needs a succeeded parent of the same owner (another's or a missing one: 404, as
+    everywhere) with the same model, method, targets and budget (its adapter must fit: 422 naming
+    init_from), and no labels its classification head never had. ``selection`` only means something here."""
+    if body.init_from is None:
+        if "selection" in body.method_options:
+            raise invalid("method_options.selection", "only applies when continuing a job (init_from)")
+        return
+    parent = session.get(Job, body.init_from) if is_plausible_id(body.init_from) else None
+    if parent is None or parent.owner_id != owner_id:
+        raise APIError(404, f"no job {body.init_from!r}", param="init_from")
+    if parent.status != JobStatus.succeeded:
+        raise invalid("init_from", f"job {parent.id} is {parent.status.value}: only a succeeded job can be continued")
+    wrong = [f"{name} {theirs!r} (this job: {ours!r})" for name, theirs, ours in (
+        ("model", parent.model, body.model), ("method", parent.method, body.method),
+        ("targets", sorted(parent.targets), sorted(body.targets))) if theirs != ours]
+    if not _same_budget(parent.budget, body.budget, shape):
+        wrong.append(f"budget {parent.budget!r} (this job: {body.budget!r})")
+    if wrong:
+        raise invalid("init_from", f"job {parent.id} differs: " + "; ".join(wrong))
+    known = session.get(Dataset, parent.training_dataset_id) if parent.training_dataset_id else None
+    if known is not None and known.label_names is not None:
+        new = sorted({label for ds in datasets if ds is not None for label in ds.label_names or []}
+                     - set(known.label_names))
+        if new:
+            raise invalid("init_from", f"labels {new} are not among job {parent.id}'s {known.label_names}: its "
+                          "classification head has no rows for them")
+
+
 def validate_job(session: Session, owner_id: str, body: JobCreate) -> dict[str, Any]:
     """Return the resolved hyperparameters; raise APIError(422) naming the first bad field."""
     shape, _ = check_spec(body.model, body.method, body.budget, list(body.targets), body.method_options)
@@ -105,6 +147,7 @@ def validate_job(session: Session, owner_id: str, body: JobCreate) -> dict[str, 
                       f"classification data only, not {train.format}")
     if val is not None and train is not None and val.format != train.format:
         raise invalid("validation_dataset", f"format {val.format} differs from the training set's {train.format}")
+    _check_init_from(session, owner_id, body, shape, [train, val])
     hp = body.hyperparameters.model_dump()
     if hp["steps"] is None and hp["epochs"] is None:
         hp["epochs"] = DEFAULT_EPOCHS  # what the engine runs; stored, so the job says it

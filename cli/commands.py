@@ -122,6 +122,8 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
         body["validation_dataset"] = args.validation_dataset
     if args.suffix:
         body["suffix"] = args.suffix
+    if getattr(args, "init_from", None):
+        body["init_from"] = args.init_from
     return body
 
 
@@ -274,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_hyperparameters(j)
     j.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE")
     j.add_argument("--suffix")
+    j.add_argument("--init-from", dest="init_from", metavar="JOB_ID",
+                   help="continue this succeeded job (same model, method, targets and budget): start from its "
+                        "adapter with a fresh optimizer and learning-rate schedule")
     j.add_argument("--idempotency-key")
     j.set_defaults(handler=cmd_jobs_create)
     j = jobs.add_parser("list")

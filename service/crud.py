@@ -85,7 +85,7 @@ def create_job(session: Session, owner_id: str, body: JobCreate, hp: dict[str, A
               seed=body.seed, suffix=body.suffix, meta=dict(body.metadata), status=JobStatus.queued,
               created_at=now, idempotency_key=idempotency_key, request_hash=request_hash(body),
               idempotency_expires_at=now + IDEMPOTENCY_SECONDS if idempotency_key else None,
-              pool=pool, estimated_memory=estimated_memory)
+              pool=pool, estimated_memory=estimated_memory, init_from=body.init_from)
     session.add(job)
     try:
         session.flush()

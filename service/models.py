@@ -171,6 +171,8 @@ class Job(Base):
     warnings: Mapped[list[str] | None] = mapped_column(JSONType)
     # DELETE /v1/models/{fine_tuned_model}: the model is gone, the job stays (as at OpenAI)
     model_deleted_at: Mapped[float | None] = mapped_column(Double)
+    # the succeeded job (same owner) this one continues: its adapter is where training starts (issue 18)
+    init_from: Mapped[str | None] = mapped_column(String(40))
 
     @property
     def holdout_fraction(self) -> float | None:

@@ -123,6 +123,12 @@ class Method(ABC):
               info: dict[str, Any]) -> None:
         """Write a saved adapter into the base model's weights in place."""
 
+    def prepare_from(self, ctx: PrepareContext, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> nn.Module:
+        """Continue a finished run (``init_from``): the model to train starts as the parent's adapted model.
+        Why a hook of its own: most methods just load the parent's tensors as trainable ones (this default),
+        but SMT may choose its blocks again (``selection: fresh``)."""
+        return self.load(ctx.model, ctx.sites, tensors, info)
+
     @contextmanager
     def disabled(self, model: nn.Module) -> Iterator[None]:
         """Inside the block the adapted ``model`` gives exactly its base model's outputs; leaving it switches

@@ -47,6 +47,9 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
                    help="bf16: frozen weights in bf16 + bf16 autocast (trainable tensors stay fp32); auto (default, "
                         "or $SPARSETUNE_PRECISION): bf16 on a GPU with native bf16, else fp32")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint if present")
+    t.add_argument("--init-from", dest="init_from", metavar="DIR",
+                   help="continue a finished run: start from the adapter in DIR (same model, method, targets and "
+                        "budget); the optimizer and learning-rate schedule start afresh")
     t.add_argument("--out", required=True, help="output folder")
     t.set_defaults(handler=cmd_train)
 
@@ -73,7 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         spec = TrainSpec(model=args.model, train_data=args.data, eval_data=args.eval_data, method=args.method,
-                         method_options=_options(args.method_option), resume=args.resume, device=args.device,
+                         method_options=_options(args.method_option), resume=args.resume, init_from=args.init_from,
+                         device=args.device,
                          precision=args.precision, out_dir=args.out, **{h.name: getattr(args, h.name) for h in hp.ENGINE})
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

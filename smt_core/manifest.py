@@ -16,7 +16,8 @@ from typing import Any
 FORMAT = "sparsetune-adapter/1"
 KNOWN_KEYS = {"format", "engine_version", "libraries", "method", "method_options", "method_info", "targets",
               "budget", "budget_params", "trainable_params", "delta_nonzeros", "base_model", "task", "dataset",
-              "seed", "hyperparameters", "label_names", "metrics", "head_tensors", "created_at"}
+              "seed", "hyperparameters", "label_names", "metrics", "head_tensors", "created_at",
+              "init_from"}
 log = logging.getLogger(__name__)
 
 
@@ -47,8 +48,10 @@ class DataFacts:
 def build(*, libraries: dict[str, str], method: str, method_options: dict[str, Any], method_info: dict[str, Any],
           targets: list[str], budget: Any, budget_params: int | None, report: dict[str, Any],
           base_model: dict[str, Any], task: str, data: DataFacts, seed: int, hyperparameters: dict[str, Any],
-          label_names: list[str] | None, head_tensors: list[str], metrics: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of a finished run (every key in ``KNOWN_KEYS``)."""
+          label_names: list[str] | None, head_tensors: list[str], metrics: dict[str, Any],
+          init_from: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of a finished run (every key in ``KNOWN_KEYS``); ``init_from`` is the lineage of a
+    continued run (``{"job", "adapter_sha256"}`` of its parent), None for a run from the base model."""
     return {
         "format": FORMAT,
         "engine_version": libraries["sparsetune"],
@@ -70,6 +73,7 @@ def build(*, libraries: dict[str, str], method: str, method_options: dict[str, A
         "head_tensors": sorted(head_tensors),
         "metrics": metrics,
         "created_at": int(time.time()),
+        "init_from": init_from,
     }
 
 

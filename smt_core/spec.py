@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from smt_core import hyperparameters as hp
+from smt_core.methods.options import ConfigError
 
 LOGICAL_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 PRECISIONS = ("auto", "bf16", "fp32")  # TrainSpec.precision; the policy is smt_core/precision.py
@@ -49,6 +50,11 @@ class TrainSpec:
     # auto | bf16 | fp32 (smt_core/precision.py); None: $SPARSETUNE_PRECISION, else auto (bf16 on a GPU with
     # native bf16, fp32 elsewhere). bf16: frozen weights in bf16 and a bf16 autocast; trainable tensors fp32
     precision: str | None = None
+    # continue a finished run: a local adapter folder (adapter.safetensors + its manifest) whose base model,
+    # method, targets and budget this run shares; its tensors (and head) are the starting point, the optimizer
+    # and the learning-rate schedule are this run's own (smt_core/lineage.py)
+    init_from: str | None = None
+    init_from_job: str | None = None  # the parent's job id, for the manifest's lineage (the worker sets it)
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, str):
@@ -74,6 +80,9 @@ class TrainSpec:
         if self.batch_size % self.num_devices:
             raise ValueError(f"batch_size: {self.batch_size} must be divisible by num_devices "
                              f"({self.num_devices}): each device takes an equal share of every batch")
+        if "selection" in (self.method_options or {}) and not self.init_from:
+            # SMT's ``selection`` chooses what a continued run does with its parent's blocks: nothing to choose
+            raise ConfigError("selection", "only applies when continuing a finished run (init_from)")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smt_core import checkpoint, distributed, manifest, memory, precision
+from smt_core import checkpoint, distributed, lineage, manifest, memory, precision
 from smt_core.artifacts import BEST, HEAD_PREFIX, library_versions, save_adapter, save_tensors
 from smt_core.base import Method, PrepareContext
 from smt_core.best import Keeper
@@ -65,13 +65,8 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     it: each takes its share of every global batch and the summed gradients make the single-process update.
     Rank 0 alone evaluates, writes checkpoints and the artifact, and returns the metrics."""
     started = time.time()
-    run = _start(spec, cb)
+    run, data, base, enc, state = begin(spec, cb)
     cb = run.cb
-    cb.fire("on_phase", phase="loading")
-    data = load_data(spec)
-    base = load_base(spec, run, data)
-    enc = encode_data(spec, data, base)
-    state = prepare_or_resume(spec, run, base, enc)
     opt = build_optimizer(spec, run.method, state.model, base)
     keeper = Keeper(spec.metric_for_best, spec.early_stopping_patience)
     if state.resumed:
@@ -118,6 +113,21 @@ def train(spec: TrainSpec, cb: Callbacks) -> RunResult:
     return RunResult(metrics, run.out, files, state.blocks)
 
 
+def begin(spec: TrainSpec, cb: Callbacks) -> tuple[Run, Data, Base, TrainData, Prepared]:
+    """Phases 0–3: everything up to the model about to take its first step. Apart from :func:`train` so a test
+    can hold that model (a continued run's equals its parent's adapted model here)."""
+    run = _start(spec, cb)
+    run.cb.fire("on_phase", phase="loading")
+    data = load_data(spec)
+    if run.parent is not None:  # a continued run keeps the parent's labels (its head's rows), in its order
+        data.label_names = lineage.check_labels(run.parent, data.fmt, data.label_names)
+    base = load_base(spec, run, data)
+    if run.parent is not None:
+        start_from_parent(spec, run, base)
+    enc = encode_data(spec, data, base)
+    return run, data, base, enc, prepare_or_resume(spec, run, base, enc)
+
+
 def trained_tensors(run: Run, base: Base, state: Prepared) -> dict[str, torch.Tensor]:
     """What the adapter file holds: the method's tensors and a new classification head's."""
     trained = dict(run.method.adapter_tensors(state.model))
@@ -159,6 +169,7 @@ class Run:
     method: Method
     policy: precision.Precision
     out: Path
+    parent: lineage.Parent | None = None  # the run this one continues (spec.init_from)
 
 
 def _start(spec: TrainSpec, cb: Callbacks) -> Run:
@@ -176,7 +187,8 @@ def _start(spec: TrainSpec, cb: Callbacks) -> Run:
     policy = precision.resolve(spec.precision, device)  # bf16 frozen weights + autocast, or fp32
     if policy.warning:
         shared.fire("on_log", message=policy.warning, level="warning")
-    return Run(shared, cb, world, rank, main, device, method, policy, out)
+    parent = lineage.open_parent(spec.init_from, spec.init_from_job) if spec.init_from else None
+    return Run(shared, cb, world, rank, main, device, method, policy, out, parent)
 
 
 # ---- phase 1: data ---------------------------------------------------------------------------------------
@@ -245,6 +257,20 @@ def load_base(spec: TrainSpec, run: Run, data: Data) -> Base:
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
     return Base(model, tok, ref, task, head_named, base_params, base_param_count(model), budget)
+
+
+def start_from_parent(spec: TrainSpec, run: Run, base: Base) -> None:
+    """A continued run: refuse a parent of another base model, method, targets or budget, and carry its
+    classification head over (the method's tensors go in at prepare)."""
+    assert run.parent is not None
+    lineage.check_fits(run.parent, method=spec.method, model_id=base.ref.id, model_sha256=weights_sha256(base.ref),
+                       targets=list(spec.targets), budget_params=base.budget)
+    missing = sorted(set(run.parent.head) ^ set(base.head_named))
+    if missing:
+        raise lineage.ConfigError("init_from", f"the parent's classification head does not fit: {missing[:4]}")
+    with torch.no_grad():
+        for name, value in run.parent.head.items():
+            base.head_named[name].copy_(value.to(base.head_named[name].dtype))
 
 
 @dataclass
@@ -339,7 +365,12 @@ def prepare_or_resume(spec: TrainSpec, run: Run, base: Base, enc: TrainData) -> 
                                                                 spec.batch_size, rank=run.rank, world=run.world),
                          loss_fn=amp_loss_fn(run), steps_per_epoch=enc.plan.steps_per_epoch,
                          head_parameters=base.head, total_steps=enc.total_steps)
-    model = run.method.prepare(ctx)
+    if run.parent is not None:
+        model = run.method.prepare_from(ctx, run.parent.tensors, run.parent.manifest.get("method_info") or {})
+        run.cb.fire("on_log", level="info", message="continuing from the parent adapter "
+                    f"{run.parent.sha256[:12]} (job {run.parent.job or 'unknown'}): fresh optimizer and schedule")
+    else:
+        model = run.method.prepare(ctx)
     blocks = run.method.blocks_report()
     if blocks is not None:
         run.cb.fire("on_selection", **blocks)
@@ -505,4 +536,4 @@ def run_manifest(spec: TrainSpec, run: Run, data: Data, base: Base, enc: TrainDa
                          "eval_every": spec.eval_every, "metric_for_best": spec.metric_for_best,
                          "early_stopping_patience": spec.early_stopping_patience},
         label_names=data.label_names, head_tensors=[k for k in trained if k.startswith(HEAD_PREFIX)],
-        metrics=metrics)
+        metrics=metrics, init_from=run.parent.lineage() if run.parent is not None else None)

@@ -52,6 +52,23 @@ def _write_dataset(s, ds_id: str | None, path: Path) -> str | None:
     return str(path)
 
 
+def _write_parent_adapter(s, job: Job, work: Path) -> str | None:
+    """The folder holding the adapter of the job this one continues (``init_from``): the one its
+    fine_tuned_model serves — ``adapter-best.safetensors`` when the parent kept a best, else its last —
+    copied as ``adapter.safetensors`` (its manifest travels in the file's metadata)."""
+    if not job.init_from:
+        return None
+    from smt_core.artifacts import ADAPTER, BEST
+
+    artifact = s.get(Artifact, (job.init_from, BEST)) or s.get(Artifact, (job.init_from, ADAPTER))
+    if artifact is None:
+        raise ValueError(f"init_from: job {job.init_from} has no adapter (deleted?)")
+    folder = work / "parent"
+    folder.mkdir(parents=True, exist_ok=True)
+    get_store().read_to_file(s, artifact.blob_id, folder / ADAPTER)
+    return str(folder)
+
+
 def build_spec(job: Job, work: Path, s) -> Any:
     """The TrainSpec of a job row. Its hyperparameters as stored, with the one definition's defaults
     (smt_core/hyperparameters.py) for keys added since the row was written; num_devices > 1 makes
@@ -69,7 +86,8 @@ def build_spec(job: Job, work: Path, s) -> Any:
         model=_model_source(job.model), train_data=_write_dataset(s, job.training_dataset_id, work / "train.jsonl"),
         eval_data=_write_dataset(s, job.validation_dataset_id, work / "eval.jsonl"), method=job.method,
         out_dir=str(out), budget=job.budget, targets=list(job.targets), method_options=dict(job.method_options),
-        seed=job.seed, resume=resumed_at is not None, checkpoint_every=get_settings().checkpoint_every, **hp)
+        seed=job.seed, resume=resumed_at is not None, checkpoint_every=get_settings().checkpoint_every,
+        init_from=_write_parent_adapter(s, job, work), init_from_job=job.init_from, **hp)
 
 
 def _store_artifacts(job_id: str, token: int, files: dict[str, Path], metrics: dict[str, Any]) -> None:

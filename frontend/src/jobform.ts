@@ -1,5 +1,5 @@
 // The new-job form's values (strings, as typed) and the job body they make.
-import type { MethodInfo } from "./api";
+import type { Job, MethodInfo } from "./api";
 import { parseBudget, typedOptions } from "./methods";
 
 export interface Hyper {
@@ -12,6 +12,7 @@ export interface Hyper {
 export interface JobForm {
   model: string; trainDs: string; validDs: string; method: string; budgetText: string; targets: string[];
   hp: Hyper; checkpointing: boolean; opts: Record<string, string>; suffix: string;
+  initFrom: string;  // the succeeded job this one continues ("" : none)
 }
 
 export const INITIAL_FORM: JobForm = {
@@ -19,8 +20,20 @@ export const INITIAL_FORM: JobForm = {
   model: "", trainDs: "", validDs: "", method: "", budgetText: "0.01", targets: ["q", "k", "v"],
   hp: { epochs: "1", steps: "", learning_rate: "", batch_size: "8", max_seq_len: "256", lr_warmup_steps: "0", seed: "0", num_devices: "1",
         gradient_accumulation_steps: "1", eval_every: "0", metric_for_best: "", early_stopping_patience: "" },
-  checkpointing: false, opts: {}, suffix: "",
+  checkpointing: false, opts: {}, suffix: "", initFrom: "",
 };
+
+/** The form for continuing ``parent`` (its "Continue" button): the same model, method, targets, budget and
+ * options, and init_from set; the data and steps are the user's to pick. */
+export function continueForm(parent: Job): JobForm {
+  const opts: Record<string, string> = {};
+  for (const [k, v] of Object.entries(parent.method_options ?? {})) if (v !== null && v !== undefined) opts[`${parent.method}.${k}`] = String(v);
+  return {
+    ...INITIAL_FORM, model: parent.model, method: parent.method, targets: [...parent.targets],
+    budgetText: parent.budget === null ? INITIAL_FORM.budgetText : String(parent.budget), opts, initFrom: parent.id,
+    validDs: "", trainDs: "", suffix: parent.suffix ?? "",
+  };
+}
 
 export type SetForm = (patch: Partial<JobForm>) => void;
 
@@ -47,6 +60,6 @@ export function jobBody(form: JobForm, spec: MethodInfo | undefined): Record<str
     model: form.model, training_dataset: form.trainDs, validation_dataset: form.validDs || null, method: form.method,
     budget: spec?.uses_budget === false ? null : parseBudget(form.budgetText), targets: form.targets,
     hyperparameters: h, method_options: typedOptions(spec, form.opts), seed: Number(hp.seed) || 0,
-    suffix: form.suffix.trim() || null,
+    suffix: form.suffix.trim() || null, init_from: form.initFrom || null,
   };
 }

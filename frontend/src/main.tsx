@@ -26,7 +26,7 @@ function LiveBadge() {
 function route(hash: string) {
   const path = hash.replace(/^#/, "").split("?")[0];
   const params = new URLSearchParams(hash.split("?")[1] ?? "");
-  if (path === "/jobs/new") return <NewJobView />;
+  if (path === "/jobs/new") return <NewJobView from={params.get("from")} />;
   const m = path.match(/^\/jobs\/(job_[\w-]+)$/);
   if (m) return <JobDetailView id={m[1]} />;
   if (path === "/workers") return <WorkersView />;

@@ -1544,6 +1544,11 @@ export interface components {
              */
             budget: number | null;
             hyperparameters?: components["schemas"]["Hyperparameters"];
+            /**
+             * Init From
+             * @description Continue this succeeded job of yours: same model, method, targets and budget; training starts from its adapter, with a fresh optimizer and learning-rate schedule.
+             */
+            init_from?: string | null;
             /** Metadata */
             metadata?: {
                 [key: string]: unknown;
@@ -1631,6 +1636,8 @@ export interface components {
             };
             /** Id */
             id: string;
+            /** Init From */
+            init_from?: string | null;
             /** Memory */
             memory: {
                 [key: string]: unknown;

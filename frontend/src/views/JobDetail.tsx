@@ -128,6 +128,10 @@ export function JobDetailView({ id }: { id: string }) {
         {j.status === "succeeded" && (
           <a class="button" href={`#/playground?job=${j.id}`} title="Prompt the fine-tuned model beside its base model">Try it in the playground</a>
         )}
+        {j.status === "succeeded" && (
+          <a class="button" href={`#/jobs/new?from=${j.id}`} data-continue={j.id}
+             title="A new job that starts from this one's adapter: same model, method, targets and budget; you pick the data and steps">Continue</a>
+        )}
         {!ACTIVE.includes(j.status) && (
           <>
             <button type="button" class="danger" onClick={remove}>{confirmDelete ? "Delete job and its artifacts" : "Delete job"}</button>
@@ -140,6 +144,7 @@ export function JobDetailView({ id }: { id: string }) {
       {j.status === "queued" && (j.warnings ?? []).map((w) => <p class="warning" role="status">{w}</p>)}
       <JobProgress job={j} />
       <dl class="facts">
+        {j.init_from && <><dt>Lineage</dt><dd data-init-from={j.init_from}>continued from job <a href={`#/jobs/${j.init_from}`}><code>{j.init_from}</code></a></dd></>}
         <dt>Model</dt><dd>{j.model}</dd>
         <dt>Method</dt><dd>{j.method}{optText ? ` (${optText})` : ""}</dd>
         <dt>Budget</dt><dd>{jobBudget(j, methods)}</dd>

@@ -11,10 +11,10 @@ import { OptionFields } from "../components/OptionFields";
 import { useEstimates } from "../estimates";
 import { newId } from "../format";
 import { useLoad } from "../hooks";
-import { budgetError, INITIAL_FORM, jobBody, type JobForm } from "../jobform";
+import { budgetError, continueForm, INITIAL_FORM, jobBody, type JobForm } from "../jobform";
 import { parseBudget, typedOptions, useMethods } from "../methods";
 
-export function NewJobView() {
+export function NewJobView({ from }: { from?: string | null } = {}) {
   const models = useLoad(() => api.models(), []);
   const datasets = useLoad(() => api.datasets(), []);
   const methodList = useMethods();
@@ -23,6 +23,12 @@ export function NewJobView() {
   const [submitting, setSubmitting] = useState(false);
   const idem = useRef(newId());
   const set = (patch: Partial<JobForm>) => setForm((f) => ({ ...f, ...patch }));
+  const parent = useLoad(async () => (from ? api.job(from) : null), [from]);
+  // "Continue" on a finished job: its model, method, targets, budget and options, with init_from set
+  useEffect(() => {
+    const p = parent.data;
+    if (p) setForm((f) => ({ ...continueForm(p), trainDs: f.trainDs }));
+  }, [parent.data?.id]);
 
   const modelList = (models.data?.data ?? []).filter((m) => m.job == null); // base models only: fine-tuned ones are for inference
   const dsList = datasets.data?.data ?? [];
@@ -75,6 +81,15 @@ export function NewJobView() {
   return (
     <section aria-labelledby="new-title">
       <h1 id="new-title">New job</h1>
+      {parent.error && <p class="error" role="alert">Could not load job {from}: {parent.error}</p>}
+      {form.initFrom && (
+        <p class="note" data-init-from={form.initFrom}>
+          Continues job <a href={`#/jobs/${form.initFrom}`}><code>{form.initFrom}</code></a>: it starts from that job's
+          adapter, so its model, method, targets and budget stay the same; pick the data and steps. The optimizer and
+          the learning-rate schedule start afresh.{" "}
+          <button type="button" class="link" onClick={() => set({ initFrom: "" })}>Start from the base model instead</button>
+        </p>
+      )}
       <form onSubmit={submit} class="newjob" noValidate>
         <DataFields form={form} set={set} models={modelList} datasets={dsList} reloadDatasets={datasets.reload} />
         <MethodFields form={form} set={set} methods={methods} budgetError={badBudget}

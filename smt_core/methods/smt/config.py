@@ -11,6 +11,7 @@ from smt_core.methods.spec import Geometry, MethodSpec, Plan
 
 SCORES = ("mean_abs_sum", "abs_mean", "l1", "l2")
 POOLS = ("global", "attention_mlp")
+SELECTIONS = ("reuse", "fresh")  # a continued run (init_from): the parent's blocks, or a new warm-up
 BLOCK_CAP = 256  # the default block size is the largest power of two up to this dividing every targeted side …
 MIN_DIVIDING_BLOCK = 16  # … unless that is below this: then RAGGED_BLOCK, with ragged edge blocks
 RAGGED_BLOCK = 64
@@ -42,6 +43,12 @@ class SMTConfig(MethodConfig):
         "integer", 20, minimum=0, maximum=MAX_STEPS_OPTION, bounded_by_max_steps=True,
         help="Classification only: steps that train the new head alone before the warm-up, so the gradients "
              "that pick the blocks are not noise from a random head (0: none).")
+    selection: str | None = option(
+        "string", None, enum=SELECTIONS,
+        help="Only when continuing a finished job (init_from): reuse keeps the parent's blocks and values and "
+             "runs no warm-up; fresh runs the warm-up again on the parent's adapted model and starts the blocks "
+             "chosen again from the parent's values (zeros elsewhere). Default: reuse when continuing; refused "
+             "otherwise.")
 
 
 def default_block_size(geometry: Geometry) -> int:

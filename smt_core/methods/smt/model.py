@@ -76,6 +76,32 @@ class SMTMethod(Method):
         self._inject(ctx.model, self.chosen)
         return ctx.model
 
+    def prepare_from(self, ctx: PrepareContext, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> nn.Module:
+        """Continue a parent run. ``reuse`` (the default): the parent's block table and values, no warm-up.
+        ``fresh``: the warm-up runs on the parent's adapted model (its blocks folded into the weights, which
+        are restored exactly afterwards), and each block chosen again starts from the parent's values, a new
+        one from zeros. The parent's head is trained already: no head-only steps."""
+        if (self.config.selection or "reuse") == "reuse":
+            return self.load(ctx.model, ctx.sites, tensors, info)
+        self.sites = ctx.sites
+        self.block_size = self.plan(ctx.sites, ctx.budget).block_size
+        parent, parent_values = self._blocks_from_tensors(ctx.sites, tensors)
+        saved = {id(s): s.module.weight.detach().clone() for s in ctx.sites}
+        try:
+            self.merge(ctx.model, ctx.sites, tensors, info)  # the gradients are the parent's adapted model's
+            grad_sums = self._warm_up(ctx)
+        finally:
+            with torch.no_grad():
+                for s in ctx.sites:
+                    s.module.weight.copy_(saved[id(s)])
+        del saved
+        chosen, self.candidates = select(ctx.sites, grad_sums, ctx.budget, self.block_size,
+                                         self.config.score, self.config.pools)
+        self.chosen = [Block(*b) for b in distributed.broadcast_json([dataclasses.astuple(b) for b in chosen])]
+        del grad_sums
+        self._inject(ctx.model, self.chosen, _carried_values(self.chosen, parent, parent_values))
+        return ctx.model
+
     def _train_head(self, ctx: PrepareContext) -> None:
         """A new classification head is random; train it alone first so warm-up gradients carry signal."""
         assert ctx.batches is not None and ctx.loss_fn is not None
@@ -263,6 +289,24 @@ class SMTMethod(Method):
                 modules.append({"name": site.name, "layer": site.layer, "target": part.target,
                                 "rows": part.rows, "cols": site.in_features, "blocks": blocks})
         return {"block_size": self.block_size, "modules": modules}
+
+
+def _carried_values(chosen: list[Block], parent: list[Block],
+                    parent_values: dict[tuple[int, int], torch.Tensor]) -> dict[tuple[int, int], torch.Tensor]:
+    """Initial values per (site, part), in the (row, col) order :meth:`SMTMethod._inject` concatenates them:
+    a block the parent also had (same place and shape) keeps the parent's values, any other starts at zero."""
+    had: dict[tuple[int, int, int, int, int, int], torch.Tensor] = {}
+    offsets: dict[tuple[int, int], int] = {}
+    for b in parent:
+        off = offsets.get((b.site, b.part), 0)
+        had[(b.site, b.part, b.row, b.col, b.height, b.width)] = parent_values[(b.site, b.part)][off:off + b.size]
+        offsets[(b.site, b.part)] = off + b.size
+    parts: dict[tuple[int, int], list[torch.Tensor]] = {}
+    for b in sorted(chosen, key=lambda b: (b.site, b.part, b.row, b.col)):
+        value = had.get((b.site, b.part, b.row, b.col, b.height, b.width))
+        parts.setdefault((b.site, b.part), []).append(
+            value.float() if value is not None else torch.zeros(b.size, dtype=torch.float32))
+    return {key: torch.cat(vs) for key, vs in parts.items()}
 
 
 def _tally(counts: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
