@@ -212,11 +212,27 @@ def test_models_are_openai_model_objects_and_bases_cannot_be_deleted(sdk):
 @pytest.fixture(scope="module")
 def trainer(service_env, tiny_llama_dir, config_only_model, tmp_path_factory) -> Iterator[None]:
     set_models({"tiny-llama": str(tiny_llama_dir), "cfg-llama": str(config_only_model)})
+    _end_leftover_jobs()
     proc = start_worker({}, tmp_path_factory.mktemp("openai-worker") / "worker.log")
     try:
         yield
     finally:
         stop_process(proc, timeout=30)
+
+
+def _end_leftover_jobs() -> None:
+    """Jobs that earlier tests of this session created without a worker are still queued in the session's
+    database and queue: this module's worker (one job at a time, oldest first) would train them before ours and
+    the wait below would run out. They are not this module's: end them first."""
+    from sqlalchemy import update
+
+    from service.db import session_scope
+    from service.models import Job
+    from service.states import ACTIVE, JobStatus
+
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.status.in_(ACTIVE)).values(status=JobStatus.cancelled,
+                                                                   finished_at=time.time()))
 
 
 def _wait_finished(oa: openai.OpenAI, job_id: str, seen: list[str]) -> FineTuningJob:
