@@ -107,13 +107,16 @@ def _same_budget(a: Any, b: Any, shape: ModelShape | None) -> bool:
         return False
 
 
+SELECTION_OPTION = "selection"  # SMT's option (reuse | fresh) for a continued job; not the job phase
+
+
 def _check_init_from(session: Session, owner_id: str, body: JobCreate, shape: ModelShape | None,
                      datasets: list[Dataset | None]) -> None:
     """A continued job needs a succeeded parent of the same owner (another's or a missing one: 404, as
     everywhere) with the same model, method, targets and budget (its adapter must fit: 422 naming
     init_from), and no labels its classification head never had. ``selection`` only means something here."""
     if body.init_from is None:
-        if "selection" in body.method_options:
+        if SELECTION_OPTION in body.method_options:
             raise invalid("method_options.selection", "only applies when continuing a job (init_from)")
         return
     parent = session.get(Job, body.init_from) if is_plausible_id(body.init_from) else None
