@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
 from service.db import session_factory
-from service.models import Dataset, Job, Owner
+from service.models import Dataset, Job, Owner, Webhook
 from service.security import authenticate
 from service.storable import is_plausible_id
 
@@ -65,23 +65,29 @@ CurrentOwner = Annotated[Owner, Depends(get_current_owner)]
 # dependency in its own thread hop, and key plus row in one hop is cheaper. No route takes both a row and
 # CurrentOwner (it would authenticate twice).
 
-def get_owned_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep, creds: Credentials) -> Job:
-    """Another owner's job is indistinguishable from a missing one (404)."""
+def _owned(session: Session, creds: HTTPAuthorizationCredentials | None, table: type, row_id: str, what: str):
+    """The caller's row of ``table``; another owner's row is indistinguishable from a missing one (404)."""
     owner = owner_of(session, creds)
-    job = session.get(Job, job_id) if is_plausible_id(job_id) else None
-    if job is None or job.owner_id != owner.id:
-        raise not_found("job", job_id)
-    return job
+    row = session.get(table, row_id) if is_plausible_id(row_id) else None
+    if row is None or row.owner_id != owner.id:
+        raise not_found(what, row_id)
+    return row
+
+
+def get_owned_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep, creds: Credentials) -> Job:
+    return _owned(session, creds, Job, job_id, "job")
 
 
 def get_owned_dataset(dataset_id: Annotated[str, Path(max_length=64)], session: SessionDep,
                       creds: Credentials) -> Dataset:
-    owner = owner_of(session, creds)
-    ds = session.get(Dataset, dataset_id) if is_plausible_id(dataset_id) else None
-    if ds is None or ds.owner_id != owner.id:
-        raise not_found("dataset", dataset_id)
-    return ds
+    return _owned(session, creds, Dataset, dataset_id, "dataset")
+
+
+def get_owned_webhook(webhook_id: Annotated[str, Path(max_length=64)], session: SessionDep,
+                      creds: Credentials) -> Webhook:
+    return _owned(session, creds, Webhook, webhook_id, "webhook")
 
 
 JobDep = Annotated[Job, Depends(get_owned_job)]
 DatasetDep = Annotated[Dataset, Depends(get_owned_dataset)]
+WebhookDep = Annotated[Webhook, Depends(get_owned_webhook)]

@@ -4,13 +4,12 @@ Delivery itself is the workers' (worker/webhooks.py); how and why: service/webho
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter
 from sqlalchemy import func, select, update
 
-from api.deps import Credentials, CurrentOwner, SessionDep, owner_of
-from api.errors import APIError, not_found
+from api.deps import CurrentOwner, SessionDep, WebhookDep
+from api.errors import APIError
 from api.routes.common import AfterQuery, LimitQuery, errors
 from api.schemas import Deleted, ListPage, WebhookCreate, WebhookCreated, WebhookDeliveryPublic, WebhookPublic
 from service import crud, webhook_urls, webhooks
@@ -18,23 +17,9 @@ from service.models import Webhook, WebhookDelivery, WebhookMessage
 from service.security import new_id
 from service.settings import get_settings
 from service.states import WebhookMessageState, WebhookStatus
-from service.storable import is_plausible_id
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 MAX_WEBHOOKS_PER_OWNER = 20
-
-
-def get_owned_webhook(webhook_id: Annotated[str, Path(max_length=64)], session: SessionDep,
-                      creds: Credentials) -> Webhook:
-    """Another owner's webhook is indistinguishable from a missing one (404)."""
-    owner = owner_of(session, creds)
-    hook = session.get(Webhook, webhook_id) if is_plausible_id(webhook_id) else None
-    if hook is None or hook.owner_id != owner.id:
-        raise not_found("webhook", webhook_id)
-    return hook
-
-
-WebhookDep = Annotated[Webhook, Depends(get_owned_webhook)]
 
 
 @router.post("", status_code=201, response_model=WebhookCreated, responses=errors(400, 409))
