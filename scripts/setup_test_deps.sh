@@ -12,3 +12,6 @@ fi
 . .venv/bin/activate
 python -c "import playwright, importlib.metadata as m; assert m.version('playwright') == '$PLAYWRIGHT'" 2>/dev/null \
   || python -m pip install -q "playwright==$PLAYWRIGHT"
+# Docker for tests/compose (docker.io, docker-compose, debootstrap; dockerd started). Where it cannot be set up
+# (no root) the compose test skips, except under CI=true, where it fails.
+scripts/setup_docker.sh || echo "setup_test_deps: no Docker here; tests/compose will skip (fail under CI=true)" >&2
