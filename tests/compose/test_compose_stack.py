@@ -4,7 +4,8 @@ Builds the images from the repository's Dockerfile on base images made here from
 is reachable: docker/bases/build.sh), starts the whole stack (Postgres, Redis, migrate, API, worker,
 inference), uploads a dataset, trains a small SMT job on the packaged MiniLM through the API, restarts the
 worker container mid-job and sees the job resume from its checkpoint and succeed, downloads the adapter and
-checks its sha256, then ``down -v``. Skips on a machine without a Docker daemon; under CI (``CI=true``) a
+checks its sha256, asks the fine-tuned model for predictions (served by the inference container), then
+``down -v``. Skips on a machine without a Docker daemon; under CI (``CI=true``) a
 missing daemon fails the run. ``make compose-test`` runs only this module.
 """
 
@@ -166,6 +167,14 @@ def test_an_smt_job_survives_a_worker_restart_and_its_adapter_downloads_intact(s
         assert digest == r.headers["x-checksum-sha256"] == listing["adapter.safetensors"]["sha256"]
         config = http.get(f"/v1/jobs/{job_id}/artifacts/adapter_config.json", headers=auth).json()
         assert config["method"] == "smt"
+
+        # the API forwards to the inference container, which serves the adapter on its copy of MiniLM
+        texts = [r["text"] for r in factories.classification_rows(4, seed=1)]
+        r = http.post(f"/v1/jobs/{job_id}/predict", headers=auth, json={"texts": texts}, timeout=120)
+        assert r.status_code == 200, r.text
+        predictions = r.json()["data"]
+        assert len(predictions) == 4 and all(p["label"] in config["label_names"] for p in predictions)
+        assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in predictions)
 
 
 def _record_sizes(stack: Stack) -> None:
