@@ -360,9 +360,9 @@ def test_default_learning_rate_moves_to_the_papers_rate_on_large_models():
     from smt_core.registry import get_method
 
     smt, lora = get_method("smt"), get_method("lora")
-    assert smt.learning_rate_for(135_000_000) == smt.default_learning_rate == 1e-3
+    assert smt.learning_rate_for(135_000_000) == smt.default_learning_rate == 3e-3
     assert smt.learning_rate_for(7_000_000_000) == pytest.approx(1e-4)
     assert smt.learning_rate_for(70_000_000_000) == pytest.approx(1e-4)
     mid = smt.learning_rate_for(1_200_000_000)
-    assert 1e-4 < mid < 1e-3 and lora.learning_rate_for(1_200_000_000) > 2e-4
+    assert 1e-4 < mid < 3e-3 and lora.learning_rate_for(1_200_000_000) > 2e-4
     assert get_method("head").learning_rate_for(7_000_000_000) == get_method("head").default_learning_rate

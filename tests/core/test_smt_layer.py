@@ -227,3 +227,27 @@ def test_default_block_size_divides_sides():
     assert default_block_size([site(576, 576), site(192, 576)]) == 64
     assert default_block_size([site(384, 384)]) == 128
     assert default_block_size([site(768 * 3, 768)]) == 256
+
+
+def test_the_default_block_size_is_the_largest_the_budget_buys_enough_of():
+    """With a budget: the largest dividing power of two of which the budget buys MIN_BLOCKS blocks (the
+    ablation in bench/NOTES.md), else the smallest dividing one; the plan uses the same rule."""
+    from smt_core.methods.smt.config import MIN_BLOCKS, SPEC, SMTConfig
+    from smt_core.methods.smt.config import default_block_size as rule
+    from smt_core.methods.spec import Geometry, Module
+
+    def geometry(shapes, copies):
+        mods = tuple(Module(f"m{i}", cols, rows, (("q", rows),)) for i in range(copies) for rows, cols in shapes)
+        return Geometry(mods, 10**9)
+
+    minilm = geometry([(384, 384)], 18)  # q, k, v of 6 layers
+    one_percent = 227_132
+    assert rule(minilm) == 128  # no budget: the largest dividing power of two, as before
+    assert rule(minilm, one_percent) == 32 and one_percent // (32 * 32) >= MIN_BLOCKS > one_percent // (64 * 64)
+    assert rule(minilm, 40 * one_percent) == 128  # a large budget buys enough big blocks
+    assert rule(minilm, 4096) == 16  # too small for MIN_BLOCKS of any: the smallest dividing block
+    assert rule(geometry([(576, 576), (192, 576)], 30), 1_345_000) == 64  # SmolLM2 at 1%
+    assert rule(geometry([(4096, 4096)], 96), 67_000_000) == 256  # LLaMA-7B at 1%: the paper's
+    assert rule(geometry([(100, 100)], 1), 5000) == 64  # no power of two >= 16 divides 100: ragged 64
+    assert SPEC.plan(minilm, one_percent, SMTConfig()).block_size == 32
+    assert SPEC.plan(minilm, one_percent, SMTConfig(block_size=128)).block_size == 128  # an explicit size wins

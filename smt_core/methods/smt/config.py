@@ -14,6 +14,9 @@ POOLS = ("global", "attention_mlp")
 SELECTIONS = ("reuse", "fresh")  # a continued run (init_from): the parent's blocks, or a new warm-up
 BLOCK_CAP = 256  # the default block size is the largest power of two up to this dividing every targeted side …
 MIN_DIVIDING_BLOCK = 16  # … unless that is below this: then RAGGED_BLOCK, with ragged edge blocks
+# … of which the budget buys at least this many blocks: on MiniLM / SST-2 at 1% (bench/NOTES.md, "Ablation"),
+# 221 blocks of 32 beat 55 of 64 and 13 of 128 by 1.7-2.4 points; LLaMA-7B at 1% still gets the paper's 256
+MIN_BLOCKS = 200
 RAGGED_BLOCK = 64
 MAX_STEPS_OPTION = 10_000_000
 
@@ -25,8 +28,9 @@ class SMTConfig(MethodConfig):
     block_size: int | None = option(
         "integer", None, minimum=1, maximum=4096,
         help="Side of the square blocks. Default: the largest power of two <= 256 dividing every targeted side "
-             "(64 on SmolLM2, 128 on MiniLM, 256 on GPT-2), or 64 when that is below 16; sides a block size "
-             "does not divide get ragged edge blocks.")
+             "of which the budget buys at least 200 blocks (at a 1% budget: 32 on MiniLM, 64 on SmolLM2 and "
+             "GPT-2, 256 on LLaMA-7B), else the smallest such power >= 16; 64 when none >= 16 divides them. "
+             "Sides a block size does not divide get ragged edge blocks.")
     selection_steps: int | None = option(
         "integer", None, minimum=1, maximum=MAX_STEPS_OPTION, bounded_by_max_steps=True,
         help="Warm-up steps whose gradients are summed to score blocks. Default: 10% of the job's steps, at "
@@ -51,16 +55,24 @@ class SMTConfig(MethodConfig):
              "otherwise.")
 
 
-def default_block_size(geometry: Geometry) -> int:
-    """The largest power of two <= BLOCK_CAP dividing every targeted side; RAGGED_BLOCK if that is below
-    MIN_DIVIDING_BLOCK (tiny blocks would make selection slow and the block table large)."""
+def default_block_size(geometry: Geometry, budget: int | None = None) -> int:
+    """The largest power of two <= BLOCK_CAP dividing every targeted side of which the budget buys at least
+    MIN_BLOCKS blocks (else the smallest such power >= MIN_DIVIDING_BLOCK; with no budget, the largest);
+    RAGGED_BLOCK if no power of two >= MIN_DIVIDING_BLOCK divides them (tiny blocks would make selection slow
+    and the block table large)."""
     g = 0
     for rows, cols in geometry.matrices:
         g = math.gcd(math.gcd(g, rows), cols)
-    b = 1
-    while b * 2 <= BLOCK_CAP and g % (b * 2) == 0:
+    dividing = []
+    b = MIN_DIVIDING_BLOCK
+    while b <= BLOCK_CAP and g % b == 0:
+        dividing.append(b)
         b *= 2
-    return b if b >= MIN_DIVIDING_BLOCK else RAGGED_BLOCK
+    if not dividing:
+        return RAGGED_BLOCK
+    if budget is None:
+        return dividing[-1]
+    return next((b for b in reversed(dividing) if budget // (b * b) >= MIN_BLOCKS), dividing[0])
 
 
 def _edge(side: int, b: int) -> int:
@@ -73,7 +85,7 @@ class SMTSpec(MethodSpec):
     order = 10
     config = SMTConfig
     engine = "smt_core.methods.smt.model:SMTMethod"
-    default_learning_rate, large_model_learning_rate = 1e-3, 1e-4  # as SMTMethod's (see its notes)
+    default_learning_rate, large_model_learning_rate = 3e-3, 1e-4  # as SMTMethod's (see its notes)
     selects_blocks = True
 
     def plan(self, geometry: Geometry, budget: int | None, config: SMTConfig) -> Plan:
@@ -81,7 +93,7 @@ class SMTSpec(MethodSpec):
         every targeted weight). Exact when the block size divides every side; with ragged edge blocks the
         count depends on which blocks win, and this counts whole blocks."""
         budget = self.needs_budget(budget)
-        b = config.block_size or default_block_size(geometry)
+        b = config.block_size or default_block_size(geometry, budget)
         mats = geometry.matrices
         if not mats:
             raise ConfigError("targets", "smt needs at least one targeted projection")

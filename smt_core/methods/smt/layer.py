@@ -102,11 +102,20 @@ class FoldedBlockLinearFn(torch.autograd.Function):
 
 
 def _block_grads(g2: torch.Tensor, col_slices: list[torch.Tensor], blocks) -> torch.Tensor:
-    """∂Δ of every block, flat in the values' order: ∂y[:, rows]ᵀ @ x[:, cols] (fp32 accumulation)."""
-    parts = []
-    for (r0, _c0, h, w), xs in zip(blocks, col_slices, strict=True):
-        xs2 = xs.reshape(-1, w).to(g2.dtype)  # (tokens, w)
-        parts.append((g2[:, r0:r0 + h].t() @ xs2).float().reshape(-1))  # (h*w,)
+    """∂Δ of every block, flat in the values' order: ∂y[:, rows]ᵀ @ x[:, cols] (fp32 accumulation).
+
+    Blocks over the same input columns share one product (their output rows side by side), so the number of
+    small matrix products is the number of distinct column ranges, not of blocks: small blocks stay cheap."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (_r0, c0, _h, w) in enumerate(blocks):
+        groups.setdefault((c0, w), []).append(i)
+    parts: list[torch.Tensor | None] = [None] * len(blocks)
+    for (_c0, w), members in groups.items():
+        xs2 = col_slices[members[0]].reshape(-1, w).to(g2.dtype)  # (tokens, w): the same columns for all
+        rows = [g2[:, blocks[i][0]:blocks[i][0] + blocks[i][2]] for i in members]
+        grads = ((rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)).t() @ xs2).float()  # (Σh, w)
+        for i, piece in zip(members, grads.split([blocks[i][2] for i in members]), strict=True):
+            parts[i] = piece.reshape(-1)
     return torch.cat(parts)
 
 
