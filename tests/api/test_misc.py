@@ -83,9 +83,9 @@ print("clean")
 def test_estimate_takes_the_method_options_a_job_would_use(client, auth):
     base = "/v1/models/cfg-llama/estimate?method=smt&budget=1600"
     default = client.get(base, headers=auth).json()["trainable_params"]
-    small = client.get(base + '&method_options={"block_size": 16}', headers=auth).json()["trainable_params"]
-    assert small % 256 == 0 and 1600 - 256 < small <= 1600, "16×16 blocks fill the budget to within one block"
-    assert small != default
+    assert default == 1536  # the default rule: 1600 buys no 200 blocks of any size, so the smallest, 16×16
+    big = client.get(base + '&method_options={"block_size": 32}', headers=auth).json()["trainable_params"]
+    assert big == 1024, "32×32 blocks fill the budget to within one block"
     bad = client.get(base + '&method_options={"bogus": 1}', headers=auth)
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "method_options.bogus"
     assert client.get(base + "&method_options=[1]", headers=auth).json()["error"]["param"] == "method_options"
