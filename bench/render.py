@@ -295,11 +295,18 @@ def claims_section(good: list[dict], cfg: dict, engine: dict | None) -> list[str
             + [f"| {c} | {m} | {v} |" for c, m, v in rows] + [""])
 
 
-def render_markdown(results: list[dict], engine: dict | None, plots: list[Path], md_dir: Path) -> str:
+def render_markdown(results: list[dict], engine: dict | None, plots: list[Path], md_dir: Path,
+                    study: list[str] | None = None) -> str:
     good = ok(results)
     lines = ["# Benchmark results", "",
-             "Made by `bench/replicate.py` (fine-tuning through `smt_core.run`, scoring the saved adapter) and "
-             "`bench/render.py`. Every number below was measured by the commands listed; nothing is typed in.", ""]
+             "Made by `bench/ablate.py` (the powered comparison and ablation), `bench/replicate.py` (the papers' "
+             "claims at small scale: every method, 30 steps) — both fine-tune through `smt_core.run` and score "
+             "the saved adapter — and `bench/render.py`. Every number below was measured by the commands "
+             "listed; nothing is typed in.", ""]
+    lines += study or []
+    if study:
+        lines += ["## The papers' claims at small scale (bench/replicate.py: SmolLM2-135M, 30 steps, 150 test "
+                  "items, one seed)", ""]
     if not good:
         lines += ["No successful runs yet.", ""]
     cfg = good[0]["config"] if good else {}
@@ -443,7 +450,11 @@ def main(argv: list[str] | None = None) -> None:
         if compare:
             plots.append(plot_memory(compare, folder / "memory_by_component.png"))
     md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(render_markdown(results, latest_engine(Path(args.engine_dir)), plots, md.parent.resolve()))
+    sys.path.insert(0, str(BENCH))
+    import study_report  # bench/study_report.py: the powered comparison of bench/ablate.py
+
+    study = study_report.section(md.parent.resolve()) if folder.resolve() == (BENCH / "results").resolve() else []
+    md.write_text(render_markdown(results, latest_engine(Path(args.engine_dir)), plots, md.parent.resolve(), study))
     print(f"wrote {md} ({len(good)} of {len(results)} runs ok)", file=sys.stderr)
 
 

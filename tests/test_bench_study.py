@@ -1,0 +1,65 @@
+"""bench/study_report.py: the powered comparison's tables are computed from bench/ablate.py's result JSONs.
+
+Synthetic results (a few test items per run) check what the report derives from them: the paired difference
+against SMT, the validation-chosen learning rate, the quietest seed's wall time, and the targets' verdicts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+import study_report  # noqa: E402
+
+
+def result(name: str, seed: int, test: list[int], val: list[int], lr: float, wall: float,
+           load: float = 1.0) -> dict:
+    return {"name": name, "seed": seed, "status": "ok", "test_correct": test, "val_correct": val,
+            "test_acc": sum(test) / len(test), "val_acc": sum(val) / len(val), "wall_seconds": wall,
+            "loadavg": [load, load], "hyperparameters": {"learning_rate": lr},
+            "memory": {"weights": 2**20, "trainable": 0, "gradients": 0, "optimizer": 0, "activations": 2**20}}
+
+
+@pytest.fixture()
+def res() -> dict[str, dict[int, dict]]:
+    ones, half = [1, 1, 1, 1], [1, 1, 0, 0]
+    return {
+        "topic.smt-shipped": {0: result("topic.smt-shipped", 0, ones, half, 3e-3, 12.0),
+                              1: result("topic.smt-shipped", 1, ones, half, 3e-3, 30.0, load=4.0)},
+        "topic.lora-default": {0: result("topic.lora-default", 0, half, half, 1e-3, 10.0)},
+        "topic.full-default": {0: result("topic.full-default", 0, [1, 1, 1, 0], half, 5e-5, 40.0)},
+        "topic.lora-lr3e-3": {0: result("topic.lora-lr3e-3", 0, [1, 0, 0, 0], ones, 3e-3, 10.0)},
+    }
+
+
+def test_task_section_measures_against_smt_and_names_the_validation_choice(res):
+    lines, figures = study_report.task_section(res, "topic")
+    text = "\n".join(lines)
+    assert figures["smt_minus_lora"] == pytest.approx(50.0)
+    assert figures["smt_minus_full"] == pytest.approx(25.0)
+    assert figures["wall_ratio"] == pytest.approx(1.2)  # the quiet seed's 12 s, not the shared one's 30 s
+    lora_row = next(line for line in lines if "| lora-default |" in line)
+    assert "-50.0" in lora_row and "| 2 |" in lora_row  # Δ vs SMT; memory 2 MB
+    assert "topic.lora-lr3e-3 (val-best)" in text  # its validation accuracy (100%) beats the default's (50%)
+    assert study_report.val_best(res, "topic", "smt") == "topic.smt-shipped"
+
+
+def test_sst2_smt_sweep_ignores_rows_that_pin_the_old_defaults(res):
+    sst = {"smt-shipped": res["topic.smt-shipped"], "smt-lr1e-2": res["topic.lora-lr3e-3"]}
+    assert study_report.val_best(sst, "sst2", "smt") == "smt-shipped"
+    sst["sst2.smt-lr1e-2"] = res["topic.lora-lr3e-3"]
+    assert study_report.val_best(sst, "sst2", "smt") == "sst2.smt-lr1e-2"
+
+
+def test_targets_report_what_was_missed():
+    good = study_report.targets_table({"a": {"smt_minus_lora": 0.4, "smt_minus_full": -0.2, "wall_ratio": 1.1},
+                                       "b": {"smt_minus_lora": 0.0, "smt_minus_full": -0.9, "wall_ratio": 1.0}})
+    assert not any("**missed**" in line for line in good)
+    bad = study_report.targets_table({"a": {"smt_minus_lora": -0.6, "smt_minus_full": -1.5, "wall_ratio": 1.3},
+                                      "b": {"smt_minus_lora": 1.0, "smt_minus_full": 0.0, "wall_ratio": 1.0}})
+    missed = [line for line in bad if "**missed**" in line]
+    assert len(missed) == 4
