@@ -44,6 +44,8 @@ from service.models import Artifact, Dataset, Event, Job, MetricPoint
 from service.states import EventType, JobStatus
 from smt_core import hyperparameters as hp
 from smt_core.estimate import model_shape
+from smt_core.methods.options import ConfigError
+from smt_core.methods.spec import resolve_budget
 from smt_core.registry import get_spec, served_specs
 
 SUPERVISED = "supervised"
@@ -54,13 +56,19 @@ NATIVE_HP = {"n_epochs": "epochs", "learning_rate_multiplier": "learning_rate"} 
 EXTRA_HP = ("steps", "max_seq_len", "lr_warmup_steps", "num_devices", "gradient_checkpointing")
 
 
-def default_learning_rate(model: str, method: str, total_params: int | None = None) -> float:
-    """The method's default rate for this base model, as the engine picks it (smaller on larger models); the
-    model's size from the job once it ran, else from its config.json (none: the small-model rate)."""
+def default_learning_rate(model: str, method: str, total_params: int | None = None,
+                          budget: float | int | None = None) -> float:
+    """The method's default rate for this base model and budget, as the engine picks it (smaller on larger
+    models; SMT's also on larger budgets); the model's size from the job once it ran, else from its
+    config.json (none: the small-model rate at the default budget)."""
     if not total_params:
         cfg = catalog.model_config(model)
         total_params = model_shape(cfg).total_params if cfg else 0
-    return get_spec(method).learning_rate_for(total_params)
+    try:
+        budget_params = resolve_budget(budget, total_params) if budget is not None and total_params else None
+    except ConfigError:
+        budget_params = None  # job validation names the bad budget
+    return get_spec(method).learning_rate_for(total_params, budget_params)
 
 
 def _method_choice(body: FineTuningJobCreate) -> tuple[str, Any, OpenAIHyperparameters | None, str]:
@@ -88,7 +96,7 @@ def _method_choice(body: FineTuningJobCreate) -> tuple[str, Any, OpenAIHyperpara
 
 
 def _native_hyperparameters(model: str, method: str, given: OpenAIHyperparameters | None,
-                            prefix: str) -> dict[str, Any]:
+                            prefix: str, budget: float | int | None = None) -> dict[str, Any]:
     """OpenAI's hyperparameters as the native ones; ``auto`` and absent values are left to the native defaults."""
     out: dict[str, Any] = {}
     if given is None:
@@ -98,7 +106,7 @@ def _native_hyperparameters(model: str, method: str, given: OpenAIHyperparameter
     if isinstance(given.batch_size, int):
         out["batch_size"] = given.batch_size
     if isinstance(given.learning_rate_multiplier, float | int):
-        rate = given.learning_rate_multiplier * default_learning_rate(model, method)
+        rate = given.learning_rate_multiplier * default_learning_rate(model, method, budget=budget)
         if not 0 < rate <= (hp.LEARNING_RATE.maximum or math.inf):
             raise APIError(400, f"{prefix}.learning_rate_multiplier: gives a learning rate of {rate:g}, over "
                            f"{hp.LEARNING_RATE.maximum}", param=f"{prefix}.learning_rate_multiplier")
@@ -116,7 +124,8 @@ def job_create_of(body: FineTuningJobCreate) -> tuple[JobCreate, dict[str, str]]
     native: dict[str, Any] = {
         "model": body.model, "training_dataset": body.training_file, "validation_dataset": body.validation_file,
         "method": method, "suffix": body.suffix, "metadata": dict(body.metadata or {}),
-        "hyperparameters": _native_hyperparameters(body.model, method, given, hp_prefix)}
+        "hyperparameters": _native_hyperparameters(body.model, method, given, hp_prefix,
+                                                   ours.budget if ours is not None else None)}
     if body.seed is not None:
         native["seed"] = body.seed
     if ours is not None:
@@ -166,7 +175,7 @@ def hyperparameters_of(session: Session, job: Job) -> FineTuningHyperparametersP
     rate = h.get("learning_rate")
     multiplier = 1.0
     if rate:
-        multiplier = float(f"{rate / default_learning_rate(job.model, job.method, job.total_params):.6g}")
+        multiplier = float(f"{rate / default_learning_rate(job.model, job.method, job.total_params, job.budget):.6g}")
     return FineTuningHyperparametersPublic(n_epochs=_n_epochs(session, job, h), batch_size=int(h["batch_size"]),
                                            learning_rate_multiplier=multiplier)
 

@@ -84,9 +84,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "smt-shipped": {**COMMON, "method": "smt"},  # today's defaults, nothing pinned
     "smt-shipped-head0": {**COMMON, "method": "smt", "method_options": {"head_steps": 0}},
     "smt-shipped-head0-sel6": {**COMMON, "method": "smt", "method_options": {"head_steps": 0, "selection_steps": 6}},
-    "smt-shipped-b0.25": {**COMMON, "method": "smt", "budget": 0.0025},
-    "smt-shipped-b4": {**COMMON, "method": "smt", "budget": 0.04},
-    # the learning rate against the budget: 3e-3 * sqrt(1% / budget)
+    # the learning rate against the budget: 3e-3 at every budget (shipped until the rule below), then the
+    # rule that ships now, 3e-3 * sqrt(1% / budget) (6e-3 at 0.25%, 1.5e-3 at 4%), pinned explicitly
+    "smt-b0.25-lr3e-3": {**COMMON, "method": "smt", "budget": 0.0025, "learning_rate": 3e-3},
+    "smt-b4-lr3e-3": {**COMMON, "method": "smt", "budget": 0.04, "learning_rate": 3e-3},
     "smt-shipped-b0.25-lr6e-3": {**COMMON, "method": "smt", "budget": 0.0025, "learning_rate": 6e-3},
     "smt-shipped-b4-lr1.5e-3": {**COMMON, "method": "smt", "budget": 0.04, "learning_rate": 1.5e-3},
     # learning rates around each default (smt (then)/lora 1e-3, full 5e-5)

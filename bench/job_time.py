@@ -4,10 +4,12 @@ A job's time is what a user waits for: process start, model load, SMT's head ste
 training, evaluation, saving. Each job runs as its own ``sparsetune train`` process; the methods are
 interleaved round-robin ``--repeats`` times so that a slow spell of the machine falls on all of them.
 Extra arms run SMT with a fixed warm-up length (``smt@N``: ``selection_steps=N``), e.g. the old default of
-one whole epoch, to show what the warm-up cap costs or saves in time and accuracy.
+one whole epoch, to show what the warm-up cap costs or saves in time and accuracy, or with other method
+options (``smt+head_steps=0``, several joined by ``+``).
 
     python bench/job_time.py                                   # MiniLM / SST-2, 2 epochs, smt vs lora
     python bench/job_time.py --arms smt,lora,smt@63 --repeats 2
+    python bench/job_time.py --task topic --epochs 1           # bench/ablate.py's topic split (train / test)
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def sst2_rows(n: int, seed: int) -> list[dict]:
 
 def run_arm(arm: str, args: argparse.Namespace, data: Path, held: Path | None, work: Path, seed: int) -> dict:
     """One ``sparsetune train`` process; returns its wall time and metrics."""
-    method, _, warmup = arm.partition("@")
-    out = work / f"{arm.replace('@', '_')}-{time.time_ns()}"
+    method, *options = arm.split("+")
+    method, _, warmup = method.partition("@")
+    out = work / f"{arm.replace('@', '_').replace('+', '_').replace('=', '')}-{time.time_ns()}"
     cmd = [str(Path(sys.executable).parent / "sparsetune"), "train", "--model", args.model, "--data", str(data),
            "--method", method, "--budget", str(args.budget), "--epochs", str(args.epochs),
            "--batch-size", str(args.batch_size), "--seed", str(seed), "--out", str(out), "--json"]
@@ -51,6 +54,8 @@ def run_arm(arm: str, args: argparse.Namespace, data: Path, held: Path | None, w
         cmd += ["--eval", str(held)]
     if warmup:
         cmd += ["--method-option", f"selection_steps={warmup}"]
+    for option in options:
+        cmd += ["--method-option", option]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.perf_counter() - t0
@@ -64,6 +69,8 @@ def run_arm(arm: str, args: argparse.Namespace, data: Path, held: Path | None, w
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="sst2", choices=("sst2", "topic"),
+                    help="sst2 (the rows below) or bench/ablate.py's topic split (its train and test files)")
     ap.add_argument("--model", default="minilm-l6")
     ap.add_argument("--rows", type=int, default=504, help="SST-2 training rows (504 = 63 steps an epoch)")
     ap.add_argument("--eval-rows", type=int, default=300,
@@ -79,10 +86,17 @@ def main() -> None:
     arms = args.arms.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        pool = sst2_rows(args.rows + args.eval_rows, 0)  # one fixed split, whatever the training seed
-        data, held = work / "sst2.jsonl", work / "sst2-eval.jsonl"
-        data.write_text("".join(json.dumps(r) + "\n" for r in pool[:args.rows]))
-        held.write_text("".join(json.dumps(r) + "\n" for r in pool[args.rows:]))
+        if args.task == "sst2":
+            pool = sst2_rows(args.rows + args.eval_rows, 0)  # one fixed split, whatever the training seed
+            data, held = work / "sst2.jsonl", work / "sst2-eval.jsonl"
+            data.write_text("".join(json.dumps(r) + "\n" for r in pool[:args.rows]))
+            held.write_text("".join(json.dumps(r) + "\n" for r in pool[args.rows:]))
+        else:
+            sys.path.insert(0, str(ROOT / "bench"))
+            import ablate  # bench/ablate.py: the study's seeded splits
+
+            paths = ablate.splits(args.task)
+            data, held = paths["train"], paths["test"]
         rows = [run_arm(arm, args, data, held if args.eval_rows else None, work, args.seed + i)
                 for i in range(args.repeats) for arm in arms]
     summary = {}

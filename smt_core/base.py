@@ -92,10 +92,12 @@ class Method(ABC):
         return self.spec.plan(geometry, budget, self.config)
 
     @classmethod
-    def learning_rate_for(cls, base_params: int) -> float:
+    def learning_rate_for(cls, base_params: int, budget_params: int | None = None) -> float:
         """The default learning rate for a base model of ``base_params`` parameters (see
-        :func:`scaled_learning_rate`): the measured small-model rate, moving to the papers' 7B rate."""
-        return scaled_learning_rate(cls.default_learning_rate, cls.large_model_learning_rate, base_params)
+        :func:`scaled_learning_rate`): the measured small-model rate, moving to the papers' 7B rate; times
+        the spec's factor for the budget (SMT's moves with it)."""
+        return (scaled_learning_rate(cls.default_learning_rate, cls.large_model_learning_rate, base_params)
+                * cls.spec.budget_rate_factor(base_params, budget_params))
 
     @abstractmethod
     def prepare(self, ctx: PrepareContext) -> nn.Module:

@@ -110,9 +110,16 @@ class MethodSpec:
     default_learning_rate: ClassVar[float]  # measured here on models of ≤ 135M parameters
     large_model_learning_rate: ClassVar[float | None] = None  # the papers' rate on ~7B models
 
-    def learning_rate_for(self, base_params: int) -> float:
-        """The default learning rate the engine uses for a base model of ``base_params`` parameters."""
-        return scaled_learning_rate(self.default_learning_rate, self.large_model_learning_rate, base_params)
+    def learning_rate_for(self, base_params: int, budget_params: int | None = None) -> float:
+        """The default learning rate the engine uses for a base model of ``base_params`` parameters and a
+        budget of ``budget_params`` trainable parameters (None: the default budget)."""
+        return (scaled_learning_rate(self.default_learning_rate, self.large_model_learning_rate, base_params)
+                * self.budget_rate_factor(base_params, budget_params))
+
+    def budget_rate_factor(self, base_params: int, budget_params: int | None) -> float:
+        """What the default rate is multiplied by for this budget: 1 for a method whose best rate does not
+        move with its budget (the default)."""
+        return 1.0
 
     def parse(self, options: dict[str, Any] | None, *, parse_strings: bool = False) -> MethodConfig:
         """The config for ``options`` (ConfigError naming the option)."""

@@ -366,3 +366,18 @@ def test_default_learning_rate_moves_to_the_papers_rate_on_large_models():
     mid = smt.learning_rate_for(1_200_000_000)
     assert 1e-4 < mid < 3e-3 and lora.learning_rate_for(1_200_000_000) > 2e-4
     assert get_method("head").learning_rate_for(7_000_000_000) == get_method("head").default_learning_rate
+
+
+def test_smts_default_learning_rate_falls_as_its_budget_grows():
+    """sqrt(1% / budget), at most 2x the 1% rate; LoRA's rate does not depend on its budget."""
+    from smt_core.registry import get_method
+
+    smt, lora = get_method("smt"), get_method("lora")
+    n = 100_000_000
+    assert smt.learning_rate_for(n, n // 100) == smt.learning_rate_for(n) == 3e-3
+    assert smt.learning_rate_for(n, 4 * n // 100) == pytest.approx(1.5e-3)
+    assert smt.learning_rate_for(n, n // 400) == pytest.approx(6e-3)
+    assert smt.learning_rate_for(n, n // 10_000) == pytest.approx(6e-3)  # capped at 2x
+    assert smt.learning_rate_for(n, n // 2) == pytest.approx(3e-3 * 0.02 ** 0.5)
+    assert smt.learning_rate_for(7_000_000_000, 280_000_000) == pytest.approx(0.5e-4)
+    assert lora.learning_rate_for(n, 4 * n // 100) == lora.learning_rate_for(n) == 1e-3

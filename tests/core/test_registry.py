@@ -130,3 +130,5 @@ def test_the_specs_torch_free_learning_rates_are_the_engines(name):
     assert spec.large_model_learning_rate == engine.large_model_learning_rate
     for params in (1_000, 135_000_000, 1_200_000_000, 7_000_000_000, 70_000_000_000):
         assert spec.learning_rate_for(params) == engine.learning_rate_for(params)
+        for budget in (params // 400, params // 25):
+            assert spec.learning_rate_for(params, budget) == engine.learning_rate_for(params, budget)

@@ -18,6 +18,12 @@ MIN_DIVIDING_BLOCK = 16  # … unless that is below this: then RAGGED_BLOCK, wit
 # 221 blocks of 32 beat 55 of 64 and 13 of 128 by 1.7-2.4 points; LLaMA-7B at 1% still gets the paper's 256
 MIN_BLOCKS = 200
 RAGGED_BLOCK = 64
+# The default learning rate is measured at a budget of 1% of the base model's parameters and scales with
+# sqrt(1% / budget), at most RATE_FACTOR_MAX times: on MiniLM / SST-2 (bench/NOTES.md, "Budget and learning rate") 3e-3
+# at a 4% budget trained worse than at 1% and collapsed on one seed of three, 1.5e-3 did not; at 0.25%, 6e-3
+# beat 3e-3. More entries trained at a raw-weight rate move the function further per step.
+RATE_REFERENCE_BUDGET = 0.01
+RATE_FACTOR_MAX = 2.0  # tiny budgets: no more than twice the 1% rate (6e-3 measured at 0.25%)
 MAX_STEPS_OPTION = 10_000_000
 
 
@@ -87,6 +93,12 @@ class SMTSpec(MethodSpec):
     engine = "smt_core.methods.smt.model:SMTMethod"
     default_learning_rate, large_model_learning_rate = 3e-3, 1e-4  # as SMTMethod's (see its notes)
     selects_blocks = True
+
+    def budget_rate_factor(self, base_params: int, budget_params: int | None) -> float:
+        """sqrt(1% / budget fraction), at most RATE_FACTOR_MAX (1 at the default budget or without one)."""
+        if not budget_params or not base_params:
+            return 1.0
+        return min(RATE_FACTOR_MAX, math.sqrt(RATE_REFERENCE_BUDGET * base_params / budget_params))
 
     def plan(self, geometry: Geometry, budget: int | None, config: SMTConfig) -> Plan:
         """Blocks fill the budget greedily by score, so the count is whole blocks up to the budget (capped at

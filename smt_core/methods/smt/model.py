@@ -42,8 +42,11 @@ class SMTMethod(Method):
     are often one or two epochs of a few hundred rows. On MiniLM / SST-2 (472 rows, 118 steps, budget 1%,
     3 seeds; bench/NOTES.md "Ablation") the validation split chose 3e-3 over 3e-4, 1e-3 and 1e-2 (the
     earlier 38-step sweep agreed: 0.710 at 3e-3, 0.688 at 1e-3); SMT's values are raw weight entries, not
-    LoRA's scaled side path, so its best rate sits above LoRA's. The linear decay to zero keeps the late steps
-    small; above 200M parameters the rate moves towards the reference code's.
+    LoRA's scaled side path, so its best rate sits above LoRA's — and falls as the budget grows (more raw
+    entries move the model further a step): the rate scales with sqrt(1% / budget), at most 2x
+    (``SMTSpec.budget_rate_factor``; at 4% 3e-3 collapsed on one SST-2 seed of three, 1.5e-3 did not). The
+    linear decay to zero keeps the late steps small; above 200M parameters the rate moves towards the
+    reference code's.
     """
 
     spec = SPEC
