@@ -6,6 +6,7 @@ against SMT, the validation-chosen learning rate, the quietest seed's wall time,
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -36,16 +37,26 @@ def res() -> dict[str, dict[int, dict]]:
     }
 
 
-def test_task_section_measures_against_smt_and_names_the_validation_choice(res):
-    lines, figures = study_report.task_section(res, "topic")
+def test_task_section_measures_against_smt_and_names_the_validation_choice(res, tmp_path):
+    lines, figures = study_report.task_section(res, "topic", tmp_path)  # no quiet timing: the study's own
     text = "\n".join(lines)
-    assert figures["smt_minus_lora"] == pytest.approx(50.0)
-    assert figures["smt_minus_full"] == pytest.approx(25.0)
-    assert figures["wall_ratio"] == pytest.approx(1.2)  # the quiet seed's 12 s, not the shared one's 30 s
+    assert figures["smt_minus_lora"] == pytest.approx(50.0)  # seed 0, the only one both ran
+    assert figures["smt_minus_full"] == pytest.approx(25.0) and figures["seeds_full"] == 1
+    assert "wall_ratio" not in figures  # the study's shared-machine times give no ratio
     lora_row = next(line for line in lines if "| lora-default |" in line)
     assert "-50.0" in lora_row and "| 2 |" in lora_row  # Δ vs SMT; memory 2 MB
     assert "topic.lora-lr3e-3 (val-best)" in text  # its validation accuracy (100%) beats the default's (50%)
     assert study_report.val_best(res, "topic", "smt") == "topic.smt-shipped"
+
+
+def test_a_quiet_job_timing_gives_the_wall_ratio(res, tmp_path):
+    rows = [{"arm": "smt", "seed": 0, "wall_s": 30.0}, {"arm": "lora", "seed": 0, "wall_s": 25.0},
+            {"arm": "smt", "seed": 1, "wall_s": 20.0}, {"arm": "lora", "seed": 1, "wall_s": 25.0}]
+    (tmp_path / "topic.json").write_text(json.dumps({"rows": rows, "summary": {
+        "smt": {"wall_s": 25.0}, "lora": {"wall_s": 25.0}}}))
+    lines, figures = study_report.task_section(res, "topic", tmp_path)
+    assert figures["wall_ratio"] == pytest.approx(1.0)
+    assert any("per repeat 1.20 / 0.80" in line for line in lines)
 
 
 def test_sst2_smt_sweep_ignores_rows_that_pin_the_old_defaults(res):
@@ -56,10 +67,12 @@ def test_sst2_smt_sweep_ignores_rows_that_pin_the_old_defaults(res):
 
 
 def test_targets_report_what_was_missed():
-    good = study_report.targets_table({"a": {"smt_minus_lora": 0.4, "smt_minus_full": -0.2, "wall_ratio": 1.1},
-                                       "b": {"smt_minus_lora": 0.0, "smt_minus_full": -0.9, "wall_ratio": 1.0}})
+    seeds = {"seeds_lora": 3, "seeds_full": 3}
+    good = study_report.targets_table({"a": {"smt_minus_lora": 0.4, "smt_minus_full": -0.2, "wall_ratio": 1.1, **seeds},
+                                       "b": {"smt_minus_lora": 0.0, "smt_minus_full": -0.9, **seeds}})
     assert not any("**missed**" in line for line in good)
-    bad = study_report.targets_table({"a": {"smt_minus_lora": -0.6, "smt_minus_full": -1.5, "wall_ratio": 1.3},
-                                      "b": {"smt_minus_lora": 1.0, "smt_minus_full": 0.0, "wall_ratio": 1.0}})
+    assert any("wall time" in line and "checked on 1 of 2 tasks" in line for line in good)
+    bad = study_report.targets_table({"a": {"smt_minus_lora": -0.6, "smt_minus_full": -1.5, "wall_ratio": 1.3, **seeds},
+                                      "b": {"smt_minus_lora": 1.0, "smt_minus_full": 0.0, "wall_ratio": 1.0, **seeds}})
     missed = [line for line in bad if "**missed**" in line]
     assert len(missed) == 4
