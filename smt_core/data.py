@@ -204,19 +204,25 @@ def normalize_answer(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().casefold())
 
 
+def choice_examples(tok, prompt: str, choices: list[str], max_len: int) -> list[Example]:
+    """One sequence per choice: the prompt (unlabelled) then the choice (labelled), no EOS."""
+    return [Example(*encode_pair(tok, *_join(prompt, c), max_len, add_eos=False)[:2]) for c in choices]
+
+
 @torch.no_grad()
-def choice_logprobs(model, tok, prompt: str, choices: list[str], max_len: int, device) -> list[float]:
-    """Sum of token log-probabilities of each choice after the prompt."""
-    exs = []
-    for c in choices:
-        ids, labels, _ = encode_pair(tok, *_join(prompt, c), max_len, add_eos=False)
-        exs.append(Example(ids, labels))
-    batch = to_device(collate(exs, tok.pad_token_id), device)
+def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per sequence of a collated batch, the sum of its labelled tokens' log-probabilities, (batch,)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-    logp = torch.log_softmax(logits[:, :-1], -1)  # (choices, seq-1, vocab)
+    logp = torch.log_softmax(logits[:, :-1], -1)  # (batch, seq-1, vocab)
     tgt = batch["labels"][:, 1:]
     picked = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tgt != IGNORE)
-    return picked.sum(-1).tolist()
+    return picked.sum(-1)
+
+
+def choice_logprobs(model, tok, prompt: str, choices: list[str], max_len: int, device) -> list[float]:
+    """Sum of token log-probabilities of each choice after the prompt."""
+    batch = to_device(collate(choice_examples(tok, prompt, choices, max_len), tok.pad_token_id), device)
+    return sequence_logprobs(model, batch).tolist()
 
 
 @torch.no_grad()

@@ -19,9 +19,9 @@ MIN_DIVIDING_BLOCK = 16  # … unless that is below this: then RAGGED_BLOCK, wit
 MIN_BLOCKS = 200
 RAGGED_BLOCK = 64
 # The default learning rate is measured at a budget of 1% of the base model's parameters and scales with
-# sqrt(1% / budget), at most RATE_FACTOR_MAX times: on MiniLM / SST-2 (bench/NOTES.md, "Budget and learning rate") 3e-3
-# at a 4% budget trained worse than at 1% and collapsed on one seed of three, 1.5e-3 did not; at 0.25%, 6e-3
-# beat 3e-3. More entries trained at a raw-weight rate move the function further per step.
+# sqrt(1% / budget), at most RATE_FACTOR_MAX times: on MiniLM / SST-2 (bench/NOTES.md, "Budget and learning
+# rate") 3e-3 at a 4% budget trained worse than at 1% and collapsed on one seed of three, 1.5e-3 did not; at
+# 0.25%, 6e-3 beat 3e-3. More entries trained at a raw-weight rate move the function further per step.
 RATE_REFERENCE_BUDGET = 0.01
 RATE_FACTOR_MAX = 2.0  # tiny budgets: no more than twice the 1% rate (6e-3 measured at 0.25%)
 MAX_STEPS_OPTION = 10_000_000
