@@ -39,13 +39,13 @@ def matrices() -> list[torch.Tensor]:
             torch.randn(1, 1, generator=gen),
             torch.randn(64, 48, generator=gen).half().float(),  # ties from rounding
             K.kernel_delta(torch.rand(576, 16, generator=gen), torch.rand(192, 16, generator=gen),
-                           torch.tensor([0.1, -0.1]))]  # a real ΔW, past FILTER_MIN
+                           torch.tensor([0.1, -0.1]))]  # a real ΔW
 
 
-@pytest.mark.parametrize("filter_min", [1 << 30, 0], ids=["topk", "cpu-filtered"])
+@pytest.mark.parametrize("selects", [(), K.NUMPY_SELECTS], ids=["topk", "numpy"])
 @pytest.mark.parametrize("rule", ["released", "paper"])
-def test_threshold_equals_kthvalue_exactly(rule, filter_min, monkeypatch):
-    monkeypatch.setattr(K, "FILTER_MIN", filter_min)  # topk on everything (as on CUDA), or candidates first
+def test_threshold_equals_kthvalue_exactly(rule, selects, monkeypatch):
+    monkeypatch.setattr(K, "NUMPY_SELECTS", selects)  # topk (as on CUDA), or numpy's selection (the CPU's)
     for delta in matrices():
         total = delta.numel()
         keeps = {1, 2, total // 10 + 1, total // 2, total // 2 + 1, total - 1, total}
@@ -64,17 +64,8 @@ def test_gate_equals_its_definition_exactly(rule):
         assert torch.equal(K.gate(delta, t, rule), want)
 
 
-def test_filtered_threshold_falls_back_when_the_sample_misleads():
-    """Every sampled position holds a huge value: the sample's bound leaves too few candidates."""
-    flat = torch.rand(40_000)
-    flat[::K.FILTER_STRIDE] += 10.0
-    for m in (1, 5_000, 20_000, 39_999):
-        assert torch.equal(K.kth_largest(flat, m), flat.kthvalue(flat.numel() - m + 1).values), m
-    assert K._kth_filtered(flat, 5_000, True) is None
-
-
 def test_kth_largest_takes_the_smaller_side_of_topk(monkeypatch):
-    monkeypatch.setattr(K, "FILTER_MIN", 1 << 30)
+    monkeypatch.setattr(K, "NUMPY_SELECTS", ())
     seen = []
     real = torch.Tensor.topk
 
