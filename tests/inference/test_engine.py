@@ -189,7 +189,10 @@ def _bf16_effect_error(adapter: Path, base: Path, ids: torch.Tensor, scale: floa
 
 def test_a_bf16_base_keeps_what_rounding_loses_of_a_small_delta(adapters, tiny_llama_dir, monkeypatch):
     """bf16(W + Δ) rounds a small update partly away; where a module loses more than the tolerance, what
-    rounding lost is added back in fp32 on each forward, and the base comes back bit-identical."""
+    rounding lost is added back on each forward, the served change of the logits follows the fp32 one, and the
+    base comes back bit-identical. Whether the kept part moves the logits is not asserted: the hook's sum is
+    rounded to the bf16 output, so at this scale it changes them by noise either way (0.0881 against 0.0881
+    in one CI run, each side winning in others); its exactness is checked before that rounding, below."""
     import smt_core.serving as serving
     from smt_core.adapters import open_adapter
 
@@ -207,5 +210,36 @@ def test_a_bf16_base_keeps_what_rounding_loses_of_a_small_delta(adapters, tiny_l
     rounded, _, restored_too = _bf16_effect_error(adapters["smt"], tiny_llama_dir, ids, scale, want)
     assert loss > tolerance, f"rounding lost only {loss:.3%} of the delta: the test needs a smaller one"
     assert restored and restored_too
-    assert kept < rounded, (kept, rounded)
-    assert kept < 0.2, "the served change must follow the fp32 change"
+    assert max(kept, rounded) < 0.2, "the served change must follow the fp32 change"
+
+
+def test_the_residual_hook_adds_back_exactly_what_rounding_lost():
+    """Before the output's own rounding, a bf16 weight holding bf16(W + Δ) plus the hook's term computes
+    x @ (W + Δ)ᵀ in fp32: the residual is exactly what rounding the merged entries lost (a block and entries)."""
+    from types import SimpleNamespace
+
+    from smt_core.serving import Patch, _residual_hook
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(32, 64, generator=gen).to(torch.bfloat16)  # the served (out, in) weight
+    block = Patch(torch.randn(8, 16, generator=gen) * 1e-3, row0=4, col0=8)
+    entries = Patch(torch.randn(5, generator=gen) * 1e-3, rows=torch.tensor([0, 3, 20, 31, 31], dtype=torch.int32),
+                    cols=torch.tensor([1, 63, 0, 5, 6], dtype=torch.int32))
+    exact = w.float()  # W + Δ in fp32: what the bf16 weight cannot hold
+    residuals = []
+    for p in (block, entries):
+        old, write = p.region(w)
+        merged = old.float() + p.values
+        write(merged.to(w.dtype))
+        residuals.append((p, merged - merged.to(w.dtype).float()))
+        if p.rows is None:
+            exact[p.row0:p.row0 + 8, p.col0:p.col0 + 16] = merged
+        else:
+            exact[p.rows.long(), p.cols.long()] = merged
+    assert any(float(r.abs().max()) > 0 for _, r in residuals), "rounding lost nothing: the test needs a smaller Δ"
+    x = torch.randn(3, 64, generator=gen).to(torch.bfloat16)
+    hook = _residual_hook(SimpleNamespace(out_features=32, in_features=64), residuals)
+    out = hook(None, (x,), x.float() @ w.float().t())  # an fp32 output: nothing rounds the hook's term away
+    want = x.float() @ exact.t()
+    assert float((out - want).abs().max()) < 1e-5  # fp32 summation order only (2e-6 here)
+    assert float((x.float() @ w.float().t() - want).abs().max()) > 1e-3  # without the hook's term (6e-3 here)
