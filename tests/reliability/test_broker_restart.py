@@ -29,7 +29,9 @@ def test_redis_restart_with_jobs_queued_loses_no_job(faults, http, auth, dataset
         busy = create(http, auth, dataset, steps=4)  # holds the worker (solo pool, prefetch 1) across the restart
         wait_for(lambda: job_of(http, auth, busy)["status"] == "running", 120, 0.1, "the first job to start")
         waiting = [create(http, auth, dataset, steps=2) for _ in range(2)]
-        assert sorted(queued_jobs(faults)) == sorted(waiting)
+        # the waiting jobs' messages are in the queue; on a loaded machine the busy job's lease may lapse and
+        # the reconciler send it again too (a duplicate the claim turns away), so it may be there as well
+        assert set(waiting) <= set(queued_jobs(faults))
         faults.redis.stop()
         faults.redis.start()
         assert queued_jobs(faults) == []  # the restart lost the queued messages
