@@ -106,8 +106,9 @@ def task_section(res: dict[str, dict[int, dict]], task: str,
         other = res.get(_name(task, SHIPPED[m]))
         shared = sorted(set(smt) & set(other or {}))
         if shared:  # over the seeds both ran: a seed's data order and head are the same for both
-            figures[f"smt_minus_{m}"] = 100 * float(np.mean([smt[s]["test_acc"] - other[s]["test_acc"]
-                                                            for s in shared]))
+            # rounded: accuracies are item counts over the test size, so an exact -0.5 must not read -0.50000000001
+            figures[f"smt_minus_{m}"] = round(100 * float(np.mean([smt[s]["test_acc"] - other[s]["test_acc"]
+                                                                  for s in shared])), 9)
             figures[f"seeds_{m}"] = len(shared)
     quiet = quiet_wall_ratio(task, job_time)
     if quiet:
