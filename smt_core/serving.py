@@ -176,12 +176,10 @@ class InPlaceDelta(ServedAdapter):
                         active.saved.append((w, p, view.clone()))
                         view.add_(p.values)
                         continue
-                    old, write = p.region(w)
+                    old, rounding = write_merged(p, w)
                     active.saved.append((w, p, old))
-                    merged = old.float() + p.values
-                    write(merged.to(w.dtype))
-                    if w.dtype != torch.float32:
-                        residuals.append((p, merged - merged.to(w.dtype).float()))
+                    if rounding is not None:
+                        residuals.append((p, rounding))
                 if residuals:
                     lost = sum(float(r.square().sum()) for _, r in residuals) ** 0.5
                     norm = sum(float(p.values.square().sum()) for p in patches) ** 0.5
@@ -201,6 +199,15 @@ class InPlaceDelta(ServedAdapter):
             for w, p, old in reversed(self._active.saved):  # overlapping patches unwind in reverse
                 p.restore(w, old)
         self._active = None
+
+
+def write_merged(p: Patch, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Write old + Δ into ``w`` in its own dtype; returns (the old entries, what rounding to that dtype lost,
+    fp32 — None when ``w`` is fp32 itself)."""
+    old, write = p.region(w)
+    merged = old.float() + p.values
+    write(merged.to(w.dtype))
+    return old, None if w.dtype == torch.float32 else merged - merged.to(w.dtype).float()
 
 
 def _residual_hook(site: Site, residuals: list[tuple[Patch, torch.Tensor]]):

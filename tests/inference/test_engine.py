@@ -218,7 +218,7 @@ def test_the_residual_hook_adds_back_exactly_what_rounding_lost():
     x @ (W + Δ)ᵀ in fp32: the residual is exactly what rounding the merged entries lost (a block and entries)."""
     from types import SimpleNamespace
 
-    from smt_core.serving import Patch, _residual_hook
+    from smt_core.serving import Patch, _residual_hook, write_merged
 
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(32, 64, generator=gen).to(torch.bfloat16)  # the served (out, in) weight
@@ -228,10 +228,9 @@ def test_the_residual_hook_adds_back_exactly_what_rounding_lost():
     exact = w.float()  # W + Δ in fp32: what the bf16 weight cannot hold
     residuals = []
     for p in (block, entries):
-        old, write = p.region(w)
+        old, lost = write_merged(p, w)
+        residuals.append((p, lost))
         merged = old.float() + p.values
-        write(merged.to(w.dtype))
-        residuals.append((p, merged - merged.to(w.dtype).float()))
         if p.rows is None:
             exact[p.row0:p.row0 + 8, p.col0:p.col0 + 16] = merged
         else:
