@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 import httpx
 from hostile import HostileProcess, delta  # bench/: the script's own folder
-from procinfo import RssSampler, raise_open_files
+from procinfo import CpuMeter, RssSampler, pids_named, raise_open_files
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("SPARSETUNE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -284,6 +284,24 @@ def list_latency(url: str, headers: list[dict[str, str]], n: int, path: str = "/
 
 # ---------------------------------------------------------------- report
 
+def cpu_table(result: dict[str, Any]) -> list[str]:
+    """Who used the cores in each rate's window (warm-up included), as a share of the machine's capacity:
+    a p99 missed while the service had the cores to itself reads differently from one missed beside others."""
+    rows = [r for r in result["rates"] if "cpu_s" in r]
+    if not rows:
+        return []
+    groups = [g for g in rows[0]["cpu_s"] if not g.startswith("machine_")]
+    lines = ["", "CPU used in each rate's window, % of all cores (a 2-core machine has 200%):", "",
+             "| rate | " + " | ".join(groups) + " | machine busy |", "|---" * (len(groups) + 2) + "|"]
+    for r in rows:
+        c = r["cpu_s"]
+        cap = c["machine_capacity"] or 1.0
+        share = [f"{100 * c[g] * (os.cpu_count() or 1) / cap:.0f}" for g in groups]
+        lines.append(f"| {r['rate']:g} | " + " | ".join(share)
+                     + f" | {100 * c['machine_busy'] * (os.cpu_count() or 1) / cap:.0f} |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"API load, {result['workers']} uvicorn process(es), {result['jobs']} jobs + "
              f"{result['events']} events in Postgres, mix {result['mix']}, {result['seconds']} s per rate; "
@@ -293,6 +311,7 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["rates"]:
         lines.append(f"| {r['rate']:g} | {r['achieved_rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
                      f"{r['status_5xx']} | {r['status_429']} | {r['transport_errors']} |")
+    lines += cpu_table(result)
     best = result["highest_rate_p99_under_100ms"]
     lines += ["", f"Highest rate with p99 < {P99_TARGET_MS:g} ms and no 5xx: {best if best else 'none'} req/s", "",
               "| jobs of the owner | first page p50 ms | p99 ms | page halfway down p50 ms | p99 ms |",
@@ -326,6 +345,7 @@ def markdown_hostile(result: dict[str, Any]) -> str:
             f"{x.get('stream_events')} | {x.get('slow_closed')} ({slow_max.get('headers', '-')}/"
             f"{slow_max.get('body', '-')}) | {x.get('upload_statuses')}, {x.get('upload_mib_before_answer_max')}, "
             f"{x.get('uploads_fully_sent')}/{x.get('uploads_ended')} |")
+    lines += cpu_table(result)
     best = result["highest_rate_p99_under_100ms"]
     lines += ["", f"Highest rate with p99 < {P99_TARGET_MS:g} ms and no 5xx: {best if best else 'none'} req/s; "
               f"server tracebacks logged: {result['server_errors_logged']}"]
@@ -457,10 +477,16 @@ def main() -> int:
             if args.hostile:
                 hostile = start_hostile(args, bases, tmp)
             before = hostile.snapshot() if hostile else {}
+            groups = {f"api{w}": (lambda p=proc.pid: [p]) for w, proc in enumerate(procs)}
+            groups |= {"postgres": lambda: pids_named("postgres"), "load client": lambda: [os.getpid()]}
+            if hostile:
+                groups["hostile"] = lambda: [hostile.proc.pid]
+            cpu = CpuMeter(groups)
             rss.take()  # each rate's window starts here
             for rate in [float(r) for r in args.rates.split(",")]:
                 row = asyncio.run(open_loop(target, rate, args.seconds, args.warmup, rng))
                 row["rss"] = rss.take()
+                row["cpu_s"] = cpu.take()
                 if hostile:
                     after = hostile.snapshot()
                     row["hostile"], before = delta(before, after), after

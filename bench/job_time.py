@@ -10,6 +10,7 @@ options (``smt+head_steps=0``, several joined by ``+``).
     python bench/job_time.py                                   # MiniLM / SST-2, 2 epochs, smt vs lora
     python bench/job_time.py --arms smt,lora,smt@63 --repeats 2
     python bench/job_time.py --task topic --epochs 1           # bench/ablate.py's topic split (train / test)
+    python bench/job_time.py --task piqa --epochs 1            # its PIQA split, on SmolLM2-135M
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ def run_arm(arm: str, args: argparse.Namespace, data: Path, held: Path | None, w
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", default="sst2", choices=("sst2", "topic"),
-                    help="sst2 (the rows below) or bench/ablate.py's topic split (its train and test files)")
-    ap.add_argument("--model", default="minilm-l6")
+    ap.add_argument("--task", default="sst2", choices=("sst2", "topic", "piqa"),
+                    help="sst2 (the rows below) or bench/ablate.py's topic or PIQA split (its train and test files)")
+    ap.add_argument("--model", default=None, help="default: the task's model in bench/ablate.py (MiniLM for sst2)")
     ap.add_argument("--rows", type=int, default=504, help="SST-2 training rows (504 = 63 steps an epoch)")
     ap.add_argument("--eval-rows", type=int, default=300,
                     help="held-out SST-2 rows, apart from the training rows (0: the engine holds out 10%%)")
@@ -83,6 +84,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="rounds; round i trains with seed --seed + i")
     ap.add_argument("--out", type=Path, help="write the rows and ratios as JSON here")
     args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "bench"))
+    import ablate  # bench/ablate.py: the study's tasks and seeded splits
+
+    if args.model is None:
+        args.model = ablate.TASKS[args.task]["common"]["model"]
     arms = args.arms.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -92,9 +98,6 @@ def main() -> None:
             data.write_text("".join(json.dumps(r) + "\n" for r in pool[:args.rows]))
             held.write_text("".join(json.dumps(r) + "\n" for r in pool[args.rows:]))
         else:
-            sys.path.insert(0, str(ROOT / "bench"))
-            import ablate  # bench/ablate.py: the study's seeded splits
-
             paths = ablate.splits(args.task)
             data, held = paths["train"], paths["test"]
         rows = [run_arm(arm, args, data, held if args.eval_rows else None, work, args.seed + i)

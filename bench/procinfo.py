@@ -11,6 +11,7 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -84,6 +85,66 @@ def raise_open_files(needed: int) -> tuple[int, int]:
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds ``pid`` has used so far (its own threads; children not included)."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, summed over cores (/proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    hz = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / hz, total / hz
+
+
+def pids_named(name: str) -> list[int]:
+    """Live processes whose executable is called ``name`` (/proc/<pid>/comm, which a retitled backend
+    keeps), e.g. the ``postgres`` server and every one of its backends."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if Path(f"/proc/{entry.name}/comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return found
+
+
+class CpuMeter:
+    """CPU seconds used by named groups of processes between calls of :meth:`take`, and the machine's.
+
+    Why: on a shared machine a latency target can be missed because something other than the service used the
+    cores; a rate's row then says who used them (the API processes, the database, the load client, the hostile
+    clients). ``groups`` maps a name to a function returning its pids now (backends come and go)."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self._last: dict[str, dict[int, float]] = {}
+        self._machine = machine_busy_seconds()
+        self.take()
+
+    def take(self) -> dict[str, float]:
+        """Each group's CPU seconds since the last call, the machine's busy and elapsed core-seconds, rounded."""
+        out: dict[str, float] = {}
+        for name, pids_of in self.groups.items():
+            now = {pid: c for pid in pids_of() if (c := cpu_seconds(pid)) is not None}
+            before = self._last.get(name, {})
+            # a process born in the window counts from zero; one that died in it is lost (short-lived backends)
+            out[name] = round(sum(c - before.get(pid, 0.0) for pid, c in now.items()), 2)
+            self._last[name] = now
+        busy, total = machine_busy_seconds()
+        out["machine_busy"] = round(busy - self._machine[0], 2)
+        out["machine_capacity"] = round(total - self._machine[1], 2)
+        self._machine = (busy, total)
+        return out
 
 
 class RssSampler:

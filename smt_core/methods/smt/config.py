@@ -53,6 +53,10 @@ class SMTConfig(MethodConfig):
         "integer", 20, minimum=0, maximum=MAX_STEPS_OPTION, bounded_by_max_steps=True,
         help="Classification only: steps that train the new head alone before the warm-up, so the gradients "
              "that pick the blocks are not noise from a random head (0: none).")
+    warmup_trains_head: bool = option(
+        "boolean", False,
+        help="Classification only: the warm-up's backward passes also update the new head (its gradient comes "
+             "free with the weights'), so fewer head-only steps are needed before it.")
     selection: str | None = option(
         "string", None, enum=SELECTIONS,
         help="Only when continuing a finished job (init_from): reuse keeps the parent's blocks and values and "

@@ -70,9 +70,10 @@ class SMTMethod(Method):
     def prepare(self, ctx: PrepareContext) -> nn.Module:
         self.sites = ctx.sites
         self.block_size = self.plan(ctx.sites, ctx.budget).block_size  # refuses a budget below one block
-        if ctx.head_parameters and self.config.head_steps:
-            self._train_head(ctx)
-        grad_sums = self._warm_up(ctx)
+        head_opt = self._head_optimizer(ctx) if ctx.head_parameters else None
+        if head_opt is not None and self.config.head_steps:
+            self._train_head(ctx, head_opt)
+        grad_sums = self._warm_up(ctx, head_opt if self.config.warmup_trains_head else None)
         chosen, self.candidates = select(ctx.sites, grad_sums, ctx.budget, self.block_size,
                                          self.config.score, self.config.pools)
         # every rank trains rank 0's blocks (the summed gradients agree, but a tie must not split them)
@@ -107,10 +108,15 @@ class SMTMethod(Method):
         self._inject(ctx.model, self.chosen, _carried_values(self.chosen, parent, parent_values))
         return ctx.model
 
-    def _train_head(self, ctx: PrepareContext) -> None:
+    @staticmethod
+    def _head_optimizer(ctx: PrepareContext) -> torch.optim.Optimizer:
+        """The new head's own optimizer for preparation (head-only steps, and the warm-up when it trains the
+        head); training proper builds its optimizer afresh."""
+        return torch.optim.AdamW(ctx.head_parameters, lr=HEAD_LR, weight_decay=0.0)
+
+    def _train_head(self, ctx: PrepareContext, opt: torch.optim.Optimizer) -> None:
         """A new classification head is random; train it alone first so warm-up gradients carry signal."""
         assert ctx.batches is not None and ctx.loss_fn is not None
-        opt = torch.optim.AdamW(ctx.head_parameters, lr=HEAD_LR, weight_decay=0.0)
         batches = ctx.batches()
         for _ in range(self.config.head_steps):
             ctx.callbacks.check_stop()
@@ -122,13 +128,14 @@ class SMTMethod(Method):
         ctx.callbacks.fire("on_log", message=f"smt: trained the new head alone for {self.config.head_steps} steps",
                            level="info")
 
-    def _warm_up(self, ctx: PrepareContext) -> list[torch.Tensor]:
-        """Sum the targeted weights' gradients over the warm-up steps (fp32; no optimizer step)."""
+    def _warm_up(self, ctx: PrepareContext, head_opt: torch.optim.Optimizer | None = None) -> list[torch.Tensor]:
+        """Sum the targeted weights' gradients over the warm-up steps (fp32; the weights take no step). With
+        ``head_opt`` the head keeps its gradient and takes a step after each backward (no extra pass)."""
         assert ctx.batches is not None and ctx.loss_fn is not None
         steps = self.config.selection_steps or default_selection_steps(ctx.total_steps, ctx.steps_per_epoch)
         head_flags = [p.requires_grad for p in ctx.head_parameters]
         for p in ctx.head_parameters:
-            p.requires_grad_(False)
+            p.requires_grad_(head_opt is not None and p.requires_grad)
         weights = [s.module.weight for s in ctx.sites]
         for w in weights:
             w.requires_grad_(True)
@@ -149,6 +156,10 @@ class SMTMethod(Method):
                     g = w.grad.t() if s.transposed else w.grad  # (out, in)
                     acc += g.float()
                     w.grad = None
+                if head_opt is not None:
+                    distributed.sync_gradients(ctx.head_parameters)
+                    head_opt.step()
+                    head_opt.zero_grad(set_to_none=True)
                 ctx.callbacks.fire("on_log", message=f"smt: selection step {step + 1}/{steps} loss {loss.item():.4f}",
                                    level="debug")
         finally:
@@ -211,6 +222,7 @@ class SMTMethod(Method):
             "pools": self.config.pools,
             "selection_steps": self.selection_steps_run,
             "head_steps": self.config.head_steps,
+            "warmup_trains_head": self.config.warmup_trains_head,
             "modules": [
                 {"name": self.sites[si].name, "target": self.sites[si].parts[pi].target,
                  "row_offset": self.sites[si].parts[pi].row0, "rows": self.sites[si].parts[pi].rows,
