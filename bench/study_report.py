@@ -90,6 +90,9 @@ def task_section(res: dict[str, dict[int, dict]], task: str,
         best = val_best(res, task, m)
         if best and best != _name(task, SHIPPED[m]):
             rows.append((m, best + " (val-best)"))
+    # what ships with its head preparation changed (head-only steps, or the warm-up training the head)
+    variants = sorted(n for n in res if n.startswith(_name(task, SHIPPED["smt"] + "-head")))
+    rows += [("smt", n[len(_name(task, "")):]) for n in variants]
     for method, run in rows:
         runs = res.get(run.split(" ")[0]) if "val-best" in run else res.get(_name(task, run))
         if not runs:
