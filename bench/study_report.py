@@ -37,9 +37,9 @@ def quiet_wall_ratio(task: str, folder: Path = JOB_TIME) -> tuple[float, str] | 
     s = data["summary"]
     if "smt" not in s or "lora" not in s:
         return None
-    rows = data["rows"]
-    per = [a["wall_s"] / b["wall_s"] for a in rows if a["arm"] == "smt"
-           for b in rows if b["arm"] == "lora" and b["seed"] == a["seed"]]
+    rows = data["rows"]  # each repeat runs its arms back to back: the i-th SMT job pairs with the i-th LoRA job
+    per = [a["wall_s"] / b["wall_s"] for a, b in zip([r for r in rows if r["arm"] == "smt"],
+                                                      [r for r in rows if r["arm"] == "lora"], strict=True)]
     return s["smt"]["wall_s"] / s["lora"]["wall_s"], " / ".join(f"{r:.2f}" for r in per)
 
 
