@@ -85,16 +85,17 @@ def task_section(res: dict[str, dict[int, dict]], task: str,
     lines = [f"### {TASK_TITLES.get(task, task)}", "",
              "| method | run | lr | seeds | test acc % (per seed) | Δ vs SMT shipped [95%] | val acc % | "
              "train memory MB | wall s in the study |", "|---" * 9 + "|"]
-    rows = [(m, SHIPPED[m]) for m in SHIPPED]
+    prefix = _name(task, "")
+    rows = [(m, _name(task, SHIPPED[m]), SHIPPED[m]) for m in SHIPPED]  # (method, result name, label)
     for m in SHIPPED:
         best = val_best(res, task, m)
         if best and best != _name(task, SHIPPED[m]):
-            rows.append((m, best + " (val-best)"))
+            rows.append((m, best, best[len(prefix):] + " (val-best)"))
     # what ships with its head preparation changed (head-only steps, or the warm-up training the head)
     variants = sorted(n for n in res if n.startswith(_name(task, SHIPPED["smt"] + "-head")))
-    rows += [("smt", n[len(_name(task, "")):]) for n in variants]
-    for method, run in rows:
-        runs = res.get(run.split(" ")[0]) if "val-best" in run else res.get(_name(task, run))
+    rows += [("smt", n, n[len(prefix):]) for n in variants]
+    for method, name, run in rows:
+        runs = res.get(name)
         if not runs:
             continue
         first = next(iter(runs.values()))

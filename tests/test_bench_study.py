@@ -45,7 +45,7 @@ def test_task_section_measures_against_smt_and_names_the_validation_choice(res, 
     assert "wall_ratio" not in figures  # the study's shared-machine times give no ratio
     lora_row = next(line for line in lines if "| lora-default |" in line)
     assert "-50.0" in lora_row and "| 2 |" in lora_row  # Δ vs SMT; memory 2 MB
-    assert "topic.lora-lr3e-3 (val-best)" in text  # its validation accuracy (100%) beats the default's (50%)
+    assert "| lora-lr3e-3 (val-best) |" in text  # its validation accuracy (100%) beats the default's (50%)
     assert study_report.val_best(res, "topic", "smt") == "topic.smt-shipped"
 
 
@@ -57,6 +57,25 @@ def test_a_quiet_job_timing_gives_the_wall_ratio(res, tmp_path):
     lines, figures = study_report.task_section(res, "topic", tmp_path)
     assert figures["wall_ratio"] == pytest.approx(1.0)
     assert any("per repeat 1.20 / 0.80" in line for line in lines)
+
+
+def test_repeats_pair_in_the_order_they_ran_even_when_seeds_repeat(res, tmp_path):
+    """Two job_time runs merged into one file both start at seed 0: each SMT job pairs with the LoRA job run
+    right after it, not with every LoRA job of its seed."""
+    rows = [{"arm": "smt", "seed": 0, "wall_s": 30.0}, {"arm": "lora", "seed": 0, "wall_s": 25.0},
+            {"arm": "smt", "seed": 0, "wall_s": 20.0}, {"arm": "lora", "seed": 0, "wall_s": 40.0}]
+    (tmp_path / "topic.json").write_text(json.dumps({"rows": rows, "summary": {
+        "smt": {"wall_s": 25.0}, "lora": {"wall_s": 32.5}}}))
+    lines, _ = study_report.task_section(res, "topic", tmp_path)
+    assert any("per repeat 1.20 / 0.50)" in line for line in lines)
+
+
+def test_variants_of_what_ships_get_rows_labelled_without_the_task(res, tmp_path):
+    res["topic.smt-shipped-headwarm0"] = {0: result("topic.smt-shipped-headwarm0", 0, [1, 1, 1, 0], [1, 1, 0, 0],
+                                                    3e-3, 9.0)}
+    lines, _ = study_report.task_section(res, "topic", tmp_path)
+    row = next(line for line in lines if "| smt-shipped-headwarm0 |" in line)
+    assert "-25.0" in row  # paired against what ships, on seed 0
 
 
 def test_sst2_smt_sweep_ignores_rows_that_pin_the_old_defaults(res):
