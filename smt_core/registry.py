@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from smt_core.methods.spec import MethodSpec
 
 _SPECS: dict[str, MethodSpec] = {}
+_BUILTINS_LOADED = False
 
 
 def register(spec: MethodSpec) -> MethodSpec:
@@ -28,12 +29,19 @@ def register(spec: MethodSpec) -> MethodSpec:
 
 
 def _load_builtins() -> None:
-    """Import every package under smt_core.methods (each registers its specs): a new method is its package."""
+    """Import every package under smt_core.methods (each registers its specs): a new method is its package.
+
+    Once per process: listing the folder cost ~7 ms a lookup, and the API looks methods up several times for
+    every job it creates (validation, two memory estimates)."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
     import smt_core.methods as methods
 
     for info in pkgutil.iter_modules(methods.__path__):
         if info.ispkg:
             importlib.import_module(f"smt_core.methods.{info.name}")
+    _BUILTINS_LOADED = True
 
 
 def specs() -> list[MethodSpec]:
