@@ -255,7 +255,9 @@ def worker(name: str, seed: int, out_path: Path) -> None:
     model, tok, manifest = load_adapted(out_dir)
     model.eval()
     # scoring PIQA's validation rows costs minutes a run on 2 cores: only where a learning rate is chosen on them
-    parts = ("val", "test") if TASKS[task].get("score_val", True) or "-lr" in name else ("test",)
+    # a sweep's rows and the defaults it is weighed against score validation; PIQA's other rows only test
+    swept = "-lr" in name or name.endswith(("-default", "-shipped"))
+    parts = ("val", "test") if TASKS[task].get("score_val", True) or swept else ("test",)
     rows = {k: [json.loads(line) for line in paths[k].read_text().splitlines()] for k in parts}
     if TASKS[task]["kind"] == "classification":
         correct = {k: predict(model, tok, rows[k], manifest["label_names"], p["max_seq_len"]) for k in rows}

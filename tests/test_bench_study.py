@@ -95,3 +95,11 @@ def test_targets_report_what_was_missed():
                                       "b": {"smt_minus_lora": 1.0, "smt_minus_full": 0.0, "wall_ratio": 1.0, **seeds}})
     missed = [line for line in bad if "**missed**" in line]
     assert len(missed) == 4
+
+
+def test_no_validation_choice_is_claimed_over_a_default_without_a_validation_score(res):
+    """PIQA's default runs once scored only test: a swept rate with a validation score must not be called the
+    validation-best against a default that has none."""
+    for run in res["topic.lora-default"].values():
+        run["val_acc"] = None
+    assert study_report.val_best(res, "topic", "lora") is None
