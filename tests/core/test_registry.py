@@ -132,3 +132,21 @@ def test_the_specs_torch_free_learning_rates_are_the_engines(name):
         assert spec.learning_rate_for(params) == engine.learning_rate_for(params)
         for budget in (params // 400, params // 25):
             assert spec.learning_rate_for(params, budget) == engine.learning_rate_for(params, budget)
+
+
+def test_the_methods_folder_is_scanned_once_per_process(monkeypatch):
+    """Job creation looks methods up several times (validation, two memory estimates): listing the folder each
+    time cost ~7 ms a lookup. After the first scan a lookup touches no filesystem."""
+    import pkgutil
+
+    from smt_core import registry
+
+    registry.get_spec("smt")  # the first lookup scans (here or in an earlier test)
+
+    def no_scan(*_a, **_k):
+        raise AssertionError("smt_core.methods was scanned again")
+
+    monkeypatch.setattr(pkgutil, "iter_modules", no_scan)
+    assert registry.get_spec("lora").name == "lora"
+    assert "smt" in registry.available_methods()
+    assert registry.specs()
