@@ -295,10 +295,9 @@ def cpu_table(result: dict[str, Any]) -> list[str]:
              "| rate | " + " | ".join(groups) + " | machine busy |", "|---" * (len(groups) + 2) + "|"]
     for r in rows:
         c = r["cpu_s"]
-        cap = c["machine_capacity"] or 1.0
-        share = [f"{100 * c[g] * (os.cpu_count() or 1) / cap:.0f}" for g in groups]
-        lines.append(f"| {r['rate']:g} | " + " | ".join(share)
-                     + f" | {100 * c['machine_busy'] * (os.cpu_count() or 1) / cap:.0f} |")
+        pct = 100 * (os.cpu_count() or 1) / (c["machine_capacity"] or 1.0)  # CPU seconds -> % of one core
+        lines.append(f"| {r['rate']:g} | " + " | ".join(f"{c[g] * pct:.0f}" for g in groups)
+                     + f" | {c['machine_busy'] * pct:.0f} |")
     return lines
 
 

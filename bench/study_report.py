@@ -72,10 +72,10 @@ def val_best(res: dict[str, dict[int, dict]], task: str, method: str) -> str | N
     """The run name of ``method``'s learning rate with the best mean validation accuracy on ``task``."""
     prefix = "" if task == "sst2" else f"{task}."
     sweep = f"{task}." if method == "smt" else prefix  # SST-2's bare smt-lr* rows pin the old defaults
-    cands = [n for n in res if n == _name(task, SHIPPED[method])
-             or re.fullmatch(rf"{re.escape(sweep)}{method}-lr[0-9.e+-]+", n)]
-    if _name(task, SHIPPED[method]) in res and np.isnan(_mean(res[_name(task, SHIPPED[method])], "val_acc")):
+    shipped = _name(task, SHIPPED[method])
+    if shipped in res and np.isnan(_mean(res[shipped], "val_acc")):
         return None  # the default has no validation score: nothing can be said to beat it
+    cands = [n for n in res if n == shipped or re.fullmatch(rf"{re.escape(sweep)}{method}-lr[0-9.e+-]+", n)]
     cands = [n for n in cands if not np.isnan(_mean(res[n], "val_acc"))]
     return max(cands, key=lambda n: _mean(res[n], "val_acc")) if cands else None
 

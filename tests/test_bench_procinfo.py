@@ -8,16 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_modules import bench_module
 
 
 def load_procinfo():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import procinfo
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return procinfo
+    return bench_module("procinfo")
 
 
 def test_cpu_meter_counts_a_busy_process_and_not_an_idle_one():

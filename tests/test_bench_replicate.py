@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench_modules import bench_module
+
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("full", "lora", "dora", "smt", "snell")
 TASKS = ("piqa", "arc_easy")
@@ -22,12 +24,7 @@ BUDGET, SWEEP = 0.002, (0.001, 0.002)
 
 
 def load_render():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import render
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return render
+    return bench_module("render")
 
 
 @pytest.fixture(scope="module")
