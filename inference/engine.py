@@ -112,8 +112,10 @@ class Engine:
         return self.cache.names()
 
     def load(self) -> int:
-        """Requests in hand: waiting for a model, or decoding (read from another thread: a snapshot)."""
-        return len(self._waiting) + sum(len(b.seqs) for b in list(self._batches))
+        """Requests in hand: waiting for a model, or still decoding (read from another thread: a snapshot). A
+        finished sequence does not count, though its batch stays listed until the engine's next pass: its client
+        already has the answer."""
+        return len(self._waiting) + sum(1 for b in list(self._batches) for s in list(b.seqs) if not s.done)
 
     def _submit(self, request: _Request) -> None:
         if self._stop.is_set():

@@ -242,3 +242,18 @@ def test_the_residual_hook_adds_back_exactly_what_rounding_lost():
     want = x.float() @ exact.t()
     assert float((out - want).abs().max()) < 1e-5  # fp32 summation order only (2e-6 here)
     assert float((x.float() @ w.float().t() - want).abs().max()) > 1e-3  # without the hook's term (6e-3 here)
+
+
+def test_load_counts_a_finished_sequence_out_before_the_engine_drops_its_batch():
+    """A client gets its answer when its sequence ends; the engine drops the batch at its next pass. The load
+    (heartbeat, /internal/health, the router's choice) must not count the answered request in between."""
+    from types import SimpleNamespace
+
+    eng = Engine()  # not started: the batches stay as set here
+    a, b = SimpleNamespace(done=False), SimpleNamespace(done=False)
+    eng._batches = [SimpleNamespace(seqs=[a, b])]
+    assert eng.load() == 2
+    a.done = True
+    assert eng.load() == 1
+    b.done = True
+    assert eng.load() == 0
