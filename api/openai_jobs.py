@@ -40,6 +40,7 @@ from api.schemas import (
 )
 from service import catalog, finetuned
 from service.errors import ServiceError
+from service.estimates import task_of
 from service.models import Artifact, Dataset, Event, Job, MetricPoint
 from service.states import EventType, JobStatus
 from smt_core import hyperparameters as hp
@@ -57,10 +58,11 @@ EXTRA_HP = ("steps", "max_seq_len", "lr_warmup_steps", "num_devices", "gradient_
 
 
 def default_learning_rate(model: str, method: str, total_params: int | None = None,
-                          budget: float | int | None = None) -> float:
-    """The method's default rate for this base model and budget, as the engine picks it (smaller on larger
-    models; SMT's also on larger budgets); the model's size from the job once it ran, else from its
-    config.json (none: the small-model rate at the default budget)."""
+                          budget: float | int | None = None, *, classification: bool = False) -> float:
+    """The method's default rate for this base model, budget and task, as the engine picks it (smaller on
+    larger models; SMT's also on larger budgets, and lower for text than for a classification head); the
+    model's size from the job once it ran, else from its config.json (none: the small-model rate at the
+    default budget)."""
     if not total_params:
         cfg = catalog.model_config(model)
         total_params = model_shape(cfg).total_params if cfg else 0
@@ -68,7 +70,14 @@ def default_learning_rate(model: str, method: str, total_params: int | None = No
         budget_params = resolve_budget(budget, total_params) if budget is not None and total_params else None
     except ConfigError:
         budget_params = None  # job validation names the bad budget
-    return get_spec(method).learning_rate_for(total_params, budget_params)
+    return get_spec(method).learning_rate_for(total_params, budget_params, classification=classification)
+
+
+def trains_classifier(session: Session, owner_id: str, dataset_id: str | None) -> bool:
+    """Whether the owner's training dataset holds classification rows (a head trains, at its task's rate);
+    False for text and for an unknown id (the job's own checks name that)."""
+    ds = session.get(Dataset, dataset_id) if dataset_id else None
+    return ds is not None and ds.owner_id == owner_id and task_of(ds) == finetuned.CLASSIFICATION
 
 
 def _method_choice(body: FineTuningJobCreate) -> tuple[str, Any, OpenAIHyperparameters | None, str]:
@@ -96,7 +105,8 @@ def _method_choice(body: FineTuningJobCreate) -> tuple[str, Any, OpenAIHyperpara
 
 
 def _native_hyperparameters(model: str, method: str, given: OpenAIHyperparameters | None,
-                            prefix: str, budget: float | int | None = None) -> dict[str, Any]:
+                            prefix: str, budget: float | int | None = None, *,
+                            classification: bool = False) -> dict[str, Any]:
     """OpenAI's hyperparameters as the native ones; ``auto`` and absent values are left to the native defaults."""
     out: dict[str, Any] = {}
     if given is None:
@@ -106,7 +116,8 @@ def _native_hyperparameters(model: str, method: str, given: OpenAIHyperparameter
     if isinstance(given.batch_size, int):
         out["batch_size"] = given.batch_size
     if isinstance(given.learning_rate_multiplier, float | int):
-        rate = given.learning_rate_multiplier * default_learning_rate(model, method, budget=budget)
+        rate = given.learning_rate_multiplier * default_learning_rate(model, method, budget=budget,
+                                                                      classification=classification)
         if not 0 < rate <= (hp.LEARNING_RATE.maximum or math.inf):
             raise APIError(400, f"{prefix}.learning_rate_multiplier: gives a learning rate of {rate:g}, over "
                            f"{hp.LEARNING_RATE.maximum}", param=f"{prefix}.learning_rate_multiplier")
@@ -115,8 +126,9 @@ def _native_hyperparameters(model: str, method: str, given: OpenAIHyperparameter
     return out
 
 
-def job_create_of(body: FineTuningJobCreate) -> tuple[JobCreate, dict[str, str]]:
-    """The native job body for OpenAI's, and the renames of native params back to the ones the caller sent."""
+def job_create_of(body: FineTuningJobCreate, classification: bool = False) -> tuple[JobCreate, dict[str, str]]:
+    """The native job body for OpenAI's (``classification``: its training file holds classification rows),
+    and the renames of native params back to the ones the caller sent."""
     if body.integrations:
         raise APIError(400, "integrations: not supported", param="integrations")
     method, ours, given, hp_prefix = _method_choice(body)
@@ -125,7 +137,8 @@ def job_create_of(body: FineTuningJobCreate) -> tuple[JobCreate, dict[str, str]]
         "model": body.model, "training_dataset": body.training_file, "validation_dataset": body.validation_file,
         "method": method, "suffix": body.suffix, "metadata": dict(body.metadata or {}),
         "hyperparameters": _native_hyperparameters(body.model, method, given, hp_prefix,
-                                                   ours.budget if ours is not None else None)}
+                                                   ours.budget if ours is not None else None,
+                                                   classification=classification)}
     if body.seed is not None:
         native["seed"] = body.seed
     if ours is not None:
@@ -175,7 +188,10 @@ def hyperparameters_of(session: Session, job: Job) -> FineTuningHyperparametersP
     rate = h.get("learning_rate")
     multiplier = 1.0
     if rate:
-        multiplier = float(f"{rate / default_learning_rate(job.model, job.method, job.total_params, job.budget):.6g}")
+        default = default_learning_rate(job.model, job.method, job.total_params, job.budget,
+                                        classification=trains_classifier(session, job.owner_id,
+                                                                         job.training_dataset_id))
+        multiplier = float(f"{rate / default:.6g}")
     return FineTuningHyperparametersPublic(n_epochs=_n_epochs(session, job, h), batch_size=int(h["batch_size"]),
                                            learning_rate_multiplier=multiplier)
 

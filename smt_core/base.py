@@ -25,13 +25,7 @@ from torch import nn
 
 from smt_core.callbacks import Callbacks
 from smt_core.methods.options import MethodConfig
-from smt_core.methods.spec import (  # noqa: F401 - the rate constants are read from here too
-    MEASURED_UP_TO_PARAMS,
-    PAPER_MODEL_PARAMS,
-    MethodSpec,
-    Plan,
-    scaled_learning_rate,
-)
+from smt_core.methods.spec import MethodSpec, Plan
 from smt_core.targets import Site, geometry_of
 
 if TYPE_CHECKING:
@@ -61,14 +55,12 @@ class PrepareContext:
 
 class Method(ABC):
     """One fine-tuning method's engine. Subclasses set ``spec`` (their torch-free description, which gives
-    ``name``, ``config_class`` and ``uses_budget``) and the learning rates, and fill in the abstract methods."""
+    ``name``, ``config_class``, ``uses_budget`` and the default learning rates) and fill in the abstract
+    methods."""
 
     spec: ClassVar[MethodSpec]
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
-    default_learning_rate: ClassVar[float]  # measured here on models of ≤ 135M parameters
-    # the rate the method's papers used on ~7B models (not measured here; None: no size dependence)
-    large_model_learning_rate: ClassVar[float | None] = None
     uses_budget: ClassVar[bool] = True
     prepare_phase: ClassVar[str] = "training"  # the job phase shown while prepare() runs
     sparse_delta: ClassVar[bool] = False  # sparse_deltas() gives the delta (a SHiRA export can hold it)
@@ -92,12 +84,10 @@ class Method(ABC):
         return self.spec.plan(geometry, budget, self.config)
 
     @classmethod
-    def learning_rate_for(cls, base_params: int, budget_params: int | None = None) -> float:
-        """The default learning rate for a base model of ``base_params`` parameters (see
-        :func:`scaled_learning_rate`): the measured small-model rate, moving to the papers' 7B rate; times
-        the spec's factor for the budget (SMT's moves with it)."""
-        return (scaled_learning_rate(cls.default_learning_rate, cls.large_model_learning_rate, base_params)
-                * cls.spec.budget_rate_factor(base_params, budget_params))
+    def learning_rate_for(cls, base_params: int, budget_params: int | None = None, *,
+                          classification: bool) -> float:
+        """The default learning rate (the spec's :meth:`MethodSpec.learning_rate_for`)."""
+        return cls.spec.learning_rate_for(base_params, budget_params, classification=classification)
 
     @abstractmethod
     def prepare(self, ctx: PrepareContext) -> nn.Module:

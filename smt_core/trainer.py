@@ -396,7 +396,8 @@ def build_optimizer(spec: TrainSpec, method: Method, model: nn.Module, base: Bas
     train_params = params + head
     distributed.broadcast_params(train_params)  # replicas start from rank 0's values
     # lower on larger models (and for SMT on larger budgets)
-    lr = spec.learning_rate or method.learning_rate_for(base.base_params, base.budget)
+    lr = spec.learning_rate or method.learning_rate_for(base.base_params, base.budget,
+                                                        classification=base.task == "classification")
     # a random new head needs a higher rate than the pretrained weights' small corrections
     head_lr = spec.head_learning_rate or max(lr, HEAD_LEARNING_RATE)
     groups = [g for g in ({"params": params, "lr": lr, "base_lr": lr},

@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session
 from api.deps import CurrentOwner, SessionDep
 from api.errors import APIError
 from api.openai_errors import OpenAIRoute, openai_errors
-from api.openai_jobs import checkpoints_of, event_anchor, event_of, fine_tuning_job, job_create_of, renamed
+from api.openai_jobs import (
+    checkpoints_of,
+    event_anchor,
+    event_of,
+    fine_tuning_job,
+    job_create_of,
+    renamed,
+    trains_classifier,
+)
 from api.routes import jobs
 from api.routes.common import AfterQuery, LimitQuery
 from api.schemas import (
@@ -44,7 +52,7 @@ def create_fine_tuning_job(body: FineTuningJobCreate, session: SessionDep, owner
                            idempotency_key: jobs.IdempotencyKey = None) -> FineTuningJobPublic:
     """Create a fine-tuning job: the same checks, quotas, routing and Idempotency-Key as POST /v1/jobs; 200 as
     at OpenAI (a replay of the same key and body returns the same job)."""
-    native, renames = job_create_of(body)
+    native, renames = job_create_of(body, trains_classifier(session, owner.id, body.training_file))
     try:
         created = jobs.create_job(native, session, owner, Response(), idempotency_key)
     except (APIError, ServiceError) as exc:

@@ -104,16 +104,24 @@ class MethodSpec:
     trains_base: ClassVar[bool] = False  # every base weight trains (full): fp32 weights, their gradients
     reads_inputs: ClassVar[bool] = False  # a side path reads each target's input (LoRA, DoRA, SNELL)
     output_copies: ClassVar[int] = 0  # (tokens × out) tensors saved per target besides (DoRA: 2)
-    # the engine's default learning rates, torch-free so the API can compute a rate before a run (OpenAI's
-    # learning_rate_multiplier multiplies it); the engine's Method class keeps the same values
-    # (tests/core/test_registry.py checks they agree)
-    default_learning_rate: ClassVar[float]  # measured here on models of ≤ 135M parameters
+    # the default learning rates, here alone and torch-free: the engine's Method reads them from its spec, and
+    # the API computes a job's rate before a run (OpenAI's learning_rate_multiplier multiplies it)
+    default_learning_rate: ClassVar[float]  # measured here on models of ≤ 135M parameters (classification)
+    # the small-model rate when the model learns text (a causal-LM loss: chat, prompt_completion,
+    # multiple_choice) where it was measured to differ; None: default_learning_rate for every task
+    causal_lm_learning_rate: ClassVar[float | None] = None
     large_model_learning_rate: ClassVar[float | None] = None  # the papers' rate on ~7B models
 
-    def learning_rate_for(self, base_params: int, budget_params: int | None = None) -> float:
-        """The default learning rate the engine uses for a base model of ``base_params`` parameters and a
-        budget of ``budget_params`` trainable parameters (None: the default budget)."""
-        return (scaled_learning_rate(self.default_learning_rate, self.large_model_learning_rate, base_params)
+    def learning_rate_for(self, base_params: int, budget_params: int | None = None, *,
+                          classification: bool) -> float:
+        """The default learning rate for a base model of ``base_params`` parameters, a budget of
+        ``budget_params`` trainable parameters (None: the default budget) and the task (a new classification
+        head, or text): the measured small-model rate for the task, moving to the papers' 7B rate (see
+        :func:`scaled_learning_rate`), times the factor for the budget (SMT's moves with it)."""
+        small = self.default_learning_rate
+        if not classification and self.causal_lm_learning_rate is not None:
+            small = self.causal_lm_learning_rate
+        return (scaled_learning_rate(small, self.large_model_learning_rate, base_params)
                 * self.budget_rate_factor(base_params, budget_params))
 
     def budget_rate_factor(self, base_params: int, budget_params: int | None) -> float:

@@ -94,15 +94,17 @@ def _validate_job(job: Any) -> FineTuningJob:
     return out
 
 
-def test_smts_learning_rate_multiplier_is_over_its_budgets_default_rate(sdk, client):
-    """SMT's default rate falls with its budget (sqrt(1% / budget)): the multiplier multiplies that rate."""
+def test_smts_learning_rate_multiplier_is_over_its_budgets_and_tasks_default_rate(sdk, client):
+    """SMT's default rate falls with its budget (sqrt(1% / budget)) and is lower for text (1e-3 at 1%) than for
+    a classification head (3e-3): the multiplier multiplies the rate for the training file's task."""
     oa, h = sdk
-    f = oa.files.create(file=("chat.jsonl", jsonl(weighted_chat_rows(12))), purpose="fine-tune")
-    big = oa.fine_tuning.jobs.create(model="cfg-llama", training_file=f.id, method={
-        "type": "smt", "smt": {"budget": 0.04, "hyperparameters": {"learning_rate_multiplier": 2}}})
-    native = client.get(f"/v1/jobs/{big.id}", headers=h).json()
-    assert native["hyperparameters"]["learning_rate"] == pytest.approx(2 * 1.5e-3, rel=1e-4)
-    assert big.hyperparameters.learning_rate_multiplier == 2.0
+    for rows, rate_at_1pct in ((weighted_chat_rows(12), 1e-3), (factories.classification_rows(12), 3e-3)):
+        f = oa.files.create(file=("train.jsonl", jsonl(rows)), purpose="fine-tune")
+        big = oa.fine_tuning.jobs.create(model="cfg-llama", training_file=f.id, method={
+            "type": "smt", "smt": {"budget": 0.04, "hyperparameters": {"learning_rate_multiplier": 2}}})
+        native = client.get(f"/v1/jobs/{big.id}", headers=h).json()
+        assert native["hyperparameters"]["learning_rate"] == pytest.approx(2 * rate_at_1pct / 2, rel=1e-4)
+        assert oa.fine_tuning.jobs.retrieve(big.id).hyperparameters.learning_rate_multiplier == 2.0
 
 
 def test_jobs_are_native_jobs_with_openais_shape_and_our_methods(sdk, client):

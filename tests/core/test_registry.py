@@ -124,14 +124,17 @@ def test_the_name_check_sees_each_kind_of_branch():
 @pytest.mark.parametrize("name", sorted(NAMES))
 def test_the_specs_torch_free_learning_rates_are_the_engines(name):
     """The API computes a method's default rate from the spec (OpenAI's learning_rate_multiplier multiplies it)
-    without torch; the engine's Method class must run the same rate at every model size."""
+    without torch; the engine runs the same rate at every model size, budget and task because it keeps no rate
+    of its own: the spec is the one place a default rate is written."""
     spec, engine = get_spec(name), get_method(name)
-    assert spec.default_learning_rate == engine.default_learning_rate
-    assert spec.large_model_learning_rate == engine.large_model_learning_rate
+    for cls in engine.__mro__[:-1]:
+        own = {"default_learning_rate", "causal_lm_learning_rate", "large_model_learning_rate"} & set(vars(cls))
+        assert not own, f"{cls.__name__} sets {sorted(own)}: set them on {type(spec).__name__} alone"
     for params in (1_000, 135_000_000, 1_200_000_000, 7_000_000_000, 70_000_000_000):
-        assert spec.learning_rate_for(params) == engine.learning_rate_for(params)
-        for budget in (params // 400, params // 25):
-            assert spec.learning_rate_for(params, budget) == engine.learning_rate_for(params, budget)
+        for budget in (None, params // 400, params // 25):
+            for classification in (True, False):
+                assert (spec.learning_rate_for(params, budget, classification=classification)
+                        == engine.learning_rate_for(params, budget, classification=classification))
 
 
 def test_the_methods_folder_is_scanned_once_per_process(monkeypatch):

@@ -183,4 +183,4 @@ def test_options_parse_cli_strings_and_registry_finds_snell():
     method = get_method("snell").from_options({"sparsity": "0.5", "rule": "paper", "learn_coefficients": "true"})
     assert isinstance(method, SnellMethod)
     assert method.config == SnellConfig(sparsity=0.5, rule="paper", learn_coefficients=True)
-    assert SnellMethod.default_learning_rate > 0
+    assert SnellMethod.spec.default_learning_rate > 0

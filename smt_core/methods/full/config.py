@@ -11,7 +11,8 @@ class FullSpec(FixedSpec):
     name = "full"
     order = 50
     engine = "smt_core.methods.full.model:FullMethod"
-    default_learning_rate, large_model_learning_rate = 5e-5, 2e-5  # as FullMethod's (see its notes)
+    default_learning_rate = 5e-5  # see FullMethod's notes
+    large_model_learning_rate = 2e-5  # Stanford Alpaca's full fine-tuning of LLaMA-7B
     trains_base = True
 
     def trainable(self, geometry: Geometry) -> int:

@@ -30,8 +30,6 @@ class FullMethod(Method):
     reached 0.629 on MiniLM / SST-2 in 38 steps, a short run that wants the upper half of the range."""
 
     spec = SPEC
-    default_learning_rate = 5e-5
-    large_model_learning_rate = 2e-5  # Stanford Alpaca's full fine-tuning of LLaMA-7B
 
     def __init__(self, config: FullConfig) -> None:
         super().__init__(config)

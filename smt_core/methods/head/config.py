@@ -16,7 +16,7 @@ class HeadSpec(FixedSpec):
     name = "head"
     order = 60
     engine = "smt_core.methods.head.model:HeadMethod"
-    default_learning_rate = 2e-3  # as HeadMethod's
+    default_learning_rate = 2e-3  # see HeadMethod's notes
     served = False
 
     def trainable(self, geometry: Geometry) -> int:

@@ -15,7 +15,6 @@ class HeadMethod(Method):
     """Default lr 2e-3 (the head rate every method uses): one linear layer on frozen features."""
 
     spec = SPEC
-    default_learning_rate = 2e-3
 
     def prepare(self, ctx: PrepareContext) -> nn.Module:
         if not ctx.head_parameters:

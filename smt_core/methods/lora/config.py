@@ -28,7 +28,8 @@ class LoraSpec(MethodSpec):
     order = 30
     config = LoraOptions
     engine = "smt_core.methods.lora.model:LoraMethod"
-    default_learning_rate, large_model_learning_rate = 1e-3, 2e-4  # as LoraMethod's (DoraMethod too)
+    default_learning_rate = 1e-3  # see LoraMethod's notes (DoRA too)
+    large_model_learning_rate = 2e-4  # LoRA/QLoRA and DoRA's LLaMA-7B runs (DoRA: 1e-4 to 2e-4)
     reads_inputs = True
     magnitude = False  # DoRA also trains a magnitude per output row
 

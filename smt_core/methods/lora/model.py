@@ -25,8 +25,6 @@ class LoraMethod(Method):
     0.676 held-out accuracy against 0.537 at 2e-4 — short runs need the higher rate."""
 
     spec = SPEC
-    default_learning_rate = 1e-3
-    large_model_learning_rate = 2e-4  # LoRA/QLoRA and DoRA's LLaMA-7B runs (DoRA: 1e-4 to 2e-4)
 
     def __init__(self, config: LoraOptions) -> None:
         super().__init__(config)

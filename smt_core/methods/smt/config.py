@@ -95,7 +95,9 @@ class SMTSpec(MethodSpec):
     order = 10
     config = SMTConfig
     engine = "smt_core.methods.smt.model:SMTMethod"
-    default_learning_rate, large_model_learning_rate = 3e-3, 1e-4  # as SMTMethod's (see its notes)
+    default_learning_rate = 3e-3  # a new classification head on MiniLM (see SMTMethod's notes)
+    causal_lm_learning_rate = 1e-3  # SmolLM2-135M on PIQA's choices: validation-chosen over 3e-3
+    large_model_learning_rate = 1e-4  # SMT's reference code on LLaMA-7B commonsense (9.65e-6 on math)
     selects_blocks = True
 
     def budget_rate_factor(self, base_params: int, budget_params: int | None) -> float:

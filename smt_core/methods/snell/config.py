@@ -35,7 +35,8 @@ class SnellSpec(MethodSpec):
     order = 20
     config = SnellConfig
     engine = "smt_core.methods.snell.model:SnellMethod"
-    default_learning_rate, large_model_learning_rate = 5e-3, 1e-3  # as SnellMethod's (see its notes)
+    default_learning_rate = 5e-3  # see SnellMethod's notes
+    large_model_learning_rate = 1e-3  # the released code's rate; no 7B run published, not measured here
     reads_inputs = True
 
     def plan(self, geometry: Geometry, budget: int | None, config: SnellConfig) -> Plan:

@@ -32,8 +32,6 @@ class SnellMethod(Method):
     """
 
     spec = SPEC
-    default_learning_rate = 5e-3
-    large_model_learning_rate = 1e-3  # the released code's rate; no 7B run published, not measured here
     sparse_delta = True
 
     def __init__(self, config: SnellConfig) -> None:
