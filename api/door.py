@@ -1,7 +1,9 @@
 """The door: every /v1 request is authenticated here, in the ASGI layer, before a byte of its body is read.
 
-Key checks go through a small per-process cache (service/security.py ``KeyCache``); routes still authenticate for
-themselves (their dependencies load the owner), so this is the first check, not the only one. The rate limit
+Key checks go through a small per-process cache (service/security.py ``KeyCache``). A key verified under the
+current revocation mark (service/revocations.py) is trusted by the routes as it is: a revocation anywhere moves
+the mark, so the next request looks the key up again. Without a readable mark the routes authenticate for
+themselves (a lookup of their own), so a key revoked from another process is still refused at once. The rate limit
 is taken here too, once it is known who asks: the verified owner, or the client address for a request
 without a valid key. A key this process has not verified lately costs a database lookup, so the client
 address pays for that lookup first from a bucket of its own (api/ratelimit.py ``KEY_LOOKUPS``), and a key that
@@ -29,10 +31,20 @@ from service.security import KeyCache, KeyIdentity, bearer_token, looks_like_key
 log = logging.getLogger("sparsetune.api")
 GUARDED_PREFIX = "/v1"  # health checks, Prometheus, docs and the dashboard's static files are public
 IDENTITY = "sparsetune.identity"  # where the door leaves the verified KeyIdentity in the ASGI scope
+CHECKED = "sparsetune.identity_checked"  # True: verified under the current revocation mark (KeyCache)
 
 
 def identity_of(scope: Scope) -> KeyIdentity | None:
     return scope.get(IDENTITY)
+
+
+def checked_identity(scope: Scope, token: str) -> KeyIdentity | None:
+    """The door's identity for ``token`` if no key was revoked since it was verified (the route then needs no
+    lookup of its own); None otherwise."""
+    identity = scope.get(IDENTITY)
+    if identity is None or not scope.get(CHECKED) or bearer_token(scope) != token:
+        return None
+    return identity
 
 
 class DoorMiddleware:
@@ -43,15 +55,19 @@ class DoorMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(GUARDED_PREFIX):
             return await self.app(scope, receive, send)
         token = bearer_token(scope)
-        identity = None
+        identity, mark = None, None
         if token is not None and looks_like_key(token):
-            found, identity = self.keys.cached(token)
+            mark = await self.keys.mark.read()
+            found, identity = self.keys.cached(token, mark)
             if not found:
-                refused = None if self.limiter is None else await self.limiter.check_lookup(scope)
+                # a key remembered from before the mark moved is looked up again at no charge: a revocation
+                # must not spend the client's lookup allowance on keys it already proved
+                remembered = self.keys.cached(token)[0]
+                refused = None if self.limiter is None or remembered else await self.limiter.check_lookup(scope)
                 if refused is not None:
                     return await refuse_unread(refused, scope, receive, send)
                 try:
-                    identity = await self.keys.verify(token)
+                    identity = await self.keys.verify(token, mark)
                 except PoolTimeout:
                     log.warning("database pool exhausted: request shed")
                     return await refuse_unread(busy_response(), scope, receive, send)
@@ -65,6 +81,7 @@ class DoorMiddleware:
         if identity is None:
             return await refuse_unread(unauthorized(missing=token is None), scope, receive, send)
         scope[IDENTITY] = identity
+        scope[CHECKED] = mark is not None
         await self.app(scope, receive, send)
 
     async def _limit(self, scope: Scope, who: str) -> JSONResponse | None:

@@ -28,6 +28,7 @@ from api.routes import (
     workers,
 )
 from service import logs
+from service.revocations import mark_for
 from service.security import KeyCache
 from service.settings import get_settings
 
@@ -50,7 +51,8 @@ def create_app() -> FastAPI:
                        max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout_seconds,
                        min_body_rate=settings.min_body_bytes_per_second)
     app.add_middleware(InFlightCapMiddleware, max_in_flight=settings.max_in_flight)
-    app.state.keys = KeyCache(ttl=settings.key_check_seconds)  # shared with the event streams' key re-checks
+    # shared with the event streams' key re-checks; the revocation mark lets routes trust the door's check
+    app.state.keys = KeyCache(ttl=settings.key_check_seconds, mark=mark_for(settings))
     app.add_middleware(DoorMiddleware, keys=app.state.keys, limiter=ratelimit.limiter_for(settings))
     app.add_middleware(HostCheckMiddleware, allowed=AllowedHosts(settings.allowed_hosts))  # before the door
     headers.install(app)  # outermost of all: every response, a 500 included, carries the security headers

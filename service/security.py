@@ -9,10 +9,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from service.models import ApiKey, Owner
+from service.revocations import NoMark, RevocationMark, mark_for
+from service.settings import get_settings
 
 KEY_SCHEME = "st"
 
@@ -64,10 +66,17 @@ def authenticate(session: Session, key: str) -> Owner | None:
 
 
 def revoke_key(session: Session, key_id: str) -> ApiKey | None:
+    """Mark the key revoked; once the session commits, the revocation mark moves (service/revocations.py), so
+    every API process looks the key up again on its next request instead of trusting what it remembers."""
     row = session.get(ApiKey, key_id)
     if row is not None and row.revoked_at is None:
         row.revoked_at = time.time()
+        event.listen(session, "after_commit", _move_revocation_mark, once=True)
     return row
+
+
+def _move_revocation_mark(_session: Session) -> None:
+    mark_for(get_settings()).move()
 
 
 @dataclass(frozen=True)
@@ -98,41 +107,56 @@ class KeyCache:
     """Verified keys, remembered for ``ttl`` seconds per process (by the key's SHA-256, never the key): the
     door checks every /v1 request with it before any body is read, and open event streams re-check their key
     with it, so a revoked key stops working within ``ttl`` everywhere at the cost of one lookup per key per
-    ``ttl``. Unknown and revoked keys are remembered too (bounded: the cache is cleared when full)."""
+    ``ttl``. Unknown and revoked keys are remembered too (bounded: the cache is cleared when full).
 
-    def __init__(self, ttl: float = 2.0, max_keys: int = 10_000, clock=time.monotonic) -> None:
+    Each entry also keeps the revocation mark read before its lookup (service/revocations.py). An entry whose
+    mark is the current one is *checked*: no key was revoked since it was read from the database, so a route
+    may trust it without a lookup of its own. An entry whose mark moved is looked up again; with no mark
+    (None) entries live by ``ttl`` alone and are never checked."""
+
+    def __init__(self, ttl: float = 2.0, max_keys: int = 10_000, clock=time.monotonic,
+                 mark: RevocationMark | None = None) -> None:
         self.ttl, self.max_keys, self._clock = ttl, max_keys, clock
-        self._known: dict[str, tuple[float, KeyIdentity | None]] = {}
-        self._pending: dict[str, asyncio.Future[KeyIdentity | None]] = {}
+        self.mark: RevocationMark = mark or NoMark()
+        self._known: dict[str, tuple[float, KeyIdentity | None, str | None]] = {}
+        self._pending: dict[tuple[str, str | None], asyncio.Future[KeyIdentity | None]] = {}
         self.lookups = 0  # database reads made (tests look)
 
-    def cached(self, key: str) -> tuple[bool, KeyIdentity | None]:
-        """(found, identity) without a database read."""
+    def cached(self, key: str, mark: str | None = None) -> tuple[bool, KeyIdentity | None]:
+        """(found, identity) without a database read: an unexpired entry, unless the revocation mark it was
+        read under is not ``mark`` (with ``mark`` None, any unexpired entry)."""
         hit = self._known.get(hash_key(key))
-        if hit is None or hit[0] < self._clock():
+        if hit is None or hit[0] < self._clock() or (mark is not None and hit[2] != mark):
             return False, None
         return True, hit[1]
 
-    async def verify(self, key: str) -> KeyIdentity | None:
-        """The key's identity, from the cache or one lookup. Concurrent checks of one key share that lookup:
-        when the entry of a key with 500 open streams expires, they would otherwise all read the database at
-        once and take the pool from every other request."""
-        found, identity = self.cached(key)
+    async def check(self, key: str) -> tuple[KeyIdentity | None, bool]:
+        """(identity, checked): the key's identity from the cache or one lookup, and whether it is checked
+        against the current revocation mark (see the class's notes)."""
+        mark = await self.mark.read()
+        return await self.verify(key, mark), mark is not None
+
+    async def verify(self, key: str, mark: str | None = None) -> KeyIdentity | None:
+        """The key's identity, from the cache or one lookup, remembered under ``mark`` (read before this call).
+        Concurrent checks of one key under one mark share that lookup: when the entry of a key with 500 open
+        streams expires, they would otherwise all read the database at once and take the pool from every other
+        request; a check under a newer mark does not join a lookup that may have read before the revocation."""
+        found, identity = self.cached(key, mark)
         if found:
             return identity
         digest = hash_key(key)
-        pending = self._pending.get(digest)
+        pending = self._pending.get((digest, mark))
         if pending is not None:
             try:
                 return await asyncio.shield(pending)
             except asyncio.CancelledError:
                 if pending.cancelled():  # the request that was looking went away: look again
-                    return await self.verify(key)
+                    return await self.verify(key, mark)
                 raise
         from anyio import to_thread
 
         future: asyncio.Future[KeyIdentity | None] = asyncio.get_running_loop().create_future()
-        self._pending[digest] = future
+        self._pending[(digest, mark)] = future
         try:
             self.lookups += 1
             identity = await to_thread.run_sync(_lookup, key)
@@ -144,10 +168,10 @@ class KeyCache:
             future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
             raise
         finally:
-            del self._pending[digest]
+            del self._pending[(digest, mark)]
         if len(self._known) >= self.max_keys:
             self._known.clear()
-        self._known[digest] = (self._clock() + self.ttl, identity)
+        self._known[digest] = (self._clock() + self.ttl, identity, mark)
         future.set_result(identity)
         return identity
 

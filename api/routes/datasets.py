@@ -10,13 +10,13 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentOwner, DatasetDep, SessionDep
+from api.deps import Caller, CurrentOwner, DatasetDep, SessionDep
 from api.errors import APIError
 from api.routes.common import AfterQuery, LimitQuery, errors
 from api.schemas import DatasetPublic, Deleted, ListPage
 from service import crud, quotas
 from service.blobstore import get_store
-from service.models import Dataset, Owner
+from service.models import Dataset
 from service.security import new_id
 from service.settings import get_settings
 from service.storable import string_problem
@@ -59,7 +59,7 @@ def create_dataset(session: SessionDep, owner: CurrentOwner,
     return DatasetPublic.model_validate(store_upload(session, owner, file))
 
 
-def store_upload(session: Session, owner: Owner, file: UploadFile) -> Dataset:
+def store_upload(session: Session, owner: Caller, file: UploadFile) -> Dataset:
     """Validate and store one upload as the owner's dataset (POST /v1/datasets and OpenAI's POST /v1/files:
     one record, one validation, the same per-line errors)."""
     settings = get_settings()

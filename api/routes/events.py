@@ -146,7 +146,7 @@ async def _new_events(request: Request, sub: streams.Subscription, job_id: str |
             continue
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(sub.woken.wait(), settings.key_check_seconds)
-        if await keys.verify(key) is None:
+        if (await keys.check(key))[0] is None:
             return  # revoked: end the stream
 
 

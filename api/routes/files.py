@@ -10,7 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentOwner, SessionDep
+from api.deps import Caller, CurrentOwner, SessionDep
 from api.errors import APIError
 from api.openai_errors import OpenAIRoute, openai_errors
 from api.openai_files import (
@@ -30,7 +30,7 @@ from api.schemas import FileDeleted, FilePublic, FilePurpose, ListPage
 from service import crud
 from service.blobstore import get_store
 from service.db import session_factory
-from service.models import Artifact, Dataset, Owner
+from service.models import Artifact, Dataset
 from service.storable import is_plausible_id
 
 router = APIRouter(prefix="/v1/files", tags=["files"], route_class=OpenAIRoute)
@@ -39,7 +39,7 @@ FileId = Annotated[str, Path(max_length=64, description="a dataset id (ds_…) o
 CONTENT = {200: {"content": {"application/octet-stream": {}, "text/csv": {}}}}
 
 
-def _dataset(session: Session, owner: Owner, file_id: str) -> Dataset:
+def _dataset(session: Session, owner: Caller, file_id: str) -> Dataset:
     ds = session.get(Dataset, file_id) if is_plausible_id(file_id) else None
     if ds is None or ds.owner_id != owner.id:
         raise APIError(404, f"no file {file_id!r}", param="file_id")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentOwner, SessionDep
+from api.deps import Caller, CurrentOwner, SessionDep
 from api.errors import APIError
 from api.openai_errors import OpenAIRoute, openai_errors
 from api.openai_jobs import (
@@ -32,14 +32,14 @@ from api.schemas import (
 )
 from service import crud
 from service.errors import ServiceError
-from service.models import Event, Job, Owner
+from service.models import Event, Job
 from service.storable import is_plausible_id
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=OpenAIRoute)
 JobId = Annotated[str, Path(max_length=64, description="a job id (job_…): the native job's")]
 
 
-def _owned(session: Session, owner: Owner, job_id: str) -> Job:
+def _owned(session: Session, owner: Caller, job_id: str) -> Job:
     """Another owner's job is indistinguishable from a missing one (404)."""
     job = session.get(Job, job_id) if is_plausible_id(job_id) else None
     if job is None or job.owner_id != owner.id:
