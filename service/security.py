@@ -130,11 +130,14 @@ class KeyCache:
             return False, None
         return True, hit[1]
 
-    async def check(self, key: str) -> tuple[KeyIdentity | None, bool]:
-        """(identity, checked): the key's identity from the cache or one lookup, and whether it is checked
-        against the current revocation mark (see the class's notes)."""
-        mark = await self.mark.read()
-        return await self.verify(key, mark), mark is not None
+    async def recheck(self, key: str) -> KeyIdentity | None:
+        """The key's identity, looked up again only once its entry expired (the mark is read then, not on
+        every call): an open event stream's periodic check, which must end a revoked key's stream within
+        ``ttl`` without adding a read of the mark per stream per ``ttl``."""
+        found, identity = self.cached(key)
+        if found:
+            return identity
+        return await self.verify(key, await self.mark.read())
 
     async def verify(self, key: str, mark: str | None = None) -> KeyIdentity | None:
         """The key's identity, from the cache or one lookup, remembered under ``mark`` (read before this call).

@@ -26,9 +26,10 @@ CLI = [sys.executable, "-c", "import sys; from cli.commands import main; sys.exi
 
 class SettableMark:
     def __init__(self, value: str | None = "0") -> None:
-        self.value = value
+        self.value, self.reads = value, 0
 
     async def read(self) -> str | None:
+        self.reads += 1
         return self.value
 
     def move(self) -> None:
@@ -86,14 +87,26 @@ def test_a_remembered_key_is_checked_only_under_the_mark_it_was_read_under(servi
     key, owner_id = make_key("marked")
     mark = SettableMark()
     cache = KeyCache(ttl=60.0, mark=mark)
-    identity, checked = asyncio.run(cache.check(key))
-    assert identity.owner_id == owner_id and checked and cache.lookups == 1
-    assert asyncio.run(cache.check(key)) == (identity, True) and cache.lookups == 1  # remembered
-    mark.move()  # some key was revoked somewhere: look this one up again, once
-    assert asyncio.run(cache.check(key)) == (identity, True) and cache.lookups == 2
-    assert asyncio.run(cache.check(key)) == (identity, True) and cache.lookups == 2
-    mark.value = None  # the mark cannot be read: the ttl alone, and nothing is checked
-    assert asyncio.run(cache.check(key)) == (identity, False) and cache.lookups == 2
+    identity = asyncio.run(cache.verify(key, "0"))
+    assert identity.owner_id == owner_id and cache.lookups == 1
+    assert cache.cached(key, "0") == (True, identity) and asyncio.run(cache.verify(key, "0")) == identity
+    assert cache.lookups == 1  # remembered under the mark that stands
+    assert cache.cached(key, "1") == (False, None)  # some key was revoked since: not trusted as it is
+    assert asyncio.run(cache.verify(key, "1")) == identity and cache.lookups == 2  # looked up again, once
+    assert cache.cached(key, "1") == (True, identity) and cache.cached(key) == (True, identity)
+
+
+def test_an_open_streams_recheck_reads_the_mark_only_when_its_entry_expired(service_env):
+    key, owner_id = make_key("rechecked")
+    mark, clock = SettableMark(), [0.0]
+    cache = KeyCache(ttl=2.0, mark=mark, clock=lambda: clock[0])
+    assert asyncio.run(cache.recheck(key)).owner_id == owner_id and (mark.reads, cache.lookups) == (1, 1)
+    for _ in range(5):
+        assert asyncio.run(cache.recheck(key)).owner_id == owner_id
+    assert (mark.reads, cache.lookups) == (1, 1)
+    clock[0] += 3
+    assert asyncio.run(cache.recheck(key)).owner_id == owner_id and (mark.reads, cache.lookups) == (2, 2)
+    assert cache.cached(key, mark.value) == (True, cache.cached(key)[1])  # the door may trust this entry
 
 
 def test_routes_trust_the_doors_check_and_look_keys_up_themselves_without_a_mark(app, client, auth, route_lookups,
