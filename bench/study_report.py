@@ -69,7 +69,8 @@ def _wall(runs: dict[int, dict]) -> tuple[float, bool]:
 
 
 def val_best(res: dict[str, dict[int, dict]], task: str, method: str) -> str | None:
-    """The run name of ``method``'s learning rate with the best mean validation accuracy on ``task``."""
+    """The run name of ``method``'s learning rate with the best mean validation accuracy on ``task``; on a tie
+    the shipped default (a rate that does not beat it on validation is not chosen over it)."""
     prefix = "" if task == "sst2" else f"{task}."
     sweep = f"{task}." if method == "smt" else prefix  # SST-2's bare smt-lr* rows pin the old defaults
     shipped = _name(task, SHIPPED[method])
@@ -77,7 +78,7 @@ def val_best(res: dict[str, dict[int, dict]], task: str, method: str) -> str | N
         return None  # the default has no validation score: nothing can be said to beat it
     cands = [n for n in res if n == shipped or re.fullmatch(rf"{re.escape(sweep)}{method}-lr[0-9.e+-]+", n)]
     cands = [n for n in cands if not np.isnan(_mean(res[n], "val_acc"))]
-    return max(cands, key=lambda n: _mean(res[n], "val_acc")) if cands else None
+    return max(cands, key=lambda n: (_mean(res[n], "val_acc"), n == shipped)) if cands else None
 
 
 def task_section(res: dict[str, dict[int, dict]], task: str,

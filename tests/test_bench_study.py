@@ -49,6 +49,12 @@ def test_task_section_measures_against_smt_and_names_the_validation_choice(res, 
     assert study_report.val_best(res, "topic", "smt") == "topic.smt-shipped"
 
 
+def test_a_rate_that_only_ties_the_default_on_validation_is_not_chosen_over_it(res):
+    tie = {**res, "topic.smt-lr1e-3": {0: result("topic.smt-lr1e-3", 0, [1, 1, 1, 0], [1, 1, 0, 0], 1e-3, 9.0)}}
+    for order in (tie, dict(reversed(list(tie.items())))):  # whichever the results folder lists first
+        assert study_report.val_best(order, "topic", "smt") == "topic.smt-shipped"
+
+
 def test_a_quiet_job_timing_gives_the_wall_ratio(res, tmp_path):
     rows = [{"arm": "smt", "seed": 0, "wall_s": 30.0}, {"arm": "lora", "seed": 0, "wall_s": 25.0},
             {"arm": "smt", "seed": 1, "wall_s": 20.0}, {"arm": "lora", "seed": 1, "wall_s": 25.0}]
