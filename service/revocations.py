@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -74,12 +75,15 @@ class FileMark:
 
 
 class RedisMark:
-    """A counter in Redis, INCR'd by each revocation."""
+    """A counter in Redis, INCR'd by each revocation. After a failed read the mark is unknown for
+    ``retry_seconds`` without asking again, so a Redis that hangs costs one request its timeout, not every
+    request (the rate limiter does the same)."""
 
-    def __init__(self, url: str, key: str) -> None:
-        self.url, self.key = url, key
+    def __init__(self, url: str, key: str, retry_seconds: float = 5.0, clock=time.monotonic) -> None:
+        self.url, self.key, self.retry_seconds, self._clock = url, key, retry_seconds, clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client = None
+        self._down_until = 0.0
 
     def _client_for_this_loop(self):
         """asyncio connections belong to the loop that opened them (uvicorn has one; each TestClient its own)."""
@@ -93,9 +97,14 @@ class RedisMark:
         return self._client
 
     async def read(self) -> str | None:
+        if self._clock() < self._down_until:
+            return None
         try:
             value = await self._client_for_this_loop().get(self.key)
-        except Exception:  # noqa: BLE001 - Redis away: the routes check keys themselves
+        except Exception as exc:  # noqa: BLE001 - Redis away: the routes check keys themselves
+            log.warning("key revocation mark unreadable (%s); routes look keys up for %.0f s",
+                        exc.__class__.__name__, self.retry_seconds)
+            self._down_until = self._clock() + self.retry_seconds
             return None
         return "0" if value is None else value.decode()
 

@@ -80,7 +80,15 @@ def test_redis_mark_is_shared_and_an_unreachable_one_reads_as_unknown(service_en
     two.move()
     after = asyncio.run(one.read())
     assert before is not None and after is not None and after != before
-    assert asyncio.run(RedisMark("redis://127.0.0.1:1/0", "k").read()) is None
+    clock = [0.0]
+    away = RedisMark("redis://127.0.0.1:1/0", "k", retry_seconds=5.0, clock=lambda: clock[0])
+    asked: list[int] = []
+    real = away._client_for_this_loop
+    away._client_for_this_loop = lambda: asked.append(1) or real()
+    assert asyncio.run(away.read()) is None and len(asked) == 1
+    assert asyncio.run(away.read()) is None and len(asked) == 1  # not asked again while it is known down
+    clock[0] += 6
+    assert asyncio.run(away.read()) is None and len(asked) == 2
 
 
 def test_a_remembered_key_is_checked_only_under_the_mark_it_was_read_under(service_env):
