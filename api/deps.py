@@ -85,9 +85,10 @@ def owner_of(session: Session, key: Key) -> Caller:
 
 
 async def get_current_owner(session: SessionDep, key: Credentials) -> Caller:
-    """On the event loop when the door checked the key; else one thread hop for the lookup."""
+    """On the event loop when the door checked the key (``owner_of`` makes no lookup then); else one thread
+    hop for the lookup."""
     if key.checked_owner_id is not None:
-        return Caller(key.checked_owner_id)
+        return owner_of(session, key)
     return await to_thread.run_sync(owner_of, session, key)
 
 

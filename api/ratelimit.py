@@ -12,7 +12,6 @@ bucket, and its Redis extra pins redis<8 (we ship redis 8).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
@@ -24,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Scope
 
 from api.errors import error_body
+from service.loop_redis import LoopRedis
 from service.settings import Settings
 
 log = logging.getLogger("sparsetune.api")
@@ -89,37 +89,25 @@ class RedisBuckets:
     """Buckets shared by every API process through Redis; one round trip per request."""
 
     def __init__(self, url: str, namespace: str, retry_seconds: float = 5.0) -> None:
-        self._url, self._namespace, self._retry_seconds = url, namespace, retry_seconds
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._redis = LoopRedis(url, REDIS_CONNECTIONS, retry_seconds)
+        self._namespace = namespace
         self._script = None
         self._fallback = MemoryBuckets()
-        self._down_until = 0.0
 
     def _script_for_this_loop(self):
-        """asyncio connections belong to the loop that opened them (uvicorn has one; each TestClient its own)."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            import redis.asyncio as aioredis
-
-            # a blocking pool: a burst of requests waits briefly for one of a few connections; the default
-            # pool raises MaxConnectionsError past 100 in flight, which would switch limiting off for a while
-            pool = aioredis.BlockingConnectionPool.from_url(self._url, max_connections=REDIS_CONNECTIONS,
-                                                            timeout=0.5, socket_timeout=0.5,
-                                                            socket_connect_timeout=0.5)
-            client = aioredis.Redis(connection_pool=pool)
-            self._script, self._loop = client.register_script(TOKEN_BUCKET_LUA), loop
+        client = self._redis.client()
+        if self._script is None or self._script.registered_client is not client:
+            self._script = client.register_script(TOKEN_BUCKET_LUA)
         return self._script
 
     async def take(self, key: str, rate: Rate) -> float:
-        if time.monotonic() < self._down_until:
+        if self._redis.down:
             return await self._fallback.take(key, rate)
         try:
             script = self._script_for_this_loop()
             wait = await script(keys=[f"{self._namespace}:{key}"], args=[rate.per_second, rate.burst])
         except Exception as exc:  # noqa: BLE001 - an unreachable Redis must not turn into 5xx
-            log.warning("rate limiter: redis unavailable (%s); in-process buckets for %.0f s",
-                        exc.__class__.__name__, self._retry_seconds)
-            self._down_until = time.monotonic() + self._retry_seconds
+            self._redis.failed("rate limiter", exc, "in-process buckets")
             return await self._fallback.take(key, rate)
         return float(wait)
 

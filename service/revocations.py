@@ -14,13 +14,14 @@ reader says so (None) and the routes look the key up themselves, as before.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from service.loop_redis import LoopRedis
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -76,35 +77,19 @@ class FileMark:
 
 class RedisMark:
     """A counter in Redis, INCR'd by each revocation. After a failed read the mark is unknown for
-    ``retry_seconds`` without asking again, so a Redis that hangs costs one request its timeout, not every
-    request (the rate limiter does the same)."""
+    ``retry_seconds`` without asking again (service/loop_redis.py)."""
 
     def __init__(self, url: str, key: str, retry_seconds: float = 5.0, clock=time.monotonic) -> None:
-        self.url, self.key, self.retry_seconds, self._clock = url, key, retry_seconds, clock
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client = None
-        self._down_until = 0.0
-
-    def _client_for_this_loop(self):
-        """asyncio connections belong to the loop that opened them (uvicorn has one; each TestClient its own)."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            import redis.asyncio as aioredis
-
-            pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=8, timeout=0.5,
-                                                            socket_timeout=0.5, socket_connect_timeout=0.5)
-            self._client, self._loop = aioredis.Redis(connection_pool=pool), loop
-        return self._client
+        self.url, self.key = url, key
+        self.redis = LoopRedis(url, 8, retry_seconds, clock)
 
     async def read(self) -> str | None:
-        if self._clock() < self._down_until:
+        if self.redis.down:
             return None
         try:
-            value = await self._client_for_this_loop().get(self.key)
+            value = await self.redis.client().get(self.key)
         except Exception as exc:  # noqa: BLE001 - Redis away: the routes check keys themselves
-            log.warning("key revocation mark unreadable (%s); routes look keys up for %.0f s",
-                        exc.__class__.__name__, self.retry_seconds)
-            self._down_until = self._clock() + self.retry_seconds
+            self.redis.failed("key revocation mark", exc, "routes look keys up")
             return None
         return "0" if value is None else value.decode()
 

@@ -83,8 +83,8 @@ def test_redis_mark_is_shared_and_an_unreachable_one_reads_as_unknown(service_en
     clock = [0.0]
     away = RedisMark("redis://127.0.0.1:1/0", "k", retry_seconds=5.0, clock=lambda: clock[0])
     asked: list[int] = []
-    real = away._client_for_this_loop
-    away._client_for_this_loop = lambda: asked.append(1) or real()
+    real = away.redis.client
+    away.redis.client = lambda: asked.append(1) or real()
     assert asyncio.run(away.read()) is None and len(asked) == 1
     assert asyncio.run(away.read()) is None and len(asked) == 1  # not asked again while it is known down
     clock[0] += 6
