@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import reconcile
+from service.heap import tune_for_serving
 from service.periodic import Periodic
 from service.settings import get_settings
 
@@ -22,6 +23,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reconciler = Periodic("api-reconcile", reconcile.reconcile_once, lambda: settings.reconcile_seconds)
         reconciler.start()
     app.state.reconciler = reconciler
+    tune_for_serving()  # what exists now lives as long as the process: out of the collector's walks (service/heap.py)
     try:
         yield
     finally:

@@ -140,8 +140,9 @@ def _check_init_from(session: Session, owner_id: str, body: JobCreate, shape: Mo
                           "classification head has no rows for them")
 
 
-def validate_job(session: Session, owner_id: str, body: JobCreate) -> dict[str, Any]:
-    """Return the resolved hyperparameters; raise APIError(422) naming the first bad field."""
+def validate_job(session: Session, owner_id: str, body: JobCreate) -> tuple[dict[str, Any], Dataset | None]:
+    """Return the resolved hyperparameters and the training dataset's row (the caller reads it again: held
+    here, it is not looked up twice); raise APIError(422) naming the first bad field."""
     shape, _ = check_spec(body.model, body.method, body.budget, list(body.targets), body.method_options)
     train = _owned_dataset(session, owner_id, body.training_dataset, "training_dataset")
     val = _owned_dataset(session, owner_id, body.validation_dataset, "validation_dataset")
@@ -161,4 +162,4 @@ def validate_job(session: Session, owner_id: str, body: JobCreate) -> dict[str, 
     if hp["lr_warmup_steps"] > get_settings().max_steps:
         raise invalid("hyperparameters.lr_warmup_steps", f"{hp['lr_warmup_steps']} is over the limit of "
                       f"{get_settings().max_steps} (SPARSETUNE_MAX_STEPS)")
-    return hp
+    return hp, train

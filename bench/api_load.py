@@ -431,6 +431,7 @@ def main() -> int:
     hostile: HostileProcess | None = None
     try:
         from service.db import get_engine, session_scope
+        from service.heap import tune_for_serving
         from service.security import create_key
 
         with session_scope() as s:
@@ -481,6 +482,9 @@ def main() -> int:
             if hostile:
                 groups["hostile"] = lambda: [hostile.proc.pid]
             cpu = CpuMeter(groups)
+            # the load client's own collector pauses would count as the server's latency (latency runs from the
+            # scheduled send): the same tuning as the servers' (service/heap.py), the seeding's objects frozen
+            tune_for_serving()
             rss.take()  # each rate's window starts here
             for rate in [float(r) for r in args.rates.split(",")]:
                 row = asyncio.run(open_loop(target, rate, args.seconds, args.warmup, rng))

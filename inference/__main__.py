@@ -21,6 +21,7 @@ import time
 
 from service import logs, private
 from service.devices import detect_device
+from service.heap import tune_for_serving
 from service.parent import exit_with_parent
 from service.periodic import Periodic
 from service.settings import Settings, get_settings
@@ -87,6 +88,7 @@ def serve(host: str, port: int) -> int:
     # a no-op, so the heartbeat and the engine are stopped below
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
+    tune_for_serving()  # torch and the app: out of the collector's walks (service/heap.py)
     try:
         server.run(sockets=[sock])
     finally:

@@ -77,7 +77,8 @@ def find_idempotent(session: Session, owner_id: str, key: str, digest: str) -> J
 
 
 def create_job(session: Session, owner_id: str, body: JobCreate, hp: dict[str, Any],
-               idempotency_key: str | None, pool: str | None = None, estimated_memory: int | None = None) -> Job:
+               idempotency_key: str | None, pool: str | None = None, estimated_memory: int | None = None,
+               warnings: list[str] | None = None) -> Job:
     now = time.time()
     job = Job(id=new_id("job"), owner_id=owner_id, model=body.model, method=body.method, budget=body.budget,
               training_dataset_id=body.training_dataset, validation_dataset_id=body.validation_dataset,
@@ -85,7 +86,7 @@ def create_job(session: Session, owner_id: str, body: JobCreate, hp: dict[str, A
               seed=body.seed, suffix=body.suffix, meta=dict(body.metadata), status=JobStatus.queued,
               created_at=now, idempotency_key=idempotency_key, request_hash=request_hash(body),
               idempotency_expires_at=now + IDEMPOTENCY_SECONDS if idempotency_key else None,
-              pool=pool, estimated_memory=estimated_memory, init_from=body.init_from)
+              pool=pool, estimated_memory=estimated_memory, init_from=body.init_from, warnings=warnings)
     session.add(job)
     try:
         session.flush()

@@ -35,11 +35,15 @@ def job_counts(session: Session, owner_id: str) -> dict[str, int]:
     return {"queued_jobs": counts.get(JobStatus.queued, 0), "running_jobs": counts.get(JobStatus.running, 0)}
 
 
+def _stored_bytes_query(owner_id: str):
+    datasets = select(func.coalesce(func.sum(Dataset.bytes), 0)).where(Dataset.owner_id == owner_id)
+    artifacts = (select(func.coalesce(func.sum(Artifact.bytes), 0)).join(Job, Job.id == Artifact.job_id)
+                 .where(Job.owner_id == owner_id))
+    return datasets.scalar_subquery() + artifacts.scalar_subquery()
+
+
 def stored_bytes(session: Session, owner_id: str) -> int:
-    datasets = session.scalar(select(func.coalesce(func.sum(Dataset.bytes), 0)).where(Dataset.owner_id == owner_id))
-    artifacts = session.scalar(select(func.coalesce(func.sum(Artifact.bytes), 0)).join(Job, Job.id == Artifact.job_id)
-                               .where(Job.owner_id == owner_id))
-    return int(datasets or 0) + int(artifacts or 0)
+    return int(session.scalar(select(_stored_bytes_query(owner_id))) or 0)
 
 
 def usage(session: Session, owner_id: str) -> dict[str, Any]:
@@ -51,12 +55,14 @@ def check_new_job(session: Session, owner_id: str) -> None:
     """429 once the owner has the maximum of queued + running jobs; 413 once their storage is full (the job's
     artifacts would have nowhere to go)."""
     s = get_settings()
-    active = sum(job_counts(session, owner_id).values())
+    # one round trip for both (job creation is the busiest write; see bench/api_load.py)
+    active_jobs = select(func.count()).where(Job.owner_id == owner_id, Job.status.in_(ACTIVE)).scalar_subquery()
+    active, used = session.execute(select(active_jobs, _stored_bytes_query(owner_id))).one()
+    used = int(used or 0)
     if active >= s.max_active_jobs_per_owner:
         raise OverLimit(f"{active} jobs are queued or running, the most one owner may have "
                        f"(SPARSETUNE_MAX_ACTIVE_JOBS_PER_OWNER={s.max_active_jobs_per_owner}); retry when one "
                        "finishes, or cancel one", param="max_active_jobs_per_owner", code="quota_exceeded")
-    used = stored_bytes(session, owner_id)
     if used >= s.max_stored_bytes_per_owner:
         raise _storage_full(used, 0, s.max_stored_bytes_per_owner)
 

@@ -14,7 +14,7 @@ from api.routes.common import AfterQuery, LimitQuery, errors
 from api.schemas import BlocksPublic, Deleted, JobCreate, JobPublic, ListPage, MetricPointPublic
 from api.validation import validate_job
 from service import crud, estimates, pools, queue, quotas
-from service.models import BlockSelection, Dataset, Job, JobStatus, MetricPoint
+from service.models import BlockSelection, Job, JobStatus, MetricPoint
 from smt_core.registry import get_spec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -30,10 +30,9 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, respon
         if earlier is not None:
             response.status_code = 200
             return JobPublic.model_validate(earlier)
-    hp = validate_job(session, owner.id, body)
+    hp, train = validate_job(session, owner.id, body)  # train: the owner's, checked
     quotas.check_new_job(session, owner.id)  # 429 at the most queued + running jobs, 413 with storage full
     # the estimate with the training rows' token lengths, on each pool's own device (see service/pools.py)
-    train = session.get(Dataset, body.training_dataset)  # validate_job checked it is the owner's
     tokens = estimates.dataset_tokens(session, train, body.model) if train is not None else None
     peaks = pools.estimated_peaks(session, body.model, body.method, body.budget, list(body.targets), hp,
                                   body.method_options, tokens, estimates.task_of(train))
@@ -42,8 +41,8 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, respon
     pool = pools.pick(peaks, live, devices)
     if pool is None:
         raise APIError(422, pools.too_big_message(peaks, devices), param="hyperparameters")
-    job = crud.create_job(session, owner.id, body, hp, idempotency_key, pool.name, peaks.get(pool.name))
-    job.warnings = pools.no_live_worker_warnings(pool, live)  # still queued: it starts when a worker does
+    job = crud.create_job(session, owner.id, body, hp, idempotency_key, pool.name, peaks.get(pool.name),
+                          warnings=pools.no_live_worker_warnings(pool, live))  # still queued: starts with a worker
     session.commit()
     if queue.enqueue(job.id, pool.queue):  # only after the commit: a worker must find the row
         job.enqueued_at = job.created_at
