@@ -9,6 +9,7 @@ under a fixed seed, with usage at the end and a stop button that aborts the stre
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -290,7 +291,8 @@ def test_the_fine_tuned_answer_streams_beside_the_base_models_and_each_can_be_st
     stop = tuned.get_by_role("button", name="Stop the fine-tuned model answer")
     stop.click()
     expect(tuned).to_have_attribute("data-phase", "stopped")
-    expect(tuned.get_by_role("status")).to_have_text("Stopped")
+    # stopped at once; on a fast machine the first token may already have come (the note then says when)
+    expect(tuned.get_by_role("status")).to_have_text(re.compile(r"^Stopped( · first token after \d+\.\d+ s)?$"))
     expect(base).to_have_attribute("data-phase", "done", timeout=180_000)
     assert int(base.get_attribute("data-completion-tokens")) > 0
 
