@@ -141,8 +141,9 @@ def _check_init_from(session: Session, owner_id: str, body: JobCreate, shape: Mo
 
 
 def validate_job(session: Session, owner_id: str, body: JobCreate) -> tuple[dict[str, Any], Dataset | None]:
-    """Return the resolved hyperparameters and the training dataset's row (the caller reads it again: held
-    here, it is not looked up twice); raise APIError(422) naming the first bad field."""
+    """Return the resolved hyperparameters and the training dataset's row, which the caller needs next (the
+    session holds rows weakly: a second ``get`` after this one's row is dropped queries again); raise
+    APIError(422) naming the first bad field."""
     shape, _ = check_spec(body.model, body.method, body.budget, list(body.targets), body.method_options)
     train = _owned_dataset(session, owner_id, body.training_dataset, "training_dataset")
     val = _owned_dataset(session, owner_id, body.validation_dataset, "validation_dataset")

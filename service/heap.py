@@ -11,8 +11,8 @@ kinds of walk made the tail of bench/api_load.py's hostile mix (measured with ``
   load, each time promoting whatever a request in flight holds; those promotions soon call for another full
   walk (six in 45 s). A young collection every 20,000 allocations instead promotes a small fraction of that
   (in-flight objects are mostly gone by then), and the middle generation is collected every second young
-  collection so that it stays small too: no full walk at all during a measured minute, and young walks of a
-  few ms.
+  collection so that it stays small too: no full walk in any measured window since, and young walks mostly
+  of a few ms (the longest seen, 23 ms).
 """
 
 from __future__ import annotations

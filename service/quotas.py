@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from service.errors import Invalid, OverLimit, StorageFull
@@ -35,7 +35,9 @@ def job_counts(session: Session, owner_id: str) -> dict[str, int]:
     return {"queued_jobs": counts.get(JobStatus.queued, 0), "running_jobs": counts.get(JobStatus.running, 0)}
 
 
-def _stored_bytes_query(owner_id: str):
+def _stored_bytes_query(owner_id: str) -> ColumnElement[int]:
+    """The owner's dataset bytes plus artifact bytes, as one SQL expression (so a check can ask it alongside
+    other counts in one round trip)."""
     datasets = select(func.coalesce(func.sum(Dataset.bytes), 0)).where(Dataset.owner_id == owner_id)
     artifacts = (select(func.coalesce(func.sum(Artifact.bytes), 0)).join(Job, Job.id == Artifact.job_id)
                  .where(Job.owner_id == owner_id))
