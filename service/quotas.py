@@ -28,9 +28,13 @@ def limits() -> dict[str, int]:
             "max_stored_bytes_per_owner": s.max_stored_bytes_per_owner}
 
 
+def _active_jobs_of(owner_id: str) -> tuple[ColumnElement[bool], ...]:
+    """What makes a job count against the owner's active-job limit (queued or running)."""
+    return Job.owner_id == owner_id, Job.status.in_(ACTIVE)
+
+
 def job_counts(session: Session, owner_id: str) -> dict[str, int]:
-    rows = session.execute(select(Job.status, func.count()).where(
-        Job.owner_id == owner_id, Job.status.in_(ACTIVE)).group_by(Job.status))
+    rows = session.execute(select(Job.status, func.count()).where(*_active_jobs_of(owner_id)).group_by(Job.status))
     counts = {JobStatus(status): n for status, n in rows}
     return {"queued_jobs": counts.get(JobStatus.queued, 0), "running_jobs": counts.get(JobStatus.running, 0)}
 
@@ -58,7 +62,7 @@ def check_new_job(session: Session, owner_id: str) -> None:
     artifacts would have nowhere to go)."""
     s = get_settings()
     # one round trip for both (job creation is the busiest write; see bench/api_load.py)
-    active_jobs = select(func.count()).where(Job.owner_id == owner_id, Job.status.in_(ACTIVE)).scalar_subquery()
+    active_jobs = select(func.count()).where(*_active_jobs_of(owner_id)).scalar_subquery()
     active, used = session.execute(select(active_jobs, _stored_bytes_query(owner_id))).one()
     used = int(used or 0)
     if active >= s.max_active_jobs_per_owner:
